@@ -1,0 +1,64 @@
+"""The ``Evaluator`` interface: ``evaluate(archs) -> list[dict]`` on batches of archs.
+
+Metrics are plain floats keyed by name. Conventions used across raynas: ``accuracy`` is top-1
+in percent (0-100); ``params`` is a parameter count; ``macs`` multiply-accumulates and
+``flops`` floating-point operations (2 per MAC, as torch's FlopCounterMode counts);
+``latency_ms`` milliseconds.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence, Tuple, Union
+
+from raynas.arch import Arch
+
+Metrics = Dict[str, float]
+
+
+class Evaluator(ABC):
+    """Scores archs in batches.
+
+    Instances are shipped to Tune trials, so they must pickle cheaply: hold Ray actor handles,
+    object refs or file paths, never a model.
+    """
+
+    #: names of the metrics ``evaluate`` reports (used to check objectives before a search)
+    metrics: Tuple[str, ...] = ()
+
+    @abstractmethod
+    def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
+        """One metrics dict per arch, in order."""
+
+    def evaluate_fidelities(self, arch: Arch) -> Iterator[Metrics]:
+        """Metrics at increasing fidelity (e.g. per fine-tuning epoch), for schedulers like ASHA.
+
+        The default has a single fidelity.
+        """
+        yield self.evaluate([arch])[0]
+
+    @property
+    def num_fidelities(self) -> int:
+        return 1
+
+    def close(self) -> None:
+        """Release what the evaluator holds (actors, files)."""
+
+
+class FunctionEvaluator(Evaluator):
+    """Wraps ``fn(arch) -> dict | float`` (a float becomes the metric named ``metric``)."""
+
+    def __init__(self, fn: Callable[[Arch], Union[Mapping[str, Any], float]], metric: str = "score",
+                 metrics: Sequence[str] = ()) -> None:
+        self.fn = fn
+        self.metric = metric
+        self.metrics = tuple(metrics) or (metric,)
+
+    def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
+        out: List[Metrics] = []
+        for arch in archs:
+            value = self.fn(arch)
+            if isinstance(value, Mapping):
+                out.append({k: float(v) for k, v in value.items()})
+            else:
+                out.append({self.metric: float(value)})
+        return out

@@ -1,0 +1,84 @@
+"""Registry of search spaces, in the manner of timm's ``register_model`` / ``create_model``.
+
+Built-in spaces live in the top-level ``spaces`` package and are imported on first use;
+third-party packages can add theirs through the ``raynas.spaces`` entry-point group.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from importlib import metadata
+from typing import Any, Callable, Dict, List, Mapping, Optional, TypeVar
+
+from raynas.errors import ConfigError, UnknownSpaceError
+from raynas.space import SearchSpace
+
+_FACTORIES: Dict[str, Callable[..., SearchSpace]] = {}
+_DESCRIPTIONS: Dict[str, str] = {}
+_builtins_loaded = False
+
+T = TypeVar("T")
+
+
+def register_space(name: str, description: Optional[str] = None) -> Callable[[T], T]:
+    """Decorator registering a ``SearchSpace`` subclass or a factory returning one."""
+    if not name or not isinstance(name, str):
+        raise ConfigError("register_space needs a non-empty name")
+
+    def decorator(factory: T) -> T:
+        if name in _FACTORIES and _FACTORIES[name] is not factory:
+            raise ConfigError(f"search space '{name}' is already registered")
+        _FACTORIES[name] = factory  # type: ignore[assignment]
+        doc = description or inspect.getdoc(factory) or ""
+        _DESCRIPTIONS[name] = doc.strip().splitlines()[0] if doc.strip() else ""
+        return factory
+
+    return decorator
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    importlib.import_module("spaces")
+    try:
+        entry_points = metadata.entry_points(group="raynas.spaces")
+    except TypeError:  # Python < 3.10 API
+        entry_points = metadata.entry_points().get("raynas.spaces", [])  # type: ignore[attr-defined]
+    for ep in entry_points:
+        ep.load()
+
+
+def list_spaces() -> List[str]:
+    """Names of every registered search space."""
+    _load_builtins()
+    return sorted(_FACTORIES)
+
+
+def describe_spaces() -> Dict[str, str]:
+    """Name -> one-line description, for ``raynas spaces``."""
+    _load_builtins()
+    return {name: _DESCRIPTIONS.get(name, "") for name in sorted(_FACTORIES)}
+
+
+def create_space(name: str, **options: Any) -> SearchSpace:
+    """Instantiate a registered space by name, e.g. ``create_space("ofa_mbv3_cifar")``."""
+    if isinstance(name, SearchSpace):
+        return name
+    _load_builtins()
+    if name not in _FACTORIES:
+        raise UnknownSpaceError(str(name), _FACTORIES)
+    try:
+        space = _FACTORIES[name](**options)
+    except TypeError as exc:
+        raise ConfigError(f"bad options for space '{name}': {exc}") from exc
+    space.name = name
+    return space
+
+
+def space_from_spec(spec: Mapping[str, Any]) -> SearchSpace:
+    """Rebuild a space from :meth:`SearchSpace.spec` (as stored in checkpoints and exports)."""
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ConfigError(f"a space spec is a dict with 'name' and 'options', got {spec!r}")
+    return create_space(spec["name"], **dict(spec.get("options") or {}))

@@ -1,0 +1,2 @@
+"""Built-in search-space families. Importing this package registers them."""
+from spaces import synthetic  # noqa: F401

@@ -1,0 +1,34 @@
+"""Shared fixtures: one Ray session for the whole test run, and paths to the offline data."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The offline data live beside the project (never committed); users and CI may point elsewhere.
+SHARED_DATA = Path(os.environ.get("RAYNAS_TEST_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+
+def shared_data_path(relative: str) -> Path:
+    """Path of a file under the shared data folder, or skip the test with the reason."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"offline data not present: {path} (set RAYNAS_TEST_DATA to its folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for every test that needs it (starting Ray costs seconds)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR",
+                 log_to_driver=False)
+    yield ray
+    ray.shutdown()
