@@ -24,6 +24,12 @@ class Evaluator(ABC):
 
     #: names of the metrics ``evaluate`` reports (used to check objectives before a search)
     metrics: Tuple[str, ...] = ()
+    #: how :func:`raynas.search` batches archs into Tune trials by default. An in-process
+    #: evaluator runs inside the trial's actor: one trial actor (each costs a process start)
+    #: with several archs per trial is fastest unless evaluations are expensive.
+    preferred_batch_size: int = 8
+    preferred_concurrency: int = 1
+    trial_resources: Dict[str, float] = {"cpu": 1.0}
 
     @abstractmethod
     def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:

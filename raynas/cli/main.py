@@ -1,0 +1,85 @@
+"""``raynas``: command-line entry point. Each subcommand lives in its own module."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+from raynas.errors import RaynasError
+
+DESCRIPTION = """\
+raynas: neural architecture search on Ray Tune.
+
+  raynas demo                       the whole pipeline on the embedded default (digits, CPU, ~5 min)
+  raynas spaces                     list search spaces
+  raynas train  --space S --data D  train a weight-sharing supernet
+  raynas search --checkpoint C ...  search it (or a table / proxies) with a Tune strategy
+  raynas export --checkpoint C --arch A   write a standalone subnet (safetensors + config.json)
+
+Without --address an embedded local Ray starts; --address auto (or RAY_ADDRESS) joins a cluster.
+Run 'raynas <command> --help' for the options of a command.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from raynas.cli import demo, export_cmd, search_cmd, spaces_cmd, train_cmd
+
+    parser = argparse.ArgumentParser(prog="raynas", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"raynas {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for module in (demo, spaces_cmd, train_cmd, search_cmd, export_cmd):
+        module.register(sub)
+    for module in _optional_commands():
+        module.register(sub)
+    return parser
+
+
+def _optional_commands():
+    """Commands that other parts of raynas add (each module exposes ``register(sub)``)."""
+    import importlib
+
+    out = []
+    for name in ("raynas.cli.proxies_cmd", "raynas.cli.specialize_cmd"):
+        try:
+            out.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return out
+
+
+def add_ray_options(parser: argparse.ArgumentParser) -> None:
+    """--address and --num-cpus, shared by every command that starts or joins Ray."""
+    group = parser.add_argument_group("Ray")
+    group.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                       help="Ray cluster to join ('auto' on a cluster node, or ray://host:10001); "
+                            "default: RAY_ADDRESS, else an embedded local Ray")
+    group.add_argument("--num-cpus", type=int, default=None,
+                       help="CPUs of the embedded local Ray (default: all)")
+
+
+def _version() -> str:
+    import raynas
+    return raynas.__version__
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except RaynasError as exc:
+        print(f"raynas {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"raynas {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

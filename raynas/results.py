@@ -1,0 +1,271 @@
+"""Search results: one table (arch_id, arch JSON, every metric, timing), Pareto fronts,
+hypervolume, plots, and a Tune callback that fills the table as trials report."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+from ray.tune import Callback
+
+from raynas.arch import Arch, arch_from_json, canonical_json
+from raynas.errors import ConfigError
+from raynas.io import atomic_path, atomic_write_json
+from raynas.objectives import Objective, parse_objectives
+from raynas.pareto import hypervolume, pareto_mask, to_maximisation
+
+RESULTS_FILE = "results.parquet"
+META_FILE = "search.json"
+_FIXED_COLUMNS = ["order", "arch_id", "arch", "trial_id", "error", "eval_seconds", "finished_at"]
+
+
+class SearchResult:
+    """The table of a finished (or running) search and what users ask of it."""
+
+    def __init__(self, df: pd.DataFrame, objectives: Sequence[Objective], path: Optional[Path] = None,
+                 meta: Optional[Mapping[str, Any]] = None) -> None:
+        self._df = df.reset_index(drop=True)
+        self.objectives = list(objectives)
+        self.path = Path(path) if path is not None else None
+        self.meta = dict(meta or {})
+
+    # ----------------------------------------------------------------- access
+    @property
+    def df(self) -> pd.DataFrame:
+        """Every evaluated arch, one row each, in evaluation order."""
+        return self._df
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        """Rows whose evaluation succeeded."""
+        if "error" not in self._df:
+            return self._df
+        return self._df[self._df["error"].isna() | (self._df["error"] == "")]
+
+    def __len__(self) -> int:
+        return len(self._df)
+
+    def archs(self) -> List[Arch]:
+        return [arch_from_json(s) for s in self._df["arch"]]
+
+    def best(self, metric: Optional[str] = None, mode: Optional[str] = None, n: int = 1
+             ) -> Union[pd.Series, pd.DataFrame]:
+        """Best row (or top-``n`` rows) by ``metric`` (default: the primary objective)."""
+        objective = self._objective(metric, mode)
+        ok = self.ok
+        if objective.metric not in ok or ok[objective.metric].notna().sum() == 0:
+            raise ConfigError(f"no successful evaluation reported '{objective.metric}'")
+        ranked = ok.dropna(subset=[objective.metric]).sort_values(
+            objective.metric, ascending=(objective.mode == "min"), kind="stable")
+        return ranked.iloc[0] if n == 1 else ranked.head(n)
+
+    def best_arch(self, metric: Optional[str] = None, mode: Optional[str] = None) -> Arch:
+        return arch_from_json(self.best(metric, mode)["arch"])
+
+    def pareto(self, objectives: Optional[Sequence[Any]] = None) -> pd.DataFrame:
+        """Non-dominated rows over the objectives (default: the search's), sorted by the first."""
+        objs = parse_objectives(objectives) if objectives is not None else self.objectives
+        ok = self.ok.dropna(subset=[o.metric for o in objs])
+        if ok.empty:
+            return ok
+        points = to_maximisation(ok[[o.metric for o in objs]].to_numpy(), objs)
+        front = ok[pareto_mask(points)]
+        return front.sort_values(objs[0].metric, ascending=(objs[0].mode == "min"), kind="stable")
+
+    def hypervolume(self, reference: Sequence[float], objectives: Optional[Sequence[Any]] = None) -> float:
+        """Hypervolume of the front w.r.t. ``reference`` (given in the metrics' own units)."""
+        objs = parse_objectives(objectives) if objectives is not None else self.objectives
+        front = self.pareto(objs)
+        points = to_maximisation(front[[o.metric for o in objs]].to_numpy(), objs)
+        ref = to_maximisation(np.asarray(reference, dtype=np.float64)[None, :], objs)[0]
+        return hypervolume(points, ref)
+
+    def _objective(self, metric: Optional[str], mode: Optional[str]) -> Objective:
+        if metric is None:
+            return self.objectives[0]
+        for o in self.objectives:
+            if o.metric == metric and mode in (None, o.mode):
+                return o
+        return parse_objectives(f"{metric}:{mode}" if mode else metric)[0]
+
+    # ----------------------------------------------------------------- output
+    def to_parquet(self, path: Union[str, Path, None] = None) -> Path:
+        target = Path(path) if path is not None else self._default_path(RESULTS_FILE)
+        with atomic_path(target, suffix=".parquet") as tmp:
+            self._df.to_parquet(tmp, index=False)
+        return target
+
+    def plot_pareto(self, path: Union[str, Path, None] = None, objectives: Optional[Sequence[Any]] = None,
+                    title: Optional[str] = None) -> Path:
+        """Scatter of every arch with the Pareto front drawn as a staircase (PNG)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        objs = parse_objectives(objectives) if objectives is not None else self.objectives
+        if len(objs) < 2:
+            raise ConfigError("a Pareto plot needs two objectives, e.g. ['accuracy:max', 'flops:min']")
+        x, y = objs[1], objs[0]   # cost on x, quality on y: how people read these plots
+        ok = self.ok.dropna(subset=[x.metric, y.metric])
+        front = self.pareto([y, x]).sort_values(x.metric)
+        fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+        ax.scatter(ok[x.metric], ok[y.metric], s=14, alpha=0.45, color="tab:gray", label=f"evaluated ({len(ok)})")
+        ax.step(front[x.metric], front[y.metric], where="post", color="tab:red", lw=1.5)
+        ax.scatter(front[x.metric], front[y.metric], s=30, color="tab:red", label=f"Pareto front ({len(front)})")
+        ax.set_xlabel(f"{x.metric} ({'lower' if x.mode == 'min' else 'higher'} is better)")
+        ax.set_ylabel(f"{y.metric} ({'higher' if y.mode == 'max' else 'lower'} is better)")
+        ax.set_title(title or self.meta.get("name", "search"))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+        fig.tight_layout()
+        target = Path(path) if path is not None else self._default_path("pareto.png")
+        with atomic_path(target, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+        return target
+
+    def table(self, n: int = 10, columns: Optional[Sequence[str]] = None, space=None) -> str:
+        """Top-``n`` rows by the primary objective as a text table."""
+        objective = self.objectives[0]
+        ok = self.ok.dropna(subset=[objective.metric]) if objective.metric in self.ok else self.ok
+        if ok.empty:
+            return "(no successful evaluations)"
+        top = ok.sort_values(objective.metric, ascending=(objective.mode == "min"), kind="stable").head(n)
+        cols = list(columns) if columns else _default_columns(top, self.objectives)
+        shown = top[cols].copy()
+        for c in cols:
+            if c in ("params", "macs", "flops"):
+                shown[c] = shown[c].map(lambda v: f"{v / 1e6:.2f}M")
+            elif pd.api.types.is_float_dtype(shown[c]):
+                shown[c] = shown[c].map(lambda v: f"{v:.4g}")
+        if space is not None:
+            shown["arch"] = [space.describe(arch_from_json(s))[:60] for s in top["arch"]]
+        return shown.to_string(index=False)
+
+    def _default_path(self, name: str) -> Path:
+        if self.path is None:
+            raise ConfigError("this result has no directory; pass a path")
+        return self.path / name
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "SearchResult":
+        """Open an experiment directory (or a results.parquet file)."""
+        path = Path(path)
+        directory = path.parent if path.suffix == ".parquet" else path
+        table = path if path.suffix == ".parquet" else path / RESULTS_FILE
+        if not table.exists():
+            raise ConfigError(f"no {RESULTS_FILE} in {directory}: is this a raynas experiment directory?")
+        try:
+            df = pd.read_parquet(table)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for damaged files
+            raise ConfigError(f"{table} is not a readable Parquet file ({exc}); it may be truncated") from exc
+        meta = {}
+        if (directory / META_FILE).exists():
+            meta = json.loads((directory / META_FILE).read_text())
+        objectives = parse_objectives(meta.get("objectives") or ["accuracy:max"])
+        return cls(df, objectives, directory, meta)
+
+
+def _default_columns(df: pd.DataFrame, objectives: Sequence[Objective]) -> List[str]:
+    cols = ["arch_id"] + [o.metric for o in objectives if o.metric in df]
+    for extra in ("params", "macs", "latency_ms"):
+        if extra in df and extra not in cols:
+            cols.append(extra)
+    return cols
+
+
+class ResultsCollector(Callback):
+    """Tune callback: turns each trial's ``batch`` report into table rows, flushed atomically.
+
+    Rows are keyed by arch_id: a later fidelity of the same arch replaces its row. The table is
+    written to ``results.parquet`` every ``flush_seconds`` and at the end, so a killed driver
+    leaves a readable file.
+    """
+
+    def __init__(self, directory: Path, cost_model=None, flush_seconds: float = 5.0,
+                 existing: Optional[pd.DataFrame] = None) -> None:
+        self.directory = Path(directory)
+        self.cost_model = cost_model
+        self.flush_seconds = flush_seconds
+        self.rows: Dict[str, Dict[str, Any]] = {}
+        self._last_flush = time.monotonic()
+        self._dirty = False
+        if existing is not None and not existing.empty:
+            for rec in existing.to_dict("records"):
+                self.rows[rec["arch_id"]] = {k: v for k, v in rec.items() if not _is_missing(v)}
+        self._order = max((int(r.get("order", -1)) for r in self.rows.values()), default=-1) + 1
+
+    def on_trial_result(self, iteration: int, trials, trial, result: Dict, **info) -> None:
+        archs = {key: arch for key, arch in zip(trial.config.get("arch_ids", []), trial.config.get("archs", []))}
+        for row in result.get("batch") or []:
+            key = row.get("arch_id")
+            if key not in archs:
+                continue
+            self.add_row(key, archs[key], row, trial.trial_id)
+        if time.monotonic() - self._last_flush > self.flush_seconds:
+            self.flush()
+
+    def add_row(self, key: str, arch: Arch, metrics: Mapping[str, Any], trial_id: str) -> None:
+        previous = self.rows.get(key)
+        record: Dict[str, Any] = {}
+        if self.cost_model is not None:
+            try:
+                record.update(self.cost_model(arch))
+            except Exception:  # noqa: BLE001 - a cost failure must not lose the evaluation
+                pass
+        record.update({k: v for k, v in metrics.items() if k != "arch_id"})
+        record.update({"arch_id": key, "arch": canonical_json(arch), "trial_id": trial_id,
+                       "finished_at": time.time(),
+                       "order": previous["order"] if previous else self._order})
+        if previous is None:
+            self._order += 1
+        self.rows[key] = record
+        self._dirty = True
+
+    def on_trial_error(self, iteration: int, trials, trial, **info) -> None:
+        # The trial itself crashed (not the evaluator): record its archs as failed, once.
+        for key, arch in zip(trial.config.get("arch_ids", []), trial.config.get("archs", [])):
+            if key not in self.rows:
+                self.add_row(key, arch, {"error": "trial failed before reporting (see Tune's trial log)"},
+                             trial.trial_id)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.flush()
+
+    def dataframe(self) -> pd.DataFrame:
+        if not self.rows:
+            return pd.DataFrame(columns=_FIXED_COLUMNS)
+        df = pd.DataFrame(list(self.rows.values()))
+        df = df.sort_values("order", kind="stable").reset_index(drop=True)
+        front = [c for c in _FIXED_COLUMNS if c in df]
+        df = df[front + sorted(c for c in df.columns if c not in front)]
+        if "error" not in df:
+            df["error"] = None
+        return df
+
+    def flush(self) -> None:
+        if not self._dirty and (self.directory / RESULTS_FILE).exists():
+            return
+        with atomic_path(self.directory / RESULTS_FILE, suffix=".parquet") as tmp:
+            self.dataframe().to_parquet(tmp, index=False)
+        self._last_flush = time.monotonic()
+        self._dirty = False
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return isinstance(value, float) and math.isnan(value)
+    except TypeError:
+        return False
+
+
+def write_search_meta(directory: Path, meta: Mapping[str, Any]) -> None:
+    atomic_write_json(Path(directory) / META_FILE, dict(meta))

@@ -1,0 +1,51 @@
+"""Search strategies, each a Ray Tune ``Searcher`` (see :class:`ArchSearcher`)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+
+from raynas.errors import ConfigError
+from raynas.searchers.base import ArchSearcher
+from raynas.searchers.evolution import RegularizedEvolution
+from raynas.searchers.optuna_search import OptunaArchSearcher
+from raynas.searchers.random_search import RandomSearcher
+
+_STRATEGIES: Dict[str, Callable[..., ArchSearcher]] = {
+    "random": RandomSearcher,
+    "evolution": RegularizedEvolution,
+    "optuna": OptunaArchSearcher,
+}
+
+
+def register_strategy(name: str, factory: Callable[..., ArchSearcher]) -> None:
+    """Make a strategy available by name to :func:`raynas.search` and the CLI."""
+    _STRATEGIES[name] = factory
+
+
+def list_strategies() -> List[str]:
+    return sorted(_STRATEGIES) + ["optuna:" + s for s in ("tpe", "nsga2", "cmaes", "gp")]
+
+
+def make_searcher(strategy: Union[str, ArchSearcher], options: Optional[Mapping[str, Any]] = None) -> ArchSearcher:
+    """``"evolution"``, ``"optuna:nsga2"``, ... or an ``ArchSearcher`` instance."""
+    if isinstance(strategy, ArchSearcher):
+        if options:
+            raise ConfigError("strategy options go to the strategy's constructor when you pass an instance")
+        return strategy
+    if not isinstance(strategy, str):
+        raise ConfigError(f"strategy must be a name or an ArchSearcher, got {type(strategy).__name__}")
+    name, _, variant = strategy.partition(":")
+    options = dict(options or {})
+    if name == "optuna" and variant:
+        options.setdefault("sampler", variant)
+    elif variant:
+        raise ConfigError(f"strategy '{strategy}': only 'optuna:<sampler>' takes a variant")
+    if name not in _STRATEGIES:
+        raise ConfigError(f"unknown strategy '{strategy}'; available: {', '.join(list_strategies())}")
+    try:
+        return _STRATEGIES[name](**options)
+    except TypeError as exc:
+        raise ConfigError(f"bad options for strategy '{name}': {exc}") from exc
+
+
+__all__ = ["ArchSearcher", "RandomSearcher", "RegularizedEvolution", "OptunaArchSearcher",
+           "make_searcher", "register_strategy", "list_strategies"]

@@ -1,0 +1,237 @@
+"""``ArchSearcher``: the Tune ``Searcher`` base of raynas' strategies.
+
+A strategy only proposes archs (``propose``) and learns from results (``observe``); this base
+turns that into Tune's protocol: batching several archs into one trial, skipping archs already
+proposed, enforcing pre-evaluation constraints by bounded rejection, limiting concurrency, and
+saving/restoring the whole state as JSON (no pickles), so a resumed search continues with the
+very same suggestions.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from ray.tune.search import Searcher
+
+from raynas.arch import Arch, arch_id
+from raynas.constraints import Constraint, CostModel, satisfies
+from raynas.errors import ConfigError, InfeasibleConstraintError
+from raynas.io import atomic_write_text
+from raynas.objectives import Objective, scalar_fitness
+
+# After this many duplicate proposals in a row, fall back to uniform samples for diversity.
+DUPLICATE_FALLBACK = 32
+STATE_VERSION = 1
+
+
+class ArchSearcher(Searcher):
+    """Base of every raynas strategy.
+
+    Construct with the strategy's own hyperparameters; :func:`raynas.search` then calls
+    :meth:`setup` with the space, objectives, constraints and budget.
+    """
+
+    #: name in the strategy registry
+    strategy_name = "base"
+    #: True when the strategy handles several objectives itself (Pareto-based)
+    multi_objective = False
+
+    def __init__(self) -> None:
+        super().__init__(metric=None, mode=None)
+        self.space = None
+        self.objectives: List[Objective] = []
+        self.constraints: List[Constraint] = []
+        self.cost_model: Optional[CostModel] = None
+        self.budget = 0
+        self.batch_size = 1
+        self.max_concurrent = 1
+        self.max_tries = 2000
+        self.seed = 0
+        self.rng = np.random.default_rng(0)
+        self._proposed = 0
+        self._seen: set = set()
+        self._live: Dict[str, List[Tuple[str, Arch]]] = {}
+        self._last_result: Dict[str, Mapping[str, Any]] = {}
+        self._num_observed = 0
+        self._exhausted = False
+
+    # ------------------------------------------------------------------ configuration
+    def setup(self, space, objectives: Sequence[Objective], *, constraints: Sequence[Constraint] = (),
+              cost_model: Optional[CostModel] = None, budget: int, batch_size: int = 1,
+              max_concurrent: int = 1, seed: int = 0, max_tries: int = 2000) -> "ArchSearcher":
+        if budget <= 0:
+            raise ConfigError(f"the search budget must be a positive number of archs, got {budget}")
+        if batch_size <= 0 or max_concurrent <= 0:
+            raise ConfigError("batch_size and max_concurrent must be positive")
+        self.space = space
+        self.objectives = list(objectives)
+        self.constraints = list(constraints)
+        self.cost_model = cost_model or CostModel(space)
+        self.budget, self.batch_size = int(budget), int(batch_size)
+        self.max_concurrent, self.max_tries, self.seed = int(max_concurrent), int(max_tries), int(seed)
+        self.rng = np.random.default_rng(self.seed)
+        # Tune validates reported results against these
+        self._metric = self.objectives[0].metric
+        self._mode = self.objectives[0].mode
+        self.on_setup()
+        return self
+
+    def on_setup(self) -> None:
+        """Hook: strategy-specific initialisation once the space is known."""
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        # raynas configures the searcher itself; accept Tune's call without overriding
+        return True
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        self.max_concurrent = int(max_concurrent)
+        return True
+
+    # ------------------------------------------------------------------ strategy hooks
+    def propose(self) -> Arch:
+        """Next candidate (may be a duplicate or infeasible; the base filters)."""
+        raise NotImplementedError
+
+    def observe(self, arch: Arch, metrics: Optional[Mapping[str, float]]) -> None:
+        """Learn from an evaluated arch; ``metrics`` is None when its evaluation failed."""
+
+    def on_rejected(self, arch: Arch, reason: str) -> None:
+        """Hook: a proposal was dropped, ``reason`` being "duplicate" or "infeasible"."""
+
+    def fitness(self, metrics: Optional[Mapping[str, float]]) -> float:
+        """'Higher is better' value of the primary objective (-inf for failures)."""
+        return scalar_fitness(metrics or {}, self.objectives[0])
+
+    # ------------------------------------------------------------------ Tune protocol
+    def suggest(self, trial_id: str):
+        if self.space is None:
+            raise ConfigError(f"{type(self).__name__} was not set up; pass it to raynas.search()")
+        if self._proposed >= self.budget or self._exhausted:
+            return Searcher.FINISHED if not self._live else None
+        if len(self._live) >= self.max_concurrent:
+            return None
+        n = min(self.batch_size, self.budget - self._proposed)
+        batch: List[Tuple[str, Arch]] = []
+        for _ in range(n):
+            arch = self._next_arch()
+            if arch is None:
+                break
+            batch.append((arch_id(arch), arch))
+        if not batch:
+            self._exhausted = True
+            return Searcher.FINISHED if not self._live else None
+        self._proposed += len(batch)
+        self._live[trial_id] = batch
+        return {"archs": [a for _, a in batch], "arch_ids": [i for i, _ in batch]}
+
+    def _next_arch(self) -> Optional[Arch]:
+        duplicates = infeasible = 0
+        for attempt in range(self.max_tries):
+            if duplicates >= DUPLICATE_FALLBACK:
+                arch = self.space.sample(self.rng)
+            else:
+                arch = self.propose()
+            arch = self.space.validate(arch)
+            key = arch_id(arch)
+            if key in self._seen:
+                duplicates += 1
+                self.on_rejected(arch, "duplicate")
+                continue
+            if self.constraints and not satisfies(self.constraints, self.cost_model(arch)):
+                infeasible += 1
+                self.on_rejected(arch, "infeasible")
+                continue
+            self._seen.add(key)
+            return arch
+        if infeasible == 0:
+            return None  # every proposal was a duplicate: the space is exhausted
+        raise InfeasibleConstraintError(
+            f"{type(self).__name__} found no new arch satisfying "
+            f"{' and '.join(map(str, self.constraints))} in {self.max_tries} proposals "
+            f"({infeasible} violated the constraints, {duplicates} were already evaluated). "
+            "Relax the constraints or shrink the budget.")
+
+    def on_trial_result(self, trial_id: str, result: Dict) -> None:
+        if trial_id in self._live:
+            self._last_result[trial_id] = result
+
+    def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False) -> None:
+        batch = self._live.pop(trial_id, None)
+        last = result if result is not None else self._last_result.get(trial_id)
+        self._last_result.pop(trial_id, None)
+        if batch is None:
+            return
+        rows = {row.get("arch_id"): row for row in (last or {}).get("batch", []) or []}
+        for key, arch in batch:
+            row = rows.get(key)
+            metrics = None
+            if row is not None and not row.get("error"):
+                metrics = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            self._num_observed += 1
+            self.observe(arch, metrics)
+
+    # ------------------------------------------------------------------ state
+    def get_state(self) -> Dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "strategy": self.strategy_name,
+            "rng": _rng_state_to_json(self.rng),
+            "proposed": self._proposed,
+            "seen": sorted(self._seen),
+            "live": {tid: [[k, a] for k, a in batch] for tid, batch in self._live.items()},
+            "num_observed": self._num_observed,
+            "exhausted": self._exhausted,
+            "strategy_state": self.get_strategy_state(),
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        if state.get("strategy") != self.strategy_name:
+            raise ConfigError(f"cannot restore a '{state.get('strategy')}' searcher state into "
+                              f"'{self.strategy_name}'")
+        self.rng.bit_generator.state = _rng_state_from_json(state["rng"])
+        self._proposed = int(state["proposed"])
+        self._seen = set(state["seen"])
+        self._live = {tid: [(k, a) for k, a in batch] for tid, batch in state["live"].items()}
+        self._num_observed = int(state["num_observed"])
+        self._exhausted = bool(state["exhausted"])
+        self.set_strategy_state(state["strategy_state"])
+
+    def get_strategy_state(self) -> Dict[str, Any]:
+        """Strategy-specific JSON-able state (population, policy, ...)."""
+        return {}
+
+    def set_strategy_state(self, state: Mapping[str, Any]) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        atomic_write_text(checkpoint_path, json.dumps(self.get_state(), allow_nan=True))
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "r", encoding="utf-8") as f:
+            text = f.read()
+        try:
+            state = json.loads(text)
+        except json.JSONDecodeError as exc:
+            from raynas.errors import CheckpointError
+            raise CheckpointError(f"searcher state {checkpoint_path} is not valid JSON ({exc}); "
+                                  "the experiment directory is damaged") from exc
+        self.set_state(state)
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def num_proposed(self) -> int:
+        return self._proposed
+
+    @property
+    def num_observed(self) -> int:
+        return self._num_observed
+
+
+def _rng_state_to_json(rng: np.random.Generator) -> Dict[str, Any]:
+    return json.loads(json.dumps(rng.bit_generator.state))
+
+
+def _rng_state_from_json(state: Mapping[str, Any]) -> Dict[str, Any]:
+    return dict(state)
+

@@ -1,0 +1,96 @@
+"""The Tune trainable of a search: evaluate the archs of one trial and report their metrics.
+
+One trial holds a batch of archs (Tune costs tens of milliseconds per trial, evaluations can be
+far cheaper). The trial reports once, with every arch's metrics under ``batch`` and the best
+value of the primary objective flat (Tune's schedulers and dashboards read flat metrics). With a
+multi-fidelity evaluator and a batch of one, it reports once per fidelity so a scheduler such as
+ASHA can stop the trial early.
+"""
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from ray import tune
+
+from raynas.arch import Arch
+from raynas.evaluators.base import Evaluator
+
+
+def sanitize_metrics(metrics: Any) -> Dict[str, Any]:
+    """Keep plain finite numbers; a NaN/inf or non-numeric metric becomes an error message."""
+    if not isinstance(metrics, Mapping):
+        return {"error": f"evaluator returned {type(metrics).__name__}, not a dict of metrics"}
+    out: Dict[str, Any] = {}
+    bad = []
+    for key, value in metrics.items():
+        if isinstance(value, bool):
+            value = float(value)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            bad.append(f"{key}={value!r} is not a number")
+            continue
+        if not math.isfinite(number):
+            bad.append(f"{key}={number}")
+            continue
+        out[str(key)] = number
+    if bad:
+        out["error"] = "non-finite or non-numeric metrics: " + ", ".join(bad)
+    return out
+
+
+def _evaluate_batch(evaluator: Evaluator, archs: Sequence[Arch]) -> List[Dict[str, Any]]:
+    """Evaluate a batch; if the batch call fails, isolate the failing archs one by one."""
+    try:
+        results = evaluator.evaluate(list(archs))
+        if len(results) != len(archs):
+            raise RuntimeError(f"evaluator returned {len(results)} results for {len(archs)} archs")
+        return [sanitize_metrics(r) for r in results]
+    except Exception:  # noqa: BLE001 - one bad arch must not lose the whole batch
+        if len(archs) == 1:
+            return [{"error": _short_error()}]
+    out = []
+    for arch in archs:
+        try:
+            out.append(sanitize_metrics(evaluator.evaluate([arch])[0]))
+        except Exception:  # noqa: BLE001
+            out.append({"error": _short_error()})
+    return out
+
+
+def _short_error() -> str:
+    lines = traceback.format_exc().strip().splitlines()
+    return lines[-1][:500] if lines else "unknown error"
+
+
+def _summary(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[str, Any]:
+    values = [r[metric] for r in rows if metric in r and "error" not in r]
+    if values:
+        best = max(values) if mode == "max" else min(values)
+    else:
+        best = float("nan")
+    return {metric: best, "num_ok": sum("error" not in r for r in rows), "num_archs": len(rows)}
+
+
+def evaluate_archs(config: Dict[str, Any], evaluator: Evaluator, metric: str, mode: str,
+                   multi_fidelity: bool = False) -> None:
+    """Function trainable: ``config`` holds ``archs`` and ``arch_ids`` from the searcher."""
+    archs, ids = config["archs"], config["arch_ids"]
+    if multi_fidelity and len(archs) == 1:
+        start = time.perf_counter()
+        for level, metrics in enumerate(evaluator.evaluate_fidelities(archs[0]), start=1):
+            row = {**sanitize_metrics(metrics), "arch_id": ids[0], "fidelity": float(level),
+                   "eval_seconds": time.perf_counter() - start}
+            tune.report({**_summary([row], metric, mode), **{k: v for k, v in row.items() if k != "arch_id"},
+                         "batch": [row]})
+        return
+    start = time.perf_counter()
+    rows = _evaluate_batch(evaluator, archs)
+    seconds = (time.perf_counter() - start) / max(len(archs), 1)
+    for row, key in zip(rows, ids):
+        row["arch_id"] = key
+        row["eval_seconds"] = seconds
+    tune.report({**_summary(rows, metric, mode), "batch": rows})
