@@ -162,7 +162,11 @@ def torch_bytes(obj: Any, what: str) -> bytes:
     """``torch.save`` to bytes, checked to load back with ``weights_only=True`` — so an object
     that a safe load would refuse fails now, at save time, not at resume."""
     buffer = io.BytesIO()
-    torch.save(obj, buffer)
+    try:
+        torch.save(obj, buffer)
+    except Exception as exc:  # pickling errors of arbitrary user objects
+        raise CheckpointError(f"{what} cannot be saved ({type(exc).__name__}: {exc}); keep it to "
+                              "tensors, numbers, strings, lists and dicts") from exc
     data = buffer.getvalue()
     try:
         torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

@@ -8,7 +8,14 @@ import torch.nn as nn
 
 from raynas.bn import recalibrate_bn
 from raynas.data import resize, to_float
-from tiny_supernet import ElasticBatchNorm2d, digits16, trained_supernet
+from tiny_supernet import ElasticBatchNorm2d, digits16, single_threaded, trained_supernet
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with single_threaded():
+        yield
+
 
 
 def _batches(seed=0):

@@ -298,3 +298,35 @@ def test_to_float_and_resize():
     assert torch.allclose(f[0, :, 0, 0], torch.tensor([-2.0, -1.0, -0.5]))
     assert resize(f, 4) is f and resize(f, None) is f
     assert resize(f, 6).shape == (2, 3, 6, 6) and torch.allclose(resize(f, 6), f[:, :, :1, :1].expand(2, 3, 6, 6))
+
+
+def _load_small_archive(args):
+    folder, cache = args
+    ds = load_dataset(f"cifar10:{folder}", val_size=5, calib_size=5, cache_dir=cache)
+    return [ds.split(n).images.sum().item() for n in ("train", "calib", "val", "test")]
+
+
+def test_concurrent_processes_share_one_cache_entry(tmp_path):
+    import multiprocessing
+
+    _write_archive(tmp_path / "cifar10_jpg.tar.gz")
+    cache = tmp_path / "cache"
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        results = pool.map(_load_small_archive, [(tmp_path, cache)] * 3)
+    assert results[0] == results[1] == results[2]
+    entries = list((cache / "datasets").iterdir())
+    assert len(entries) == 1
+    assert sorted(p.name for p in entries[0].iterdir() if not p.name.startswith(".")) == [
+        "meta.json", "test_images.npy", "test_labels.npy", "train_images.npy", "train_labels.npy"]
+
+
+def test_split_to_device_and_row_indexed_batches(tmp_path):
+    _write_folder(tmp_path / "imgs", n=4)
+    ds = load_dataset(f"imagefolder:{tmp_path / 'imgs'}", image_size=4, cache_dir=tmp_path / "c",
+                      val_size=3, calib_size=3)
+    train = ds.split("train")
+    moved = train.to("cpu")
+    assert moved.rows is None and torch.equal(moved.images, train.images)
+    a = [y for _, y in train.batches(2, rng=np.random.default_rng(3), shuffle=True)]
+    b = [y for _, y in moved.batches(2, rng=np.random.default_rng(3), shuffle=True)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and sum(len(y) for y in a) == len(train)

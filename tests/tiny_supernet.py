@@ -3,8 +3,9 @@ implements the raynas Supernet/SearchSpace contract, for testing evaluation, BN 
 checkpoints and export without the real spaces. Importing this module registers the space."""
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -190,6 +191,18 @@ def train_random_widths(net: TinySupernet, images_f: torch.Tensor, labels: torch
         opt.step()
 
 
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run torch on one thread: for these tiny convs extra threads only add contention on the
+    shared CPUs tests run on."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 # ------------------------------------------------------------------ shared trained fixture
 TRAINED_SPACE = {"w1": (4, 8, 12), "w2": (8, 16, 24), "resolutions": (12, 16), "image_size": 16}
 TRAINED_IMAGE_SIZE = 16
@@ -222,11 +235,7 @@ def _trained_state(steps: int) -> Dict[str, torch.Tensor]:
     ds = _digits16()
     train = ds.split("train")
     net = make_supernet(0, **TRAINED_SPACE)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convs: extra threads only add contention on shared CPUs
-    try:
+    with single_threaded():
         train_random_widths(net, to_float(train.images, ds.mean, ds.std), train.labels,
                             steps=steps, seed=0)
-    finally:
-        torch.set_num_threads(threads)
     return {k: v.clone() for k, v in net.state_dict().items()}

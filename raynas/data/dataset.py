@@ -51,6 +51,13 @@ class Split:
         """A self-contained in-memory copy (cheap to pickle: no shared or mapped store)."""
         return Split(self.images.clone(memory_format=torch.contiguous_format), self.labels.clone())
 
+    def to(self, device) -> "Split":
+        """The split moved to ``device`` (e.g. the whole uint8 training set onto a GPU, so batches
+        are gathered there); a subset of a shared store is gathered first."""
+        if self.rows is not None:
+            return Split(self.images.to(device), self.labels.to(device))
+        return Split(self.store.to(device), self.labels.to(device))
+
     def batches(self, batch_size: int, *, rng=None, shuffle: bool = False, drop_last: bool = False,
                 device=None) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         """Batches of (uint8 images, labels); see :func:`raynas.data.iterate_batches`."""
