@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Tuple, Union
 
-
 from raynas.errors import CheckpointError, RaynasError
 from raynas.io import atomic_directory
 from raynas.registry import space_from_spec

