@@ -330,3 +330,26 @@ def test_split_to_device_and_row_indexed_batches(tmp_path):
     a = [y for _, y in train.batches(2, rng=np.random.default_rng(3), shuffle=True)]
     b = [y for _, y in moved.batches(2, rng=np.random.default_rng(3), shuffle=True)]
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and sum(len(y) for y in a) == len(train)
+
+
+def test_data_pipeline_benchmark_smoke(tmp_path):
+    import importlib.util
+    import json
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "data_pipeline.py"
+    spec = importlib.util.spec_from_file_location("bench_data_pipeline", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--smoke", "--batch-size", "100", "--out", str(tmp_path / "r.json")])
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["smoke"] and result["sizes"]["train"] == 1200
+    for key in ("pipeline_host", "pipeline_on_device"):
+        assert result[key]["batches"] == 5 and result[key]["images"] == 500
+        assert result[key]["images_per_s"] > 0
+    # the evaluator part, with the tiny test space standing in for a real one
+    from tiny_supernet import SPACE_NAME, digits16, single_threaded
+    with single_threaded():
+        ev = module.bench_evaluator(digits16(), SPACE_NAME, torch.device("cpu"), 64, archs=3,
+                                    calib_batches=2, bf16=False, budget_s=30)
+    assert ev["archs"] == 3 and ev["calib_batches"] == 2 and ev["val_images"] == 347
+    assert ev["s_per_arch_mean"] > 0
