@@ -1,0 +1,61 @@
+"""Batch transforms on tensors, on whatever device the batch lives: seeded augmentation,
+normalisation and resizing. Evaluation and exported models share :func:`prepare_inputs`, so an
+exported model sees exactly the inputs its reported accuracy was measured on."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from raynas.rng import as_rng
+
+
+def augment(x_u8: torch.Tensor, rng: Union[np.random.Generator, int], pad: int = 4,
+            flip: bool = True) -> torch.Tensor:
+    """Random crop with zero padding ``pad`` and random horizontal flip, per image, in one gather.
+
+    The random offsets come from the numpy ``rng`` (then move to the batch's device), so a seed
+    gives the same augmentation on CPU and GPU. Returns a tensor of the same shape and dtype.
+    """
+    rng = as_rng(rng)
+    b, c, h, w = x_u8.shape
+    if b == 0 or (pad <= 0 and not flip):
+        return x_u8.clone()
+    pad = max(int(pad), 0)
+    dev = x_u8.device
+    top = torch.from_numpy(rng.integers(0, 2 * pad + 1, size=b)).to(dev)
+    left = torch.from_numpy(rng.integers(0, 2 * pad + 1, size=b)).to(dev)
+    flips = torch.from_numpy(rng.random(b) < 0.5).to(dev) if flip else torch.zeros(b, dtype=torch.bool, device=dev)
+    padded = F.pad(x_u8, (pad, pad, pad, pad)) if pad else x_u8
+    ar_h = torch.arange(h, device=dev)
+    ar_w = torch.arange(w, device=dev)
+    rows = top[:, None] + ar_h[None, :]                                     # [B, H]
+    cols = left[:, None] + torch.where(flips[:, None], (w - 1) - ar_w[None, :], ar_w[None, :])  # [B, W]
+    # one gather over flattened pixels (5x faster on CPU than broadcast advanced indexing)
+    flat = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+    return padded.reshape(b, c, -1).gather(2, flat).view(b, c, h, w)
+
+
+def to_float(x_u8: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 images -> normalised floats ``(x/255 - mean) / std`` per channel."""
+    mean_t = torch.as_tensor(mean, dtype=dtype, device=x_u8.device).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=dtype, device=x_u8.device).view(1, -1, 1, 1)
+    return (x_u8.to(dtype) / 255.0 - mean_t) / std_t
+
+
+def resize(x: torch.Tensor, resolution: Optional[int]) -> torch.Tensor:
+    """Bilinear resize of a float batch to ``resolution`` x ``resolution`` (antialias off, as in
+    OFA's elastic-resolution evaluation); a no-op when the size already matches or is None."""
+    if resolution is None or (x.shape[-2] == resolution and x.shape[-1] == resolution):
+        return x
+    return F.interpolate(x, size=(int(resolution), int(resolution)), mode="bilinear",
+                         align_corners=False, antialias=False)
+
+
+def prepare_inputs(x_u8: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                   resolution: Optional[int] = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """What a model is fed at evaluation: normalise, then resize to its input resolution."""
+    return resize(to_float(x_u8, mean, std, dtype), resolution)

@@ -1,0 +1,106 @@
+"""Exported subnets: ``model.safetensors`` + ``config.json``, enough to rebuild the standalone
+model in a new process and feed it exactly the inputs its reported accuracy was measured on."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from raynas.arch import Arch, arch_id, canonical
+from raynas.data.transforms import prepare_inputs
+from raynas.errors import CheckpointError, RaynasError
+from raynas.io import atomic_directory
+from raynas.registry import space_from_spec
+from raynas.serialization import (FileSource, MapLocation, json_text, load_state_strict,
+                                  parse_json, parse_safetensors, write_bytes_synced,
+                                  write_safetensors)
+from raynas.space import SearchSpace
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+EXPORT_FORMAT = "raynas-subnet/1"
+_REQUIRED_KEYS = ("space", "arch", "num_classes", "normalization")
+_KIND = "exported model"
+
+
+def save_exported(path_dir: Union[str, os.PathLike], model: nn.Module, *, space: SearchSpace,
+                  arch: Arch, num_classes: int, mean: Sequence[float], std: Sequence[float],
+                  metrics: Optional[Mapping[str, float]] = None, dataset: Optional[str] = None,
+                  image_size: Optional[int] = None) -> Path:
+    """Write ``path_dir/`` atomically: the static ``model``'s weights and a config naming the
+    space, arch, classes, input resolution, normalisation, metrics and raynas version."""
+    import raynas
+
+    arch = space.validate(arch)
+    config = {
+        "format": EXPORT_FORMAT,
+        "raynas_version": raynas.__version__,
+        "space": space.spec(),
+        "arch": arch,
+        "arch_id": arch_id(arch),
+        "num_classes": int(num_classes),
+        "input_resolution": space.input_resolution(arch),
+        "image_size": image_size,
+        "normalization": {"mean": [float(m) for m in mean], "std": [float(s) for s in std]},
+        "metrics": canonical(dict(metrics or {})),
+        "dataset": dataset,
+    }
+    text = json_text(config, "export config")
+    with atomic_directory(path_dir) as tmp:
+        write_safetensors(tmp / MODEL_FILE, model, {"format": "pt", "raynas": EXPORT_FORMAT})
+        write_bytes_synced(tmp / CONFIG_FILE, text.encode("utf-8"))
+    return Path(path_dir)
+
+
+def load_exported(path_dir: Union[str, os.PathLike], *, map_location: MapLocation = "cpu"
+                  ) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Rebuild ``space.build_static(arch, num_classes)`` from ``config.json``, load the weights
+    strictly and return ``(model in eval mode, config)``."""
+    source = FileSource(path_dir, _KIND)
+    config = parse_json(source, CONFIG_FILE, required=_REQUIRED_KEYS)
+    tensors = parse_safetensors(source, MODEL_FILE)
+    where = source.where(CONFIG_FILE)
+    try:
+        space = space_from_spec(config["space"])
+        arch = space.validate(config["arch"])
+        model = space.build_static(arch, int(config["num_classes"]))
+    except (RaynasError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"cannot rebuild the model described by {where}: {exc}") from exc
+    load_state_strict(model, tensors, source.where(MODEL_FILE), f"{where} ({space.name})")
+    return model.to(map_location).eval(), config
+
+
+def prepare_exported_inputs(images_u8: torch.Tensor, config: Mapping[str, Any]) -> torch.Tensor:
+    """Normalise and resize uint8 images as the evaluator did for this model."""
+    norm = config["normalization"]
+    return prepare_inputs(images_u8, norm["mean"], norm["std"], config.get("input_resolution"))
+
+
+def predict(model: nn.Module, config: Mapping[str, Any], images_u8: torch.Tensor, *,
+            batch_size: int = 256, device: Union[str, torch.device, None] = None) -> torch.Tensor:
+    """Logits [N, num_classes] (on CPU) for uint8 images [N, C, H, W], in eval mode."""
+    device = torch.device(device) if device is not None else next(
+        (p.device for p in model.parameters()), torch.device("cpu"))
+    was_training = model.training
+    model.eval()
+    outputs = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(images_u8), batch_size):
+                x = prepare_exported_inputs(images_u8[start:start + batch_size].to(device), config)
+                outputs.append(model(x).float().cpu())
+    finally:
+        model.train(was_training)
+    if not outputs:
+        return torch.zeros(0, int(config["num_classes"]))
+    return torch.cat(outputs)
+
+
+def exported_accuracy(model: nn.Module, config: Mapping[str, Any], images_u8: torch.Tensor,
+                      labels: torch.Tensor, **options: Any) -> float:
+    """Top-1 accuracy (%) of an exported model on uint8 images."""
+    logits = predict(model, config, images_u8, **options)
+    return 100.0 * int((logits.argmax(dim=1) == labels.cpu()).sum()) / max(len(labels), 1)
