@@ -29,7 +29,7 @@ _KIND = "exported model"
 def save_exported(path_dir: Union[str, os.PathLike], model: nn.Module, *, space: SearchSpace,
                   arch: Arch, num_classes: int, mean: Sequence[float], std: Sequence[float],
                   metrics: Optional[Mapping[str, float]] = None, dataset: Optional[str] = None,
-                  image_size: Optional[int] = None) -> Path:
+                  image_size: Optional[int] = None, evaluation: Optional[Mapping[str, Any]] = None) -> Path:
     """Write ``path_dir/`` atomically: the static ``model``'s weights and a config naming the
     space, arch, classes, input resolution, normalisation, metrics and raynas version."""
     import raynas
@@ -47,6 +47,8 @@ def save_exported(path_dir: Union[str, os.PathLike], model: nn.Module, *, space:
         "normalization": {"mean": [float(m) for m in mean], "std": [float(s) for s in std]},
         "metrics": canonical(dict(metrics or {})),
         "dataset": dataset,
+        # how ``metrics`` were measured (split, seed, calibration), so they can be reproduced
+        "evaluation": canonical(dict(evaluation or {})),
     }
     text = json_text(config, "export config")
     with atomic_directory(path_dir) as tmp:
@@ -104,3 +106,47 @@ def exported_accuracy(model: nn.Module, config: Mapping[str, Any], images_u8: to
     """Top-1 accuracy (%) of an exported model on uint8 images."""
     logits = predict(model, config, images_u8, **options)
     return 100.0 * int((logits.argmax(dim=1) == labels.cpu()).sum()) / max(len(labels), 1)
+
+
+# ----------------------------------------------------------------------------- from a supernet
+def export_subnet(checkpoint: Union[str, os.PathLike], arch: Arch, output: Union[str, os.PathLike], *,
+                  data: Optional[str] = None, seed: int = 0, calib_batches: Optional[int] = None,
+                  batch_size: int = 128, device: Optional[str] = None) -> Tuple[Path, Dict[str, float]]:
+    """Recalibrate ``arch``'s BN statistics exactly as the pool's evaluator does (same
+    calibration batches), measure its validation accuracy, and save the static subnet.
+
+    The config records the dataset, split seed and calibration settings, so
+    :func:`verify_exported` can reproduce the reported accuracy from the two files alone.
+    """
+    from raynas.checkpoint import load_supernet_checkpoint
+    from raynas.data import load_dataset
+    from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
+
+    supernet, meta = load_supernet_checkpoint(checkpoint)
+    spec = data or meta.get("dataset")
+    if not spec:
+        raise CheckpointError(f"{checkpoint} does not name its dataset; pass data=...")
+    dataset = load_dataset(spec, seed=seed).eval_splits()
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    evaluator = WeightInheritedEvaluator.from_dataset(supernet, dataset, calib_batches=calib_batches,
+                                                      batch_size=batch_size, device=dev)
+    metrics = evaluator.evaluate_one(arch)  # leaves the arch active with recalibrated BN
+    model = supernet.export(arch).cpu().eval()
+    path = save_exported(output, model, space=supernet.space, arch=arch, num_classes=int(meta["num_classes"]),
+                         mean=dataset.mean, std=dataset.std, metrics=metrics, dataset=spec,
+                         image_size=dataset.image_size,
+                         evaluation={"split": "val", "seed": seed, "calib_batches": calib_batches,
+                                     "batch_size": batch_size})
+    return path, metrics
+
+
+def verify_exported(path_dir: Union[str, os.PathLike]) -> float:
+    """Accuracy (%) of an exported model on the validation split its config names."""
+    from raynas.data import load_dataset
+
+    model, config = load_exported(path_dir)
+    evaluation = config.get("evaluation") or {}
+    if not config.get("dataset"):
+        raise CheckpointError(f"{path_dir} does not record its dataset; evaluate it with exported_accuracy()")
+    val = load_dataset(config["dataset"], seed=int(evaluation.get("seed", 0))).split(evaluation.get("split", "val"))
+    return exported_accuracy(model, config, val.images, val.labels)

@@ -228,14 +228,21 @@ class SupernetPool:
         self._metrics = tuple(metrics)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str, data: str = "digits", *, seed: int = 0, calib_batches: int = 4,
-                        batch_size: int = 128, device: Optional[str] = None, **pool_options: Any) -> "SupernetPool":
-        """Pool serving weight-inherited accuracy (BN recalibrated) of a trained supernet."""
+    def from_checkpoint(cls, checkpoint: str, data: Optional[str] = None, *, seed: int = 0,
+                        calib_batches: Optional[int] = None, batch_size: int = 128, device: Optional[str] = None,
+                        **pool_options: Any) -> "SupernetPool":
+        """Pool serving weight-inherited accuracy (BN recalibrated) of a trained supernet.
+
+        ``data`` defaults to the checkpoint's dataset; only its calibration and validation splits
+        travel to the workers (through the object store, like the checkpoint itself).
+        ``calib_batches`` of ``batch_size`` calibration images (default: all full batches)
+        re-estimate BN statistics per arch, as :func:`raynas.export.export_subnet` does.
+        """
         from raynas.checkpoint import checkpoint_to_bytes, read_checkpoint_meta
         from raynas.data import load_dataset
 
         meta = read_checkpoint_meta(checkpoint)
-        dataset = load_dataset(data or meta.get("data", "digits"), seed=seed)
+        dataset = load_dataset(data or meta.get("dataset") or "digits", seed=seed)
         blobs = ray.put(checkpoint_to_bytes(checkpoint))
         eval_data = ray.put(dataset.eval_splits())
         factory = functools.partial(_weight_inherited_factory, blobs, eval_data, calib_batches, batch_size, device)
@@ -277,5 +284,8 @@ def _weight_inherited_factory(blobs_ref, eval_data_ref, calib_batches: int, batc
     blobs = ray.get(blobs_ref) if isinstance(blobs_ref, ray.ObjectRef) else blobs_ref
     splits = ray.get(eval_data_ref) if isinstance(eval_data_ref, ray.ObjectRef) else eval_data_ref
     supernet, meta = load_supernet_from_bytes(blobs)
-    return WeightInheritedEvaluator.from_splits(supernet, splits, calib_batches=calib_batches,
-                                                batch_size=batch_size, device=device)
+    if device is None:
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return WeightInheritedEvaluator.from_dataset(supernet, splits, calib_batches=calib_batches,
+                                                 batch_size=batch_size, device=device)

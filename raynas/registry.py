@@ -15,6 +15,7 @@ from raynas.space import SearchSpace
 
 _FACTORIES: Dict[str, Callable[..., SearchSpace]] = {}
 _DESCRIPTIONS: Dict[str, str] = {}
+_MODULES: Dict[str, str] = {}
 _builtins_loaded = False
 
 T = TypeVar("T")
@@ -29,6 +30,7 @@ def register_space(name: str, description: Optional[str] = None) -> Callable[[T]
         if name in _FACTORIES and _FACTORIES[name] is not factory:
             raise ConfigError(f"search space '{name}' is already registered")
         _FACTORIES[name] = factory  # type: ignore[assignment]
+        _MODULES[name] = getattr(factory, "__module__", "") or ""
         doc = description or inspect.getdoc(factory) or ""
         _DESCRIPTIONS[name] = doc.strip().splitlines()[0] if doc.strip() else ""
         return factory
@@ -74,6 +76,8 @@ def create_space(name: str, **options: Any) -> SearchSpace:
     except TypeError as exc:
         raise ConfigError(f"bad options for space '{name}': {exc}") from exc
     space.name = name
+    # recorded in the spec so another process (a Ray worker) can import a user-defined space
+    space.module = _MODULES.get(name, "")
     return space
 
 
@@ -81,4 +85,12 @@ def space_from_spec(spec: Mapping[str, Any]) -> SearchSpace:
     """Rebuild a space from :meth:`SearchSpace.spec` (as stored in checkpoints and exports)."""
     if not isinstance(spec, Mapping) or "name" not in spec:
         raise ConfigError(f"a space spec is a dict with 'name' and 'options', got {spec!r}")
+    _load_builtins()
+    module = spec.get("module")
+    if spec["name"] not in _FACTORIES and module and module != "__main__":
+        try:
+            importlib.import_module(module)  # registers the space as a side effect
+        except ImportError as exc:
+            raise ConfigError(f"space '{spec['name']}' is defined in module '{module}', which cannot be "
+                              f"imported here ({exc}); make it importable on every node") from exc
     return create_space(spec["name"], **dict(spec.get("options") or {}))

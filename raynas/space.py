@@ -49,6 +49,8 @@ class SearchSpace(ABC):
 
     #: registry name, set by :func:`raynas.create_space`; used to rebuild the space elsewhere
     name: str = "anonymous"
+    #: module that registered the space (imported by another process to rebuild it)
+    module: str = ""
     #: bump when ``encode`` changes, so saved predictors refuse a stale encoding
     encoding_version: str = "1"
 
@@ -100,7 +102,10 @@ class SearchSpace(ABC):
 
     def spec(self) -> Dict[str, Any]:
         """What :func:`raynas.space_from_spec` needs to rebuild this exact space."""
-        return {"name": self.name, "options": dict(self.options)}
+        spec = {"name": self.name, "options": dict(self.options)}
+        if self.module and not self.module.startswith("spaces."):
+            spec["module"] = self.module
+        return spec
 
     def is_valid(self, arch: Arch) -> bool:
         try:
