@@ -1,0 +1,309 @@
+"""Elastic (weight-sharing) layers for Once-for-All style supernets.
+
+Each layer holds the weights of its largest setting and, in ``forward``, uses a slice of them:
+the input width comes from the tensor (``x.shape[1]``), the output width and kernel size from
+instance attributes that the supernet sets when it activates an arch. Slices are views of the
+parameters (no cached copies, nothing class-level or global); when the active setting is the
+largest one the parameter itself is used, so the largest subnet costs what a static model costs.
+Each layer also produces the tensors a static layer of the active setting is filled with
+(``active_weight``), so forward and export cannot disagree.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from spaces.mbconv import (BlockGeometry, MBConv, expanded_channels, make_activation,
+                           se_channels, squeeze_excite_forward)
+
+
+def _prefix(t: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:
+    """First ``n`` entries along dim 0 (the tensor itself when that is all of it)."""
+    if t is None or t.shape[0] == n:
+        return t
+    return t[:n]
+
+
+def centre_crop(weight: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The central ``kernel`` x ``kernel`` window of a square conv weight (a view)."""
+    big = weight.shape[-1]
+    if big == kernel:
+        return weight
+    start = (big - kernel) // 2
+    return weight[..., start:start + kernel, start:start + kernel]
+
+
+class ElasticBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm over the first ``x.shape[1]`` channels of the largest layer.
+
+    A subclass of ``nn.BatchNorm2d`` so generic code (BN recalibration that resets the running
+    statistics and sets ``momentum=None``) works unchanged. In training mode only the active
+    slice of the running buffers moves, with the same factor ``nn.BatchNorm2d`` uses
+    (``momentum``, or ``1/num_batches_tracked`` for a cumulative average when it is None).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels = x.shape[1]
+        if channels == self.num_features:
+            return super().forward(x)
+        self._check_input_dim(x)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        use_buffers = not self.training or self.track_running_stats
+        # slices of the contiguous 1-D buffers are contiguous views: F.batch_norm's in-place
+        # update of the running statistics lands in the active part of the full buffers
+        return F.batch_norm(
+            x,
+            _prefix(self.running_mean, channels) if use_buffers else None,
+            _prefix(self.running_var, channels) if use_buffers else None,
+            _prefix(self.weight, channels), _prefix(self.bias, channels),
+            use_batch_stats, factor, self.eps)
+
+    @torch.no_grad()
+    def copy_to(self, bn: nn.BatchNorm2d) -> None:
+        """Fill a static BN of ``bn.num_features`` channels with this layer's active slice."""
+        n = bn.num_features
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            copy_exact(getattr(bn, name), getattr(self, name)[:n])
+        bn.num_batches_tracked.copy_(self.num_batches_tracked)
+        bn.eps = self.eps
+
+    @torch.no_grad()
+    def permute_(self, order: torch.Tensor) -> None:
+        """Reorder the channels (parameters and running statistics) in place."""
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            t = getattr(self, name)
+            t.copy_(t.index_select(0, order))
+
+
+class ElasticConv2d(nn.Conv2d):
+    """A dense conv whose active weight is ``weight[:active_out_channels, :x.shape[1]]``."""
+
+    def __init__(self, max_in_channels: int, max_out_channels: int, kernel_size: int = 1,
+                 stride: int = 1, bias: bool = False) -> None:
+        super().__init__(max_in_channels, max_out_channels, kernel_size, stride,
+                         kernel_size // 2, bias=bias)
+        self.active_out_channels = max_out_channels
+
+    def active_weight(self, in_channels: int, out_channels: int) -> torch.Tensor:
+        if in_channels == self.in_channels and out_channels == self.out_channels:
+            return self.weight
+        return self.weight[:out_channels, :in_channels]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.active_out_channels
+        return F.conv2d(x, self.active_weight(x.shape[1], out), _prefix(self.bias, out),
+                        self.stride, self.padding)
+
+
+class ElasticDepthwiseConv2d(nn.Conv2d):
+    """Depthwise conv with elastic width (from the input) and kernel size (``active_kernel``).
+
+    A smaller kernel is the centre crop of the largest one. With ``kernel_transform`` (OFA), each
+    step down (e.g. 7->5, 5->3) multiplies the cropped kernel by a learned
+    (k*k) x (k*k) matrix shared by all channels of this layer, initialised to the identity.
+    """
+
+    def __init__(self, max_channels: int, kernel_choices: Sequence[int], stride: int = 1,
+                 kernel_transform: bool = False) -> None:
+        kernels = tuple(sorted(set(int(k) for k in kernel_choices)))
+        if any(k % 2 == 0 or k < 1 for k in kernels):
+            raise ValueError(f"depthwise kernel sizes must be odd and positive, got {kernels}")
+        big = kernels[-1]
+        super().__init__(max_channels, max_channels, big, stride, big // 2,
+                         groups=max_channels, bias=False)
+        self.kernel_choices = kernels
+        self.kernel_transform = bool(kernel_transform)
+        # (source, target) pairs from the largest kernel down, e.g. (7, 5), (5, 3)
+        self._steps: Tuple[Tuple[int, int], ...] = tuple(zip(kernels[::-1][:-1], kernels[::-1][1:]))
+        if self.kernel_transform:
+            for src, dst in self._steps:
+                self.register_parameter(self._transform_name(src, dst),
+                                        nn.Parameter(torch.eye(dst * dst)))
+        self.active_kernel = big
+
+    @staticmethod
+    def _transform_name(src: int, dst: int) -> str:
+        return f"transform_{src}to{dst}"
+
+    def reset_extra_parameters(self) -> List[str]:
+        """Identity kernel transforms (so a fresh supernet starts from plain centre crops)."""
+        names = []
+        if self.kernel_transform:
+            with torch.no_grad():
+                for src, dst in self._steps:
+                    name = self._transform_name(src, dst)
+                    getattr(self, name).copy_(torch.eye(dst * dst))
+                    names.append(name)
+        return names
+
+    def active_weight(self, channels: int, kernel: int) -> torch.Tensor:
+        if kernel not in self.kernel_choices:
+            raise ValueError(f"kernel {kernel} is not one of {self.kernel_choices}")
+        weight = _prefix(self.weight, channels)
+        if not self.kernel_transform:
+            return centre_crop(weight, kernel)
+        for src, dst in self._steps:
+            if src <= kernel:
+                break
+            crop = centre_crop(weight, dst).reshape(channels, dst * dst)
+            weight = (crop @ getattr(self, self._transform_name(src, dst)).t()).view(channels, 1, dst, dst)
+        return weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels, kernel = x.shape[1], self.active_kernel
+        return F.conv2d(x, self.active_weight(channels, kernel), None, self.stride,
+                        kernel // 2, 1, channels)
+
+
+class ElasticSqueezeExcite(nn.Module):
+    """Squeeze-excite on the first ``x.shape[1]`` channels; hidden width ``se_channels(C)``."""
+
+    def __init__(self, max_channels: int) -> None:
+        super().__init__()
+        hidden = se_channels(max_channels)
+        self.reduce = nn.Conv2d(max_channels, hidden, 1, bias=True)
+        self.expand = nn.Conv2d(hidden, max_channels, 1, bias=True)
+
+    def _slices(self, channels: int):
+        hidden = se_channels(channels)
+        if channels == self.reduce.in_channels:
+            return self.reduce.weight, self.reduce.bias, self.expand.weight, self.expand.bias
+        return (self.reduce.weight[:hidden, :channels], self.reduce.bias[:hidden],
+                self.expand.weight[:channels, :hidden], self.expand.bias[:channels])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return squeeze_excite_forward(x, *self._slices(x.shape[1]))
+
+    @torch.no_grad()
+    def copy_to(self, se: nn.Module) -> None:
+        for dst, src in zip((se.reduce.weight, se.reduce.bias, se.expand.weight, se.expand.bias),
+                            self._slices(se.reduce.in_channels)):
+            copy_exact(dst, src)
+
+
+class ElasticMBConv(nn.Module):
+    """An MBConv block with elastic depthwise kernel and expand ratio (in/out widths fixed).
+
+    Module names match :class:`spaces.mbconv.MBConv`, so the two state dicts line up.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, activation: str,
+                 use_se: bool, kernel_choices: Sequence[int], expand_choices: Sequence[float],
+                 kernel_transform: bool = False) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.activation, self.use_se = activation, use_se
+        self.expand_choices = tuple(sorted(expand_choices))
+        mid = expanded_channels(in_channels, self.expand_choices[-1])
+        self.expand = nn.Sequential()
+        self.expand.add_module("conv", ElasticConv2d(in_channels, mid, 1))
+        self.expand.add_module("bn", ElasticBatchNorm2d(mid))
+        self.expand.add_module("act", make_activation(activation))
+        self.depthwise = nn.Sequential()
+        self.depthwise.add_module("conv", ElasticDepthwiseConv2d(mid, kernel_choices, stride,
+                                                                 kernel_transform))
+        self.depthwise.add_module("bn", ElasticBatchNorm2d(mid))
+        self.depthwise.add_module("act", make_activation(activation))
+        self.se = ElasticSqueezeExcite(mid) if use_se else None
+        self.project = nn.Sequential()
+        self.project.add_module("conv", ElasticConv2d(mid, out_channels, 1))
+        self.project.add_module("bn", ElasticBatchNorm2d(out_channels))
+        self.use_shortcut = stride == 1 and in_channels == out_channels
+
+    @property
+    def max_mid_channels(self) -> int:
+        return self.expand.conv.out_channels
+
+    def geometry(self, kernel: int, expand_ratio: float) -> BlockGeometry:
+        return BlockGeometry(self.in_channels, self.out_channels,
+                             expanded_channels(self.in_channels, expand_ratio), kernel,
+                             self.stride, self.activation, self.use_se)
+
+    def configure(self, kernel: int, expand_ratio: float) -> None:
+        """Select the active kernel size and expand ratio (instance state only)."""
+        if kernel not in self.depthwise.conv.kernel_choices:
+            raise ValueError(f"kernel {kernel} is not one of {self.depthwise.conv.kernel_choices}")
+        mid = expanded_channels(self.in_channels, expand_ratio)
+        if mid > self.max_mid_channels:
+            raise ValueError(f"expand ratio {expand_ratio} needs {mid} channels, over the "
+                             f"{self.max_mid_channels} this block holds")
+        self.expand.conv.active_out_channels = mid
+        self.depthwise.conv.active_kernel = kernel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.depthwise(self.expand(x))
+        if self.se is not None:
+            h = self.se(h)
+        h = self.project(h)
+        return h + x if self.use_shortcut else h
+
+    @torch.no_grad()
+    def copy_to(self, block: MBConv) -> None:
+        """Fill a static block (built from ``self.geometry(k, e)``) with the sliced weights."""
+        g = block.geometry
+        if (g.in_channels, g.out_channels, g.stride, g.use_se) != (
+                self.in_channels, self.out_channels, self.stride, self.use_se) or not g.has_expand:
+            raise ValueError(f"static block {g} does not match this elastic block")
+        mid = g.mid_channels
+        copy_exact(block.expand.conv.weight, self.expand.conv.active_weight(g.in_channels, mid))
+        self.expand.bn.copy_to(block.expand.bn)
+        copy_exact(block.depthwise.conv.weight, self.depthwise.conv.active_weight(mid, g.kernel))
+        self.depthwise.bn.copy_to(block.depthwise.bn)
+        if self.se is not None:
+            self.se.copy_to(block.se)
+        copy_exact(block.project.conv.weight, self.project.conv.active_weight(mid, g.out_channels))
+        self.project.bn.copy_to(block.project.bn)
+
+    @torch.no_grad()
+    def sort_channels(self, protected_widths: Sequence[int] = ()) -> torch.Tensor:
+        """OFA channel sorting: put the expanded channels in order of importance (L1 norm of the
+        projection weights that read them), so every expand ratio keeps the most important ones.
+
+        The same permutation is applied to every producer (expand conv rows and its BN, the
+        depthwise conv and its BN, the SE) and to the consumer (projection columns), so the
+        largest block computes the same function. ``protected_widths`` are channel counts whose
+        boundaries channels may not cross (OFA's later width phases): sorting happens inside
+        each bucket ``[0, w1), [w1, w2), ...``. The SE hidden units are sorted too, by the L1
+        norm of the SE expand weights that read them. Returns the permutation.
+        """
+        project_w = self.project.conv.weight
+        importance = project_w.abs().sum(dim=(0, 2, 3))
+        total = importance.shape[0]
+        edges = sorted({int(w) for w in protected_widths if 0 < int(w) < total}) + [total]
+        pieces, start = [], 0
+        for end in edges:
+            local = torch.argsort(importance[start:end], descending=True, stable=True)
+            pieces.append(local + start)
+            start = end
+        order = torch.cat(pieces)
+
+        project_w.copy_(project_w.index_select(1, order))
+        for conv in (self.expand.conv, self.depthwise.conv):
+            conv.weight.copy_(conv.weight.index_select(0, order))
+        self.expand.bn.permute_(order)
+        self.depthwise.bn.permute_(order)
+        if self.se is not None:
+            reduce, expand = self.se.reduce, self.se.expand
+            reduce.weight.copy_(reduce.weight.index_select(1, order))
+            expand.weight.copy_(expand.weight.index_select(0, order))
+            expand.bias.copy_(expand.bias.index_select(0, order))
+            hidden_order = torch.argsort(expand.weight.abs().sum(dim=(0, 2, 3)), descending=True,
+                                         stable=True)
+            expand.weight.copy_(expand.weight.index_select(1, hidden_order))
+            reduce.weight.copy_(reduce.weight.index_select(0, hidden_order))
+            reduce.bias.copy_(reduce.bias.index_select(0, hidden_order))
+        return order
+
+
+def copy_exact(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """``dst.copy_(src)`` that refuses to broadcast: shapes must match exactly."""
+    if dst.shape != src.shape:
+        raise ValueError(f"shape mismatch copying weights: {tuple(src.shape)} -> {tuple(dst.shape)}")
+    dst.copy_(src)
