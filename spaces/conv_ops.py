@@ -12,13 +12,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from spaces.slicing import leading
+
 
 def sliced_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, training: bool) -> torch.Tensor:
     """BatchNorm over the first ``x.shape[1]`` channels of ``bn``; in training the running
     statistics of exactly those channels are updated in place (their views are passed)."""
     c = x.shape[1]
-    return F.batch_norm(x, bn.running_mean[:c], bn.running_var[:c], bn.weight[:c], bn.bias[:c],
-                        training, bn.momentum, bn.eps)
+    return F.batch_norm(x, leading(bn.running_mean, c), leading(bn.running_var, c),
+                        leading(bn.weight, c), leading(bn.bias, c), training, bn.momentum, bn.eps)
 
 
 class MBConv(nn.Module):
@@ -52,11 +54,12 @@ class ElasticMBConv(MBConv):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = x.shape[1] * self.expand_ratio
-        h = F.conv2d(x, self.expand.weight[:hidden])
+        h = F.conv2d(x, leading(self.expand.weight, hidden))
         h = F.silu(sliced_batch_norm(self.bn1, h, self.training))
-        h = F.conv2d(h, self.dw.weight[:hidden], padding=self.kernel_size // 2, groups=hidden)
+        h = F.conv2d(h, leading(self.dw.weight, hidden), padding=self.kernel_size // 2,
+                     groups=hidden)
         h = F.silu(sliced_batch_norm(self.bn2, h, self.training))
-        h = F.conv2d(h, self.project.weight[:, :hidden])
+        h = F.conv2d(h, leading(self.project.weight, x.shape[1], hidden))
         return x + sliced_batch_norm(self.bn3, h, self.training)
 
     @torch.no_grad()

@@ -2,10 +2,13 @@
 counterpart, and the analytic cost of one block.
 
 Weight entanglement: every smaller choice uses the leading slice of the largest weight.
-QKV row layout: the fused ``qkv`` weight has three blocks ``[q | k | v]`` of
-``max_heads * head_dim`` rows each; a subnet with ``h`` heads uses the first ``h * head_dim``
-rows of each block (and the first ``e`` input columns). Sliced and concatenated, this is exactly
-timm's ``Attention.qkv`` layout for ``h`` heads, so export is a plain copy.
+
+QKV row layout (head-major): the fused ``qkv`` weight holds, for each head j in turn, its
+``head_dim`` query rows, then its key rows, then its value rows:
+``[q_0 k_0 v_0 | q_1 k_1 v_1 | ...]``. A subnet with ``h`` heads therefore uses the leading
+``3 * h * head_dim`` rows (and the leading ``e`` columns): a view, never a copy, in every step.
+timm's ``Attention.qkv`` is block-major (``[q_0..q_h | k_0..k_h | v_0..v_h]``); export reorders
+the rows once (:func:`head_major_to_timm`).
 """
 from __future__ import annotations
 
@@ -18,8 +21,15 @@ from timm.layers import LayerNorm
 from timm.layers import drop_path as timm_drop_path
 from timm.models.vision_transformer import Attention, Block, init_weights_vit_timm
 
+from spaces.slicing import leading
+
 #: timm's ViT LayerNorm epsilon; the supernet uses the same so exported outputs match
 NORM_EPS = 1e-6
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``F.dropout`` that launches nothing when it would be the identity."""
+    return F.dropout(x, p, True) if training and p > 0 else x
 
 
 def width_scaled(rate: float, width: int, max_width: int) -> float:
@@ -38,8 +48,14 @@ class LinearWeights(nn.Module):
         nn.init.trunc_normal_(self.weight, std=0.02)
 
 
+def head_major_to_timm(qkv: torch.Tensor, heads: int) -> torch.Tensor:
+    """Reorder head-major qkv rows (or bias) ``[q_j k_j v_j]_j`` into timm's ``[q | k | v]``."""
+    rest = qkv.shape[1:]
+    return qkv.reshape(heads, 3, -1, *rest).transpose(0, 1).reshape(qkv.shape)
+
+
 class ElasticAttention(nn.Module):
-    """Parameter holder for multi-head self-attention with ``[q | k | v]`` row blocks."""
+    """Parameter holder for multi-head self-attention with head-major qkv rows."""
 
     def __init__(self, max_dim: int, max_heads: int, head_dim: int, qkv_bias: bool) -> None:
         super().__init__()
@@ -48,19 +64,11 @@ class ElasticAttention(nn.Module):
         self.proj = LinearWeights(max_heads * head_dim, max_dim)
 
     def qkv_weight(self, heads: int, dim: int) -> torch.Tensor:
-        """Rows ``[q[:a] | k[:a] | v[:a]]`` (a = heads*head_dim), columns ``[:dim]``."""
-        w = self.qkv.weight
-        if heads == self.max_heads:
-            return w[:, :dim]  # a view: no copy for the common full-head case
-        a, full = heads * self.head_dim, self.max_heads * self.head_dim
-        return w.view(3, full, -1)[:, :a, :dim].reshape(3 * a, dim)
+        return leading(self.qkv.weight, 3 * heads * self.head_dim, dim)
 
     def qkv_bias(self, heads: int):
         b = self.qkv.bias
-        if b is None or heads == self.max_heads:
-            return b
-        a, full = heads * self.head_dim, self.max_heads * self.head_dim
-        return b.view(3, full)[:, :a].reshape(3 * a)
+        return None if b is None else leading(b, 3 * heads * self.head_dim)
 
 
 class ElasticMlp(nn.Module):
@@ -73,7 +81,7 @@ class ElasticMlp(nn.Module):
 class ElasticLayerNorm(nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = x.shape[-1]
-        return F.layer_norm(x, (e,), self.weight[:e], self.bias[:e], self.eps)
+        return F.layer_norm(x, (e,), leading(self.weight, e), leading(self.bias, e), self.eps)
 
 
 class ElasticTransformerBlock(nn.Module):
@@ -111,17 +119,17 @@ class ElasticTransformerBlock(nn.Module):
 
         h = self.norm1(x)
         qkv = F.linear(h, attn.qkv_weight(heads, e), attn.qkv_bias(heads))
-        q, k, v = qkv.view(B, N, 3, heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = qkv.view(B, N, heads, 3, self.head_dim).permute(3, 0, 2, 1, 4).unbind(0)
         h = F.scaled_dot_product_attention(q, k, v, dropout_p=p_attn)
         h = h.transpose(1, 2).reshape(B, N, a)
-        h = F.linear(h, attn.proj.weight[:e, :a], attn.proj.bias[:e])
-        x = self._residual(x, F.dropout(h, p_drop, self.training))
+        h = F.linear(h, leading(attn.proj.weight, e, a), leading(attn.proj.bias, e))
+        x = self._residual(x, dropout(h, p_drop, self.training))
 
         h = self.norm2(x)
-        h = F.linear(h, mlp.fc1.weight[:hidden, :e], mlp.fc1.bias[:hidden])
-        h = F.dropout(F.gelu(h), p_drop, self.training)
-        h = F.linear(h, mlp.fc2.weight[:e, :hidden], mlp.fc2.bias[:e])
-        return self._residual(x, F.dropout(h, p_drop, self.training))
+        h = F.linear(h, leading(mlp.fc1.weight, hidden, e), leading(mlp.fc1.bias, hidden))
+        h = dropout(F.gelu(h), p_drop, self.training)
+        h = F.linear(h, leading(mlp.fc2.weight, e, hidden), leading(mlp.fc2.bias, e))
+        return self._residual(x, dropout(h, p_drop, self.training))
 
     @torch.no_grad()
     def subnet_state_dict(self, dim: int, num_heads: int, mlp_ratio: float) -> Dict[str, torch.Tensor]:
@@ -131,14 +139,14 @@ class ElasticTransformerBlock(nn.Module):
         attn, mlp = self.attn, self.mlp
         out = {
             "norm1.weight": self.norm1.weight[:dim], "norm1.bias": self.norm1.bias[:dim],
-            "attn.qkv.weight": attn.qkv_weight(heads, dim),
+            "attn.qkv.weight": head_major_to_timm(attn.qkv_weight(heads, dim), heads),
             "attn.proj.weight": attn.proj.weight[:dim, :a], "attn.proj.bias": attn.proj.bias[:dim],
             "norm2.weight": self.norm2.weight[:dim], "norm2.bias": self.norm2.bias[:dim],
             "mlp.fc1.weight": mlp.fc1.weight[:hidden, :dim], "mlp.fc1.bias": mlp.fc1.bias[:hidden],
             "mlp.fc2.weight": mlp.fc2.weight[:dim, :hidden], "mlp.fc2.bias": mlp.fc2.bias[:dim],
         }
         if attn.qkv.bias is not None:
-            out["attn.qkv.bias"] = attn.qkv_bias(heads)
+            out["attn.qkv.bias"] = head_major_to_timm(attn.qkv_bias(heads), heads)
         return {k: v.clone() for k, v in out.items()}
 
 

@@ -18,8 +18,9 @@ from raynas.arch import Arch
 from raynas.errors import DataError
 from raynas.supernet import Supernet
 from spaces.export_utils import build_and_load
+from spaces.slicing import leading
 from spaces.transformer_ops import (NORM_EPS, ElasticTransformerBlock, ElasticLayerNorm,
-                                    LinearWeights, timm_block, width_scaled)
+                                    LinearWeights, dropout, timm_block, width_scaled)
 
 
 def drop_path_rates(rate: float, supernet_depth: int) -> List[float]:
@@ -72,19 +73,20 @@ class ElasticViTSupernet(Supernet):
             raise DataError(f"space '{self.space.name}' takes images of {size}x{size}, got a "
                             f"tensor of shape {tuple(x.shape)}; resize the inputs")
         e, proj = self._embed_dim, self.patch_embed.proj
-        x = F.conv2d(x, proj.weight[:e], proj.bias[:e], stride=proj.stride)
+        x = F.conv2d(x, leading(proj.weight, e), leading(proj.bias, e), stride=proj.stride)
         x = x.flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token[:, :, :e].expand(x.shape[0], -1, -1), x], dim=1)
-        x = x + self.pos_embed[:, :, :e]
-        x = F.dropout(x, width_scaled(self.drop_rate, e, self.space.supernet_embed_dim),
-                      self.training)
+        cls_token = leading(self.cls_token, 1, 1, e)
+        x = torch.cat([cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + leading(self.pos_embed, 1, self.pos_embed.shape[1], e)
+        x = dropout(x, width_scaled(self.drop_rate, e, self.space.supernet_embed_dim),
+                    self.training)
         for block in self.blocks[:self._depth]:
             x = block(x)
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         e = x.shape[-1]
-        return F.linear(x[:, 0], self.head.weight[:, :e], self.head.bias)
+        return F.linear(x[:, 0], leading(self.head.weight, self.num_classes, e), self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

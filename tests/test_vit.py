@@ -85,28 +85,35 @@ def test_exported_blocks_carry_per_layer_widths_and_rebuild_from_spec(cifar):
         assert model.forward_head(model.forward_features(x)).shape == (2, 10)
 
 
-def test_qkv_layout_and_weight_entanglement(cifar):
-    """Rows past the active heads in each of the q, k, v blocks (and columns past the active
-    embed dim) are unused; rows inside are used."""
+def test_qkv_rows_are_head_major_and_export_reorders_them(cifar):
+    """Supernet qkv rows are [q0 k0 v0 | q1 k1 v1]; timm's are [q0 q1 | k0 k1 | v0 v1]. Rows of
+    heads past the active count (and columns past the embed dim) are never used."""
     space, net = cifar
-    arch = space.validate({"embed_dim": 64, "depth": 4, "num_heads": [1] * 4,
+    arch = space.validate({"embed_dim": 64, "depth": 4, "num_heads": [1, 2, 1, 1],
                            "mlp_ratio": [2.0] * 4})
     net.activate(arch)
+    supernet_rows = net.blocks[1].attn.qkv.weight[:, :64]
+    timm_rows = net.export(arch).blocks[1].attn.qkv.weight
+    for part in range(3):  # q, k, v
+        for head in range(2):
+            timm_block = timm_rows[part * 128 + head * 64:part * 128 + (head + 1) * 64]
+            ours = supernet_rows[head * 192 + part * 64:head * 192 + (part + 1) * 64]
+            assert torch.equal(timm_block, ours)
+
     x = _images(seed=2)
-    qkv = net.blocks[0].attn.qkv.weight  # [q | k | v] blocks of 2*64 rows each
+    qkv, off = net.blocks[0].attn.qkv.weight, net.blocks[5].attn.qkv.weight
+    saved, saved_off = qkv.detach().clone(), off.detach().clone()
     with torch.no_grad():
         before = net(x)
-        saved = qkv.clone()
-        for block in range(3):
-            qkv[block * 128 + 64:(block + 1) * 128] = 100.0  # second head of q, k and v
-        qkv[:, 64:] = 100.0                                  # columns past embed dim 64
-        net.blocks[5].attn.qkv.weight.add_(100.0)             # a layer the depth switches off
+        qkv[192:] = 100.0      # the second head of layer 0 (1 head active)
+        qkv[:, 64:] = 100.0    # columns past embed dim 64
+        off.fill_(100.0)       # a layer the depth switches off
         assert torch.equal(net(x), before)
         qkv.copy_(saved)
-        qkv[128:129, :64] += 1.0                              # first row of the k block
+        qkv[64:65, :64] += 1.0  # first key row of head 0
         assert not torch.allclose(net(x), before)
         qkv.copy_(saved)
-        net.blocks[5].attn.qkv.weight.sub_(100.0)
+        off.copy_(saved_off)
 
 
 def test_only_leading_slices_receive_gradients():
