@@ -131,6 +131,11 @@ class HybridSupernet(Supernet):
         self.set_mode(mode, seed)
         self.activate(space.largest())
 
+    @property
+    def build_options(self) -> Dict[str, object]:
+        """Keyword arguments of ``space.build_supernet`` that rebuild this supernet."""
+        return {"mode": self.mode, "seed": self.seed, "drop_path_rate": self.drop_path_rate}
+
     # ------------------------------------------------------------------ configuration
     def set_mode(self, mode: str, seed: Optional[int] = None) -> None:
         """Choose how layers pick their op; ``seed`` (if given) reseeds the op draws at step 0."""

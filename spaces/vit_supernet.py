@@ -61,6 +61,12 @@ class ElasticViTSupernet(Supernet):
         self._embed_dim, self._depth = E, depth
         self.activate(space.largest())
 
+    @property
+    def build_options(self) -> Dict[str, float]:
+        """Keyword arguments of ``space.build_supernet`` that rebuild this supernet."""
+        return {"drop_rate": self.drop_rate, "attn_drop_rate": self.attn_drop_rate,
+                "drop_path_rate": self.drop_path_rate}
+
     def _apply_arch(self, arch: Arch) -> None:
         self._embed_dim, self._depth = arch["embed_dim"], arch["depth"]
         for block, heads, ratio in zip(self.blocks, arch["num_heads"], arch["mlp_ratio"]):

@@ -261,3 +261,16 @@ def test_operators_yield_valid_archs_and_spec_round_trips():
     again = space_from_spec(json.loads(json.dumps(space.spec())))
     assert again.options == space.options and again.cost(arch) == space.cost(arch)
     assert create_space("hybrid_cifar").feature_size == 16
+
+
+def test_rebuild_from_build_options_and_state_dict_keeps_alpha_and_mode():
+    space = _space()
+    net = space.build_supernet(mode="weighted", seed=7)
+    with torch.no_grad():
+        net.alpha_parameters()[1].fill_(1.5)
+    again = space.build_supernet(**net.build_options)
+    again.load_state_dict(net.state_dict())
+    assert again.mode == "weighted" and again.alpha_values() == net.alpha_values()
+    net.set_step(3)
+    again.set_step(3)
+    assert net.draw_ops() == again.draw_ops()
