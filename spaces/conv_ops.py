@@ -17,10 +17,17 @@ from spaces.slicing import leading
 
 def sliced_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, training: bool) -> torch.Tensor:
     """BatchNorm over the first ``x.shape[1]`` channels of ``bn``; in training the running
-    statistics of exactly those channels are updated in place (their views are passed)."""
+    statistics of exactly those channels are updated in place (their views are passed).
+
+    Momentum follows ``nn.BatchNorm2d``: ``momentum=None`` means a cumulative average over
+    ``num_batches_tracked`` batches (what BN recalibration uses)."""
     c = x.shape[1]
+    factor = 0.0
+    if training and bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
     return F.batch_norm(x, leading(bn.running_mean, c), leading(bn.running_var, c),
-                        leading(bn.weight, c), leading(bn.bias, c), training, bn.momentum, bn.eps)
+                        leading(bn.weight, c), leading(bn.bias, c), training, factor, bn.eps)
 
 
 class MBConv(nn.Module):

@@ -274,3 +274,31 @@ def test_rebuild_from_build_options_and_state_dict_keeps_alpha_and_mode():
     net.set_step(3)
     again.set_step(3)
     assert net.draw_ops() == again.draw_ops()
+
+
+def test_cumulative_bn_recalibration_matches_the_exported_model():
+    """momentum=None (cumulative average, as BN recalibration uses) on the sliced BN gives the
+    statistics nn.BatchNorm2d computes on the exported model over the same batches."""
+    torch.manual_seed(0)
+    space = _space()
+    net = _perturbed(space.build_supernet())
+    arch = space.validate({"layers": [{"op": "conv", "expand_ratio": 2},
+                                      {"op": "attn", "num_heads": 1, "mlp_ratio": 2.0},
+                                      {"op": "conv", "expand_ratio": 4}]})
+    net.activate(arch)
+    model = net.export(arch)
+    for m in (net, model):
+        for bn in (mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)):
+            bn.reset_running_stats()
+            bn.momentum = None
+        m.train()
+        with torch.no_grad():
+            for seed in range(3):
+                m(_images(n=4, seed=10 + seed))
+        m.eval()
+    bn_net, bn_model = net.layers[0].conv.bn1, model.layers[0].bn1
+    assert torch.allclose(bn_net.running_mean[:32], bn_model.running_mean, atol=1e-6)
+    assert torch.allclose(bn_net.running_var[:32], bn_model.running_var, atol=1e-5)
+    x = _images(n=3, seed=20)
+    with torch.no_grad():
+        assert (net(x) - model(x)).abs().max().item() < 1e-5
