@@ -114,7 +114,8 @@ def main(argv=None) -> int:
     space = create_space(args.space)
     supernet = space.build_supernet().to(device)
     rng = np.random.default_rng(args.seed)
-    archs = [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(args.random_archs)]
+    archs = [space.largest(), space.smallest()]
+    archs += [space.sample(rng) for _ in range(args.random_archs)]
     start, results = time.perf_counter(), []
     for arch in archs:
         if results and time.perf_counter() - start > args.budget_s:
@@ -126,7 +127,8 @@ def main(argv=None) -> int:
     worst = max(r["ratio"] for r in results)
     report = {
         "benchmark": "vit_step_throughput", "space": space.spec(), "smoke": args.smoke,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else platform.processor() or platform.machine()),
         "torch": torch.__version__, "python": sys.version.split()[0], "amp": amp,
         "batch_size": args.batch_size, "steps_per_round": args.steps, "rounds": args.rounds,
         "archs": results, "worst_ratio": worst, "target_ratio": TARGET_RATIO,

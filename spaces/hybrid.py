@@ -59,10 +59,13 @@ class HybridSpace(SearchSpace):
             raise ConfigError(f"img_size {o['img_size']} is not a multiple of stem_stride "
                               f"{o['stem_stride']}")
         if o["kernel_size"] % 2 == 0:
-            raise ConfigError(f"kernel_size must be odd (same-size padding), got {o['kernel_size']}")
-        self.img_size, self.in_chans, self.num_classes = o["img_size"], o["in_chans"], o["num_classes"]
-        self.channels, self.stem_stride, self.num_layers = o["channels"], o["stem_stride"], o["num_layers"]
-        self.kernel_size, self.head_dim, self.qkv_bias = o["kernel_size"], o["head_dim"], o["qkv_bias"]
+            raise ConfigError(f"kernel_size must be odd (same-size padding), "
+                              f"got {o['kernel_size']}")
+        self.img_size, self.in_chans = o["img_size"], o["in_chans"]
+        self.num_classes, self.channels = o["num_classes"], o["channels"]
+        self.stem_stride, self.num_layers = o["stem_stride"], o["num_layers"]
+        self.kernel_size, self.head_dim, self.qkv_bias = (
+            o["kernel_size"], o["head_dim"], o["qkv_bias"])
         self.expand_ratios, self.num_heads, self.mlp_ratios = (
             o["expand_ratios"], o["num_heads"], o["mlp_ratios"])
         self.feature_size = self.img_size // self.stem_stride
@@ -71,7 +74,8 @@ class HybridSpace(SearchSpace):
     def _make_decisions(self) -> List[Decision]:
         out = []
         for i in range(self.num_layers):
-            out += [Decision(f"l{i}.op", OPS), Decision(f"l{i}.expand_ratio", tuple(self.expand_ratios)),
+            out += [Decision(f"l{i}.op", OPS),
+                    Decision(f"l{i}.expand_ratio", tuple(self.expand_ratios)),
                     Decision(f"l{i}.heads", tuple(self.num_heads)),
                     Decision(f"l{i}.mlp_ratio", tuple(self.mlp_ratios))]
         return out
@@ -152,7 +156,7 @@ class HybridSpace(SearchSpace):
         arch = self.validate(arch)
         C, R, K = self.channels, self.feature_size, self.num_classes
         pixels = R * R
-        params = self.in_chans * C * 9 + 2 * C + C * pixels  # stem conv, stem BN, position embedding
+        params = self.in_chans * C * 9 + 2 * C + C * pixels  # stem conv and BN, position emb.
         params += 2 * C + C * K + K                          # norm, head
         macs = pixels * C * self.in_chans * 9 + C * K
         for layer in arch["layers"]:

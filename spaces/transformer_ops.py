@@ -132,7 +132,8 @@ class ElasticTransformerBlock(nn.Module):
         return self._residual(x, dropout(h, p_drop, self.training))
 
     @torch.no_grad()
-    def subnet_state_dict(self, dim: int, num_heads: int, mlp_ratio: float) -> Dict[str, torch.Tensor]:
+    def subnet_state_dict(self, dim: int, num_heads: int,
+                          mlp_ratio: float) -> Dict[str, torch.Tensor]:
         """Sliced copies of the weights a subnet block uses, under timm ``Block``'s names."""
         heads, a = int(num_heads), int(num_heads) * self.head_dim
         hidden = int(dim * float(mlp_ratio))
@@ -153,7 +154,7 @@ class ElasticTransformerBlock(nn.Module):
 def timm_block(dim: int, num_heads: int, head_dim: int, mlp_ratio: float, qkv_bias: bool = True,
                drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                drop_path_rate: float = 0.0) -> Block:
-    """A timm ``Block`` with ``num_heads`` heads of ``head_dim`` (QKV dim need not equal ``dim``)."""
+    """A timm ``Block`` with ``num_heads`` heads of ``head_dim`` (QKV dim may differ from dim)."""
     block = Block(dim, num_heads=1, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=drop_rate,
                   attn_drop=attn_drop_rate, drop_path=drop_path_rate, norm_layer=LayerNorm)
     # timm's Block cannot pass attn_head_dim through, so its default attention (head dim =

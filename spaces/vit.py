@@ -89,8 +89,9 @@ class ElasticViTSpace(SearchSpace):
         self.supernet_embed_dim, self.supernet_depth = o["supernet_embed_dim"], o["supernet_depth"]
         self.supernet_num_heads = o["supernet_num_heads"]
         self.supernet_mlp_ratio = o["supernet_mlp_ratio"]
-        self.img_size, self.patch_size, self.in_chans = o["img_size"], o["patch_size"], o["in_chans"]
-        self.num_classes, self.head_dim, self.qkv_bias = o["num_classes"], o["head_dim"], o["qkv_bias"]
+        self.img_size, self.patch_size = o["img_size"], o["patch_size"]
+        self.in_chans, self.num_classes = o["in_chans"], o["num_classes"]
+        self.head_dim, self.qkv_bias = o["head_dim"], o["qkv_bias"]
         self._check_supernet_holds_space()
 
     def _check_supernet_holds_space(self) -> None:

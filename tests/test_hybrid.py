@@ -127,7 +127,8 @@ def test_convex_mode_gradient():
 
 def test_draws_are_seeded_by_step_and_follow_alpha():
     space = _space()
-    a, b = space.build_supernet(mode="weighted", seed=11), space.build_supernet(mode="weighted", seed=11)
+    a = space.build_supernet(mode="weighted", seed=11)
+    b = space.build_supernet(mode="weighted", seed=11)
     sequences = []
     for step in range(20):
         a.set_step(step)
