@@ -6,6 +6,8 @@ The embed dim is shared by every layer; head dim is fixed (64 by default), so a 
 is ``64 * num_heads``; the MLP hidden width is ``int(embed_dim * mlp_ratio)``.
 
 Flat decisions: ``embed_dim``, ``depth``, ``l{i}.heads`` and ``l{i}.mlp_ratio``.
+Weight entanglement and the head-major QKV row layout are described in
+:mod:`spaces.transformer_ops`; the supernet and its timm export live in :mod:`spaces.vit_supernet`.
 Presets ``autoformer_tiny/small/base`` reproduce AutoFormer's ``supernet-{T,S,B}.yaml`` exactly;
 ``vit_cifar`` is a small 32x32 space; :func:`autoformer_space_options` reads such a YAML.
 """

@@ -145,4 +145,8 @@ def build_timm_vit(space, arch: Arch, drop_rate: float = 0.0, attn_drop_rate: fl
         for i, (heads, ratio) in enumerate(zip(arch["num_heads"], arch["mlp_ratio"]))])
     model.feature_info = [dict(module=f"blocks.{i}", num_chs=e, reduction=space.patch_size)
                           for i in range(depth)]
+    # what timm.data.resolve_data_config reads (normalisation stays the user's choice)
+    model.pretrained_cfg = model.default_cfg = {
+        "input_size": (space.in_chans, space.img_size, space.img_size),
+        "num_classes": space.num_classes, "crop_pct": 1.0}
     return model

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from timm.data import resolve_data_config
 from timm.models.vision_transformer import VisionTransformer
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
@@ -83,6 +84,9 @@ def test_exported_blocks_carry_per_layer_widths_and_rebuild_from_spec(cifar):
     with torch.no_grad():
         assert torch.equal(again(x), model(x))
         assert model.forward_head(model.forward_features(x)).shape == (2, 10)
+    assert resolve_data_config({}, model=model)["input_size"] == (3, 32, 32)
+    model.reset_classifier(5)
+    assert model(x).shape == (2, 5)
 
 
 def test_qkv_rows_are_head_major_and_export_reorders_them(cifar):
