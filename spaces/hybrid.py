@@ -23,7 +23,7 @@ from raynas.errors import ArchError, ConfigError
 from raynas.registry import register_space
 from raynas.space import Decision, SearchSpace, require_choice, require_mapping
 from spaces.conv_ops import mbconv_cost
-from spaces.options import sorted_choices
+from spaces.options import resolve_num_classes, sorted_choices
 from spaces.transformer_ops import transformer_block_cost
 
 CONV, ATTN = "conv", "attn"
@@ -151,10 +151,12 @@ class HybridSpace(SearchSpace):
         return out
 
     # ------------------------------------------------------------------ cost and models
-    def cost(self, arch: Arch) -> Dict[str, float]:
-        """Params (BN affine included) and MACs of the static network; flops = 2 * macs."""
+    def cost(self, arch: Arch, num_classes: Optional[int] = None) -> Dict[str, float]:
+        """Params (BN affine included) and MACs of the static network; flops = 2 * macs
+        (``num_classes`` defaults to the space option)."""
         arch = self.validate(arch)
-        C, R, K = self.channels, self.feature_size, self.num_classes
+        C, R = self.channels, self.feature_size
+        K = resolve_num_classes(self.num_classes, num_classes)
         pixels = R * R
         params = self.in_chans * C * 9 + 2 * C + C * pixels  # stem conv and BN, position emb.
         params += 2 * C + C * K + K                          # norm, head
@@ -172,13 +174,6 @@ class HybridSpace(SearchSpace):
     def input_resolution(self, arch: Arch) -> Optional[int]:
         return self.img_size
 
-    def check_num_classes(self, num_classes: Optional[int]) -> int:
-        if num_classes is not None and int(num_classes) != self.num_classes:
-            raise ConfigError(f"space '{self.name}' was created with num_classes="
-                              f"{self.num_classes} but a model for {num_classes} classes was "
-                              f"asked for; create the space with num_classes={num_classes}")
-        return self.num_classes
-
     def build_supernet(self, num_classes: Optional[int] = None, mode: str = "arch",
                        seed: int = 0, drop_path_rate: float = 0.0, **kwargs: Any):
         """The hybrid supernet; ``mode`` is "arch", "convex", "uniform" or "weighted"."""
@@ -186,16 +181,16 @@ class HybridSpace(SearchSpace):
 
         if kwargs:
             raise ConfigError(f"unknown supernet options for space '{self.name}': {sorted(kwargs)}")
-        self.check_num_classes(num_classes)
-        return HybridSupernet(self, mode=mode, seed=seed, drop_path_rate=drop_path_rate)
+        return HybridSupernet(self, resolve_num_classes(self.num_classes, num_classes), mode=mode,
+                              seed=seed, drop_path_rate=drop_path_rate)
 
     def build_static(self, arch: Arch, num_classes: Optional[int] = None,
                      drop_path_rate: float = 0.0):
         """An untrained :class:`spaces.hybrid_supernet.HybridNet` for ``arch``."""
         from spaces.hybrid_supernet import HybridNet
 
-        self.check_num_classes(num_classes)
-        return HybridNet(self, self.validate(arch), drop_path_rate=drop_path_rate)
+        return HybridNet(self, self.validate(arch), resolve_num_classes(self.num_classes, num_classes),
+                         drop_path_rate=drop_path_rate)
 
 
 register_space("hybrid", "Per-layer MBConv-or-transformer choice (your own options)")(HybridSpace)

@@ -110,11 +110,11 @@ class HybridLayer(nn.Module):
 class HybridSupernet(Supernet):
     """Weight-sharing hybrid network; see the module docstring for the training modes."""
 
-    def __init__(self, space, mode: str = "arch", seed: int = 0,
+    def __init__(self, space, num_classes: int, mode: str = "arch", seed: int = 0,
                  drop_path_rate: float = 0.0) -> None:
         super().__init__(space)
         C, R = space.channels, space.feature_size
-        self.num_classes = space.num_classes
+        self.num_classes = int(num_classes)
         self.drop_path_rate = float(drop_path_rate)
         self.stem = Stem(space.in_chans, C, space.stem_stride)
         self.pos_embed = nn.Parameter(torch.zeros(1, C, R, R))
@@ -122,7 +122,7 @@ class HybridSupernet(Supernet):
         rates = drop_path_rates(drop_path_rate, space.num_layers)
         self.layers = nn.ModuleList(HybridLayer(space, rates[i]) for i in range(space.num_layers))
         self.norm = LayerNorm(C, eps=NORM_EPS)
-        self.head = nn.Linear(C, space.num_classes)
+        self.head = nn.Linear(C, self.num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
         self.last_ops: List[str] = []
@@ -243,17 +243,18 @@ class HybridSupernet(Supernet):
     def export(self, arch: Arch) -> "HybridNet":
         """A :class:`HybridNet` with the subnet's weights and BN statistics."""
         arch = self.space.validate(arch)
-        return build_and_load(lambda: HybridNet(self.space, arch, self.drop_path_rate),
+        return build_and_load(lambda: HybridNet(self.space, arch, self.num_classes,
+                                                self.drop_path_rate),
                               self.subnet_state_dict(arch), like=self.pos_embed)
 
 
 class HybridNet(nn.Module):
     """Static network of one hybrid arch: stem, position embedding, one op per layer, head."""
 
-    def __init__(self, space, arch: Arch, drop_path_rate: float = 0.0) -> None:
+    def __init__(self, space, arch: Arch, num_classes: int, drop_path_rate: float = 0.0) -> None:
         super().__init__()
         C, R = space.channels, space.feature_size
-        self.arch, self.num_classes = arch, space.num_classes
+        self.arch, self.num_classes = arch, int(num_classes)
         self.stem = Stem(space.in_chans, C, space.stem_stride)
         self.pos_embed = nn.Parameter(torch.zeros(1, C, R, R))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -268,7 +269,7 @@ class HybridNet(nn.Module):
                                                     drop_path_rate=rates[i])))
         self.layers = nn.ModuleList(layers)
         self.norm = LayerNorm(C, eps=NORM_EPS)
-        self.head = nn.Linear(C, space.num_classes)
+        self.head = nn.Linear(C, self.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x) + self.pos_embed

@@ -20,3 +20,13 @@ def sorted_choices(values: Any, kind: type, option: str) -> List[Any]:
     if any(v <= 0 for v in out):
         raise ConfigError(f"space option '{option}' must hold positive values, got {values!r}")
     return out
+
+
+def resolve_num_classes(space_default: int, num_classes: Any) -> int:
+    """The class count of a model: ``num_classes`` if given (e.g. the dataset's), else the
+    space option. ``cost`` takes the same override so counts stay exact."""
+    if num_classes is None:
+        return int(space_default)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    return int(num_classes)

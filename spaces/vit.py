@@ -20,7 +20,7 @@ from raynas.arch import Arch, canonical
 from raynas.errors import ArchError, ConfigError
 from raynas.registry import register_space
 from raynas.space import Decision, SearchSpace, require_choice, require_mapping
-from spaces.options import sorted_choices
+from spaces.options import resolve_num_classes, sorted_choices
 from spaces.transformer_ops import transformer_block_cost
 
 ARCH_FIELDS = ("depth", "embed_dim", "mlp_ratio", "num_heads")
@@ -165,23 +165,17 @@ class ElasticViTSpace(SearchSpace):
         return {"embed_dim": embed_dim, "depth": depth, **per_layer}
 
     # ------------------------------------------------------------------ cost and models
-    def cost(self, arch: Arch) -> Dict[str, float]:
+    def cost(self, arch: Arch, num_classes: Optional[int] = None) -> Dict[str, float]:
+        """Params / MACs / FLOPs of the static model (``num_classes`` defaults to the option)."""
         arch = self.validate(arch)
         return vit_cost(arch["embed_dim"], arch["num_heads"], arch["mlp_ratio"],
                         img_size=self.img_size, patch_size=self.patch_size,
-                        in_chans=self.in_chans, num_classes=self.num_classes,
+                        in_chans=self.in_chans,
+                        num_classes=resolve_num_classes(self.num_classes, num_classes),
                         head_dim=self.head_dim, qkv_bias=self.qkv_bias)
 
     def input_resolution(self, arch: Arch) -> Optional[int]:
         return self.img_size
-
-    def check_num_classes(self, num_classes: Optional[int]) -> int:
-        """The space's class count; a different one is refused so ``cost`` stays exact."""
-        if num_classes is not None and int(num_classes) != self.num_classes:
-            raise ConfigError(f"space '{self.name}' was created with num_classes="
-                              f"{self.num_classes} but a model for {num_classes} classes was "
-                              f"asked for; create the space with num_classes={num_classes}")
-        return self.num_classes
 
     def build_supernet(self, num_classes: Optional[int] = None, drop_rate: float = 0.0,
                        attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, **kwargs: Any):
@@ -190,8 +184,8 @@ class ElasticViTSpace(SearchSpace):
 
         if kwargs:
             raise ConfigError(f"unknown supernet options for space '{self.name}': {sorted(kwargs)}")
-        self.check_num_classes(num_classes)
-        return ElasticViTSupernet(self, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+        return ElasticViTSupernet(self, resolve_num_classes(self.num_classes, num_classes),
+                                  drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
                                   drop_path_rate=drop_path_rate)
 
     def build_static(self, arch: Arch, num_classes: Optional[int] = None, drop_rate: float = 0.0,
@@ -199,9 +193,10 @@ class ElasticViTSpace(SearchSpace):
         """An untrained timm ``VisionTransformer`` with per-layer heads and MLP widths."""
         from spaces.vit_supernet import build_timm_vit
 
-        self.check_num_classes(num_classes)
-        return build_timm_vit(self, self.validate(arch), drop_rate=drop_rate,
-                              attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate)
+        return build_timm_vit(self, self.validate(arch),
+                              resolve_num_classes(self.num_classes, num_classes),
+                              drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+                              drop_path_rate=drop_path_rate)
 
 
 # ---------------------------------------------------------------------- AutoFormer YAML files

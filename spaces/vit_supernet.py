@@ -37,13 +37,13 @@ class _PatchEmbed(nn.Module):
 class ElasticViTSupernet(Supernet):
     """The largest ViT of the space; ``activate(arch)`` selects embed dim, depth, heads, MLP."""
 
-    def __init__(self, space, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0) -> None:
+    def __init__(self, space, num_classes: int, drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> None:
         super().__init__(space)
         E, depth = space.supernet_embed_dim, space.supernet_depth
         self.drop_rate, self.attn_drop_rate = float(drop_rate), float(attn_drop_rate)
         self.drop_path_rate = float(drop_path_rate)
-        self.num_classes = space.num_classes
+        self.num_classes = int(num_classes)
         num_patches = (space.img_size // space.patch_size) ** 2
         self.patch_embed = _PatchEmbed(space.in_chans, E, space.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, E))
@@ -54,7 +54,7 @@ class ElasticViTSupernet(Supernet):
                                     space.supernet_mlp_ratio, space.qkv_bias, drop_rate,
                                     attn_drop_rate, rates[i]) for i in range(depth))
         self.norm = ElasticLayerNorm(E, eps=NORM_EPS)
-        self.head = LinearWeights(E, space.num_classes)
+        self.head = LinearWeights(E, self.num_classes)
         nn.init.zeros_(self.head.bias)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
@@ -118,15 +118,15 @@ class ElasticViTSupernet(Supernet):
         """A timm ``VisionTransformer`` holding the subnet's weights (same device and dtype)."""
         arch = self.space.validate(arch)
         def build() -> VisionTransformer:
-            return build_timm_vit(self.space, arch, drop_rate=self.drop_rate,
+            return build_timm_vit(self.space, arch, self.num_classes, drop_rate=self.drop_rate,
                                   attn_drop_rate=self.attn_drop_rate,
                                   drop_path_rate=self.drop_path_rate)
 
         return build_and_load(build, self.subnet_state_dict(arch), like=self.pos_embed)
 
 
-def build_timm_vit(space, arch: Arch, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                   drop_path_rate: float = 0.0) -> VisionTransformer:
+def build_timm_vit(space, arch: Arch, num_classes: int, drop_rate: float = 0.0,
+                   attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> VisionTransformer:
     """An untrained timm ``VisionTransformer`` for a validated arch: timm ``Block``s built per
     layer with that layer's heads (fixed head dim) and MLP ratio. Dropout is scaled by
     ``embed_dim / supernet_embed_dim`` and stochastic depth follows the supernet's schedule, so a
@@ -136,7 +136,7 @@ def build_timm_vit(space, arch: Arch, drop_rate: float = 0.0, attn_drop_rate: fl
     attn_drop = width_scaled(attn_drop_rate, e, space.supernet_embed_dim)
     model = VisionTransformer(
         img_size=space.img_size, patch_size=space.patch_size, in_chans=space.in_chans,
-        num_classes=space.num_classes, global_pool="token", embed_dim=e, depth=0, num_heads=1,
+        num_classes=num_classes, global_pool="token", embed_dim=e, depth=0, num_heads=1,
         qkv_bias=space.qkv_bias, pos_drop_rate=drop, proj_drop_rate=drop,
         attn_drop_rate=attn_drop)
     rates = drop_path_rates(drop_path_rate, space.supernet_depth)
@@ -148,5 +148,5 @@ def build_timm_vit(space, arch: Arch, drop_rate: float = 0.0, attn_drop_rate: fl
     # what timm.data.resolve_data_config reads (normalisation stays the user's choice)
     model.pretrained_cfg = model.default_cfg = {
         "input_size": (space.in_chans, space.img_size, space.img_size),
-        "num_classes": space.num_classes, "crop_pct": 1.0}
+        "num_classes": num_classes, "crop_pct": 1.0}
     return model

@@ -262,6 +262,8 @@ def test_operators_yield_valid_archs_and_spec_round_trips():
     again = space_from_spec(json.loads(json.dumps(space.spec())))
     assert again.options == space.options and again.cost(arch) == space.cost(arch)
     assert create_space("hybrid_cifar").feature_size == 16
+    model = space.build_supernet(num_classes=7).export(arch)
+    assert sum(p.numel() for p in model.parameters()) == space.cost(arch, num_classes=7)["params"]
 
 
 def test_rebuild_from_build_options_and_state_dict_keeps_alpha_and_mode():
