@@ -110,20 +110,25 @@ def derive(mode: str, net, space, data, args, amp_dtype) -> Dict[str, Any]:
     return {**best, "candidates": candidates}
 
 
-def train_standalone(space, arch, data, args, device, amp_dtype) -> Dict[str, float]:
+def train_standalone(space, arch, data, args, device, amp_dtype,
+                     deadline: float) -> Dict[str, Any]:
     torch.manual_seed(args.seed)
     model = space.build_static(arch).to(device)
     total = args.standalone_epochs * (len(data["train"]) // args.batch_size)
     opt, schedule = weight_optimizer(model.parameters(), args.lr, total)
     start = time.perf_counter()
     model.train()
+    epochs = 0
     for epoch in range(args.standalone_epochs):
         for images, labels in data["train"].train_batches(
                 args.batch_size, derive_rng(args.seed, "standalone", epoch)):
             train_step(model, [opt], images, labels, amp_dtype)
             schedule.step()
+        epochs += 1
+        if time.perf_counter() > deadline:
+            break
     return {"test": accuracy(model, data["test"], args.eval_batch, amp_dtype),
-            "epochs": args.standalone_epochs, "train_s": time.perf_counter() - start}
+            "epochs": epochs, "train_s": time.perf_counter() - start}
 
 
 def alpha_summary(trajectory: List[List[float]]) -> Dict[str, Any]:
@@ -229,8 +234,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         runs[mode] = run
         print(f"[{mode}] arch {[l['op'] for l in run['arch']['layers']]} inherited "
               f"{run['inherited']}", flush=True)
-    for mode, run in runs.items():
-        run["standalone"] = train_standalone(space, run["arch"], data, args, device, amp_dtype)
+    for i, (mode, run) in enumerate(runs.items()):
+        remaining = args.budget_s - (time.perf_counter() - start)
+        deadline = time.perf_counter() + remaining / (len(runs) - i)
+        run["standalone"] = train_standalone(space, run["arch"], data, args, device, amp_dtype,
+                                             deadline)
         print(f"[{mode}] stand-alone test {run['standalone']['test']:.2f}%", flush=True)
 
     plot = Path(args.out).with_name(Path(args.out).stem + "_alpha.png")
