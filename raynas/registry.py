@@ -16,6 +16,7 @@ from raynas.space import SearchSpace
 _FACTORIES: Dict[str, Callable[..., SearchSpace]] = {}
 _DESCRIPTIONS: Dict[str, str] = {}
 _MODULES: Dict[str, str] = {}
+_LAZY: Dict[str, str] = {}          # name -> module that registers it when imported
 _builtins_loaded = False
 
 T = TypeVar("T")
@@ -39,11 +40,15 @@ def register_space(name: str, description: Optional[str] = None) -> Callable[[T]
 
 
 def _load_builtins() -> None:
+    """Learn the built-in names (without importing their modules) and load entry points."""
     global _builtins_loaded
     if _builtins_loaded:
         return
     _builtins_loaded = True
-    importlib.import_module("spaces")
+    builtin = importlib.import_module("spaces")
+    for name, module in getattr(builtin, "BUILTIN_SPACES", {}).items():
+        if name not in _FACTORIES:
+            _LAZY[name] = module
     try:
         entry_points = metadata.entry_points(group="raynas.spaces")
     except TypeError:  # Python < 3.10 API
@@ -52,15 +57,23 @@ def _load_builtins() -> None:
         ep.load()
 
 
+def _import_lazy(name: str) -> None:
+    module = _LAZY.pop(name, None)
+    if module is not None and name not in _FACTORIES:
+        importlib.import_module(module)
+
+
 def list_spaces() -> List[str]:
     """Names of every registered search space."""
     _load_builtins()
-    return sorted(_FACTORIES)
+    return sorted(set(_FACTORIES) | set(_LAZY))
 
 
 def describe_spaces() -> Dict[str, str]:
-    """Name -> one-line description, for ``raynas spaces``."""
+    """Name -> one-line description, for ``raynas spaces`` (imports every family)."""
     _load_builtins()
+    for name in list(_LAZY):
+        _import_lazy(name)
     return {name: _DESCRIPTIONS.get(name, "") for name in sorted(_FACTORIES)}
 
 
@@ -69,8 +82,9 @@ def create_space(name: str, **options: Any) -> SearchSpace:
     if isinstance(name, SearchSpace):
         return name
     _load_builtins()
+    _import_lazy(name)
     if name not in _FACTORIES:
-        raise UnknownSpaceError(str(name), _FACTORIES)
+        raise UnknownSpaceError(str(name), list_spaces())
     try:
         space = _FACTORIES[name](**options)
     except TypeError as exc:
