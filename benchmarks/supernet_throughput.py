@@ -133,25 +133,69 @@ def measure(args, device, space_options, deadline: Deadline) -> Dict[str, Any]:
     }
 
 
-def measure_ddp_sync(args, deadline: Deadline) -> Dict[str, Any]:
-    """Seconds per sandwich step on 2 gloo workers: one all-reduce per step vs one per subnet."""
-    from raynas.checkpoint import read_checkpoint_meta
-    from trainables.supernet import train_supernet
+def ddp_sync_loop(loop_config: Dict[str, Any]) -> None:
+    """Ray Train worker: time blocks of sandwich steps with one gradient all-reduce per step
+    (``no_sync``) and one per subnet (``every``), alternating, in the same processes."""
+    import ray.train
+    import torch.distributed as dist
 
-    out: Dict[str, Any] = {"workers": args.ddp_workers, "steps": args.ddp_steps}
-    for mode in ("no_sync", "every"):
-        with tempfile.TemporaryDirectory(prefix="raynas-ddp-") as work:
-            config = dict(space="ofa_mbv3_cifar", space_options=dict(SMOKE_OFA, width_mult=0.5,
-                                                                     resolutions=[16]),
-                          data="digits", data_options={"image_size": 16}, batch_size=32,
-                          device="cpu", threads=1, max_steps=args.ddp_steps, ddp_sync=mode,
-                          output=work, eval_calib_batches=1, eval_batch_size=64,
-                          sampler_options={"num_random": args.num_random})
-            checkpoint, _ = train_supernet(config, num_workers=args.ddp_workers)
-            history = read_checkpoint_meta(checkpoint)["history"]
-            out[mode] = {"seconds_per_step": sum(h["seconds"] for h in history) / args.ddp_steps}
-    out["every_over_no_sync"] = out["every"]["seconds_per_step"] / out["no_sync"]["seconds_per_step"]
-    return out
+    from raynas.io import atomic_write_json
+    from raynas.training import SupernetTrainConfig
+    from trainables.supernet import SupernetTrainer
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    trainer = SupernetTrainer(SupernetTrainConfig.from_any(loop_config["config"]), rank=rank,
+                              world_size=world, device=torch.device("cpu"))
+
+    def block(mode: str, steps: int) -> float:
+        trainer.config.ddp_sync = mode
+        dist.barrier()
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.run_step()
+            trainer.step += 1
+        dist.barrier()
+        return (time.perf_counter() - start) / steps
+
+    block("no_sync", loop_config["warmup"])
+    block("every", loop_config["warmup"])
+    times: Dict[str, List[float]] = {"no_sync": [], "every": []}
+    for r in range(loop_config["rounds"]):
+        for mode in (("no_sync", "every") if r % 2 == 0 else ("every", "no_sync")):
+            times[mode].append(block(mode, loop_config["steps"]))
+    if rank == 0:
+        atomic_write_json(loop_config["out"], times)
+    ray.train.report({"rounds": loop_config["rounds"]})
+
+
+def measure_ddp_sync(args, deadline: Deadline) -> Dict[str, Any]:
+    """Seconds per sandwich step on gloo Ray Train workers: one all-reduce per step vs one per
+    subnet, alternating blocks of steps inside one run."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from raynas.runtime import ensure_ray
+
+    ensure_ray()
+    with tempfile.TemporaryDirectory(prefix="raynas-ddp-") as work:
+        config = dict(space="ofa_mbv3_cifar", space_options=dict(SMOKE_OFA, width_mult=0.5, resolutions=[16]),
+                      data="digits", data_options={"image_size": 16}, batch_size=32, device="cpu",
+                      threads=1, output=work, sampler_options={"num_random": args.num_random})
+        out = str(Path(work) / "times.json")
+        TorchTrainer(ddp_sync_loop,
+                     train_loop_config={"config": config, "warmup": 2, "steps": args.ddp_steps,
+                                        "rounds": 3, "out": out},
+                     torch_config=TorchConfig(backend="gloo"),
+                     scaling_config=ScalingConfig(num_workers=args.ddp_workers),
+                     run_config=RunConfig(name=f"ddp-sync-{time.time_ns()}",
+                                          storage_path=str(Path(work) / "ray"))).fit()
+        times = json.loads(Path(out).read_text())
+    median = {mode: float(np.median(v)) for mode, v in times.items()}
+    return {"workers": args.ddp_workers, "steps_per_block": args.ddp_steps, "rounds": times,
+            "seconds_per_step": median, "every_over_no_sync": median["every"] / median["no_sync"],
+            "params": "ofa_mbv3_cifar width 0.5 at 16 px, global batch 32, sandwich with "
+                      f"{args.num_random} random subnets"}
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -169,7 +213,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--budget-s", type=float, default=50.0,
                         help="no new timing round starts after this (at least 2 run)")
     parser.add_argument("--ddp-workers", type=int, default=0, help="also compare DDP sync modes (CPU)")
-    parser.add_argument("--ddp-steps", type=int, default=6)
+    parser.add_argument("--ddp-steps", type=int, default=4, help="steps per timed block")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run (seconds)")

@@ -246,3 +246,48 @@ def test_hybrid_weighted_mode_draws_from_the_step_and_trains_alpha(tmp_path):
     assert runs[0] == runs[1]  # op draws and α updates are (seed, step)-determined
     ops = [tuple(entry[2]) for entry in runs[0][0]]
     assert len(set(ops)) > 1  # different steps draw different ops
+
+
+# ------------------------------------------------------------------------ every strategy, every family
+TINY_VIT = dict(img_size=8, patch_size=4, embed_dims=[16, 32], depths=[1, 2], num_heads=[1, 2],
+                mlp_ratios=[1.0, 2.0], head_dim=8, num_classes=10)
+
+
+@pytest.mark.parametrize("space, options, sampler, sampler_options, supernet_options", [
+    ("vit", TINY_VIT, "sandwich", {"num_random": 1}, {}),
+    ("vit", TINY_VIT, "progressive_shrinking", {}, {}),
+    ("vit", TINY_VIT, "preferred", {"candidates": "three"}, {}),
+    ("hybrid", TINY_HYBRID, "sandwich", {"num_random": 1}, {}),
+    ("hybrid", TINY_HYBRID, "uniform", {}, {"mode": "uniform", "seed": 1}),
+    ("hybrid", TINY_HYBRID, "sandwich", {"num_random": 1}, {"mode": "convex"}),
+])
+def test_strategies_drive_vit_and_hybrid_supernets(tmp_path, space, options, sampler, sampler_options,
+                                                   supernet_options):
+    from raynas.registry import create_space
+    from raynas.rng import derive_rng
+
+    if sampler_options.get("candidates") == "three":
+        s = create_space(space, **options)
+        sampler_options = {"candidates": [s.sample(derive_rng(0, i)) for i in range(3)],
+                           "group_by": ["embed_dim"]}
+    config = SupernetTrainConfig.from_any(dict(
+        BASE, space=space, space_options=options, sampler=sampler, sampler_options=sampler_options,
+        supernet_options=supernet_options, output=str(tmp_path), epochs=0.04, max_steps=None,
+        optimizer="adamw", lr=1e-2))
+    trainer = SupernetTrainer(config)
+    before = {k: v.clone() for k, v in trainer.module.state_dict().items()}
+    trainer.fit()
+    assert trainer.step == 3
+    for step, entry in enumerate(trainer.subnet_log):
+        planned = trainer.strategy.plan(trainer.space, step, config.seed, trainer.plan.phase(step))
+        assert entry[1] == [arch_id(t.arch) for t in planned]
+        if sampler == "preferred":
+            allowed = {arch_id(a) for a in trainer.strategy.candidates}
+            assert set(entry[1]) <= allowed
+    after = trainer.module.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if "weight" in k)
+    metrics = trainer.evaluate_extremes()
+    assert 0 <= metrics["largest_accuracy"] <= 100
+    if supernet_options.get("mode") in ("convex", "uniform"):
+        assert trainer.module.mode == supernet_options["mode"]  # evaluation ran in arch mode, then back
+        assert "derived_accuracy" in metrics

@@ -351,8 +351,9 @@ class SupernetTrainer:
         start, steps = self.plan.starts[index], self.plan.lengths[index]
         message = (f"phase {index + 1}/{len(self.plan.phases)} '{phase.name}' starts at step {self.step} "
                    f"({steps} steps from {start}, peak lr {phase.lr:g})")
-        if phase.options.get("unlock") is not None:
-            message += f", sampling {sorted(phase.options['unlock'])}"
+        unlock = phase.options.get("unlock")
+        if unlock is not None:
+            message += f", sampling {', '.join(sorted(unlock))}" if unlock else ", the largest subnet only"
         self._event("phase", message, phase=phase.name, index=index)
         sort = phase.sort_channels
         if sort == "auto":

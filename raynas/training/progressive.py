@@ -24,7 +24,7 @@ Per phase: ``epochs`` (may be fractional), ``lr`` or ``lr_scale`` (times the con
 fixed teacher; default 1, except 0 in a first phase), ``sort_channels`` (default: when the phase
 unlocks ``expand`` and the supernet can sort), ``reset_optimizer`` (default: every phase but the
 first). Without a schedule, :func:`default_schedule` spreads the config's epochs over OFA's phases
-in OFA's proportions.
+in OFA's proportions (other spaces: the full network, then every dimension at once).
 """
 from __future__ import annotations
 
@@ -94,22 +94,25 @@ def load_schedule(source: Union[str, Path, Mapping[str, Any], Sequence[Mapping[s
 
 
 def default_schedule(space, epochs: float) -> Dict[str, Any]:
-    """OFA's phases in OFA's proportions of ``epochs`` (``lr_scale`` relative to the config's lr);
-    phases whose dimension the space lacks are dropped. "(dim, k)": the k largest choices."""
+    """OFA's phases in OFA's proportions of ``epochs`` (``lr_scale`` relative to the config's lr)
+    for spaces with OFA's kernel / depth / expand dimensions ("(dim, k)": the k largest choices).
+    Any other space: the full network for 30% of the epochs, then every dimension at once."""
     dims = space_dimensions(space)
+    always = ["resolution"] if "resolution" in dims else []
+    if not {"kernel", "depth", "expand"} <= set(dims):
+        elastic = {dim: None for dim in dims}
+        return {"always_unlocked": always, "phases": [
+            {"name": "full", "epochs": 0.3 * epochs, "lr_scale": 1.0, "unlock": {}, "num_subnets": 1},
+            {"name": "elastic", "epochs": 0.7 * epochs, "lr_scale": 0.3, "unlock": elastic,
+             "num_subnets": 2}]}
     phases = []
     for name, fraction, scale, unlock, subnets in _OFA_PHASES:
         spec: Dict[str, Any] = {}
         for item in unlock:
             dim, top = (item, None) if isinstance(item, str) else item
-            if dim in dims:
-                spec[dim] = None if top is None else list(dims[dim][-top:])
-        wanted = {item if isinstance(item, str) else item[0] for item in unlock}
-        if not wanted <= set(dims):
-            continue
+            spec[dim] = None if top is None else list(dims[dim][-top:])
         phases.append({"name": name, "epochs": fraction * epochs, "lr_scale": scale, "unlock": spec,
                        "num_subnets": subnets})
-    always = ["resolution"] if "resolution" in dims else []
     return {"always_unlocked": always, "phases": phases}
 
 
