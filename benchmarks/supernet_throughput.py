@@ -4,7 +4,8 @@
 module: ``slicing_overhead = time(a) / time(b)`` (target <= 1.15); and (c) one sandwich step
 (largest, ``--num-random`` random, smallest; in-place distillation; one optimizer step) vs (d) the
 sum of one static step of each of those subnets: ``sandwich_ratio = time(c) / time(d)`` (target
-<= 1.1). Every step is the shared trainer's ``train_step`` (bf16 autocast and channels_last on
+<= 1.1); and, per sandwich subnet, one step of it alone inside the supernet vs its static model
+(where a missed target comes from). Every step is the shared trainer's ``train_step`` (bf16 autocast and channels_last on
 GPU) on the same random batch; the variants are timed in alternating rounds so drift hits all.
 
 ``--ddp-workers 2`` (CPU) also times supernet steps on 2 gloo Ray Train workers with one gradient
@@ -98,6 +99,9 @@ def build_trainers(args, device: torch.device, space_options: Dict[str, Any], wo
         arch, model = static[arch_id(task.arch)]
         steps[f"static:{arch_id(task.arch)}"] = (
             lambda t=model, a=arch: t.train_step([SubnetTask.labels(a)], x, y))
+        # the same subnet alone inside the supernet: which subnet's slicing costs what
+        steps[f"supernet:{arch_id(task.arch)}"] = (
+            lambda a=arch: largest.train_step([SubnetTask.labels(a)], x, y))
     return space, tasks, steps
 
 
@@ -125,7 +129,8 @@ def measure(args, device, space_options, deadline: Deadline) -> Dict[str, Any]:
         "seconds_per_step": median, "rounds": rounds,
         "images_per_s": {name: b / t for name, t in median.items()},
         "sandwich_subnets": [{"arch_id": k, "macs": space.cost(t.arch)["macs"],
-                              "role": "teacher" if t.is_teacher else "student"}
+                              "role": "teacher" if t.is_teacher else "student",
+                              "slicing_overhead": median[f"supernet:{k}"] / median[f"static:{k}"]}
                              for k, t in zip(subnet_ids, tasks)],
         "slicing_overhead": median["supernet_largest"] / median["static_largest"],
         "sandwich_ratio": median["sandwich"] / static_sum,

@@ -54,6 +54,7 @@ def test_supernet_throughput_smoke(tmp_path):
                         timings["supernet_largest"] / timings["static_largest"])
     assert math.isclose(report["sandwich_ratio"], timings["sandwich"] / sum(timings[k] for k in statics))
     assert [s["role"] for s in report["sandwich_subnets"]] == ["teacher", "student", "student"]
+    assert all(s["slicing_overhead"] > 0 for s in report["sandwich_subnets"])
 
 
 def test_vit_cifar_supernet_smoke(tmp_path):

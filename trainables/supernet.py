@@ -214,17 +214,20 @@ class SupernetTrainer:
     # ------------------------------------------------------------------ construction
     def _build_model(self) -> nn.Module:
         cfg = self.config
-        torch.manual_seed(cfg.seed)  # initial weights from torch's generator where a space uses it
-        if cfg.standalone:
-            self.standalone_arch = self.strategy.plan(self.space, 0, cfg.seed)[0].arch
-            kwargs = {"seed": cfg.seed} if _accepts(self.space.build_static, "seed") else {}
-            model = self.space.build_static(self.standalone_arch, self.data.num_classes, **kwargs)
-            self.build_options: Dict[str, Any] = {}
-        else:
-            self.build_options = dict(cfg.supernet_options)
-            if "seed" not in self.build_options and _accepts(self.space.build_supernet, "seed"):
-                self.build_options["seed"] = cfg.seed
-            model = self.space.build_supernet(self.data.num_classes, **self.build_options)
+        # spaces that initialise from torch's generator get one seeded by the run (restored after,
+        # so building a trainer leaves the caller's generator alone); OFA takes the seed itself
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            if cfg.standalone:
+                self.standalone_arch = self.strategy.plan(self.space, 0, cfg.seed)[0].arch
+                kwargs = {"seed": cfg.seed} if _accepts(self.space.build_static, "seed") else {}
+                model = self.space.build_static(self.standalone_arch, self.data.num_classes, **kwargs)
+                self.build_options: Dict[str, Any] = {}
+            else:
+                self.build_options = dict(cfg.supernet_options)
+                if "seed" not in self.build_options and _accepts(self.space.build_supernet, "seed"):
+                    self.build_options["seed"] = cfg.seed
+                model = self.space.build_supernet(self.data.num_classes, **self.build_options)
         model = model.to(self.device)
         if self.config.channels_last:
             model = model.to(memory_format=torch.channels_last)
