@@ -10,7 +10,7 @@ weight-inherited accuracy (``WeightInheritedEvaluator``: BN recalibrated; valida
 test set) and its stand-alone validation accuracy after training from scratch with the same
 recipe (``train_standalone``, the three nets concurrently on the GPU).
 
-    PYTHONPATH=. python benchmarks/hybrid_modes.py --device cuda --budget-s 110
+    PYTHONPATH=. python benchmarks/hybrid_modes.py --device cuda --budget-s 95
     PYTHONPATH=. python benchmarks/hybrid_modes.py --smoke      # digits, CPU, seconds
 
 Writes benchmarks/results/hybrid_modes.json and hybrid_modes_alpha.png (atomically).
@@ -104,7 +104,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                              "and stand-alone training)")
     parser.add_argument("--procs", type=int, default=3, help="stand-alone nets trained concurrently")
     parser.add_argument("--min-epochs", type=float, default=1.0)
-    parser.add_argument("--budget-s", type=float, default=110.0, help="wall-time budget of the whole run")
+    parser.add_argument("--budget-s", type=float, default=95.0, help="wall-time budget of the whole run")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="digits on CPU (seconds)")

@@ -5,14 +5,15 @@ module: ``slicing_overhead = time(a) / time(b)`` (target <= 1.15); and (c) one s
 (largest, ``--num-random`` random, smallest; in-place distillation; one optimizer step) vs (d) the
 sum of one static step of each of those subnets: ``sandwich_ratio = time(c) / time(d)`` (target
 <= 1.1); and, per sandwich subnet, one step of it alone inside the supernet vs its static model
-(where a missed target comes from). Every step is the shared trainer's ``train_step`` (bf16 autocast and channels_last on
-GPU) on the same random batch; the variants are timed in alternating rounds so drift hits all.
+(where a missed target comes from). Every step is the shared trainer's ``train_step`` (bf16
+autocast and channels_last on GPU) on the same random batch; the variants are timed in
+alternating rounds so drift hits all.
 
 ``--ddp-workers 2`` (CPU) also times supernet steps on 2 gloo Ray Train workers with one gradient
 all-reduce per step (DDP ``no_sync`` for all but the last subnet) vs one per subnet.
 
-    PYTHONPATH=. python benchmarks/supernet_throughput.py --device cuda --budget-s 50
-    PYTHONPATH=. python benchmarks/supernet_throughput.py --device cuda --space vit_cifar --budget-s 40
+    PYTHONPATH=. python benchmarks/supernet_throughput.py --device cuda --budget-s 40
+    PYTHONPATH=. python benchmarks/supernet_throughput.py --device cuda --space vit_cifar --optimizer adamw --budget-s 25
     PYTHONPATH=. python benchmarks/supernet_throughput.py --smoke       # CPU, seconds
 
 Writes benchmarks/results/supernet_throughput[_<space>].json (atomically).
@@ -215,7 +216,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--steps", type=int, default=10, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--budget-s", type=float, default=50.0,
+    parser.add_argument("--budget-s", type=float, default=40.0,
                         help="no new timing round starts after this (at least 2 run)")
     parser.add_argument("--ddp-workers", type=int, default=0, help="also compare DDP sync modes (CPU)")
     parser.add_argument("--ddp-steps", type=int, default=4, help="steps per timed block")

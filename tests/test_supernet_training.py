@@ -6,7 +6,6 @@ import json
 import logging
 import os
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,7 +14,6 @@ from raynas.checkpoint import load_supernet_checkpoint, read_checkpoint_meta
 from raynas.errors import ConfigError
 from raynas.training import SupernetTrainConfig, make_sampling_strategy
 from raynas.training.schedule import PhasePlan
-from raynas.training.subspace import SubSpace
 from trainables.supernet import SupernetTrainer, read_subnet_logs, train_supernet
 
 TINY_OFA = dict(width_mult=0.1, resolutions=[6, 8], depth_choices=[1, 2], kernel_choices=[3, 5],

@@ -45,7 +45,7 @@ from raynas.registry import create_space
 from raynas.rng import derive_rng
 from raynas.serialization import load_state_strict, parse_safetensors, FileSource
 from raynas.training import SubnetTask, SupernetTrainConfig, make_sampling_strategy
-from raynas.training.schedule import Phase, PhasePlan
+from raynas.training.schedule import PhasePlan
 
 log = logging.getLogger("raynas.training")
 
