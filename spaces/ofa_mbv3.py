@@ -314,6 +314,17 @@ class OFAMobileNetV3Space(SearchSpace):
         arch = self.validate(arch)
         return self.config.network(arch, self._classes(num_classes)).lut_keys(arch["resolution"])
 
+    def describe(self, arch: Arch) -> str:
+        """Compact form for tables: resolution, depth per stage, kernels and expands per block."""
+        arch = self.validate(arch)
+        stages = arch["stages"]
+
+        def blocks(field: str) -> str:
+            return "-".join("".join(f"{v:g}" for v in s[field]) for s in stages)
+
+        return (f"r{arch['resolution']} d{''.join(str(s['depth']) for s in stages)} "
+                f"k{blocks('kernel')} e{blocks('expand')}")
+
     def input_resolution(self, arch: Arch) -> int:
         return self.validate(arch)["resolution"]
 
