@@ -230,7 +230,11 @@ class SupernetPool:
             options["resources"] = dict(resources)
         if spread:
             options["scheduling_strategy"] = "SPREAD"
-        cpu_threads = max(1, int(cpus_per_actor + 0.05)) if gpus_per_actor == 0 else None
+        # torch threads per CPU worker: its CPU share, but never more than the physical cores of
+        # a node divided among the workers (Ray's logical CPUs may exceed them, and oversubscribed
+        # OpenMP threads spin and slow everything down by an order of magnitude)
+        cores = os.cpu_count() or 1
+        cpu_threads = max(1, min(int(cpus_per_actor + 0.05), cores // num_actors)) if gpus_per_actor == 0 else None
         dispatcher_cls = ray.remote(_Dispatcher).options(num_cpus=0, max_concurrency=10_000)
         self.num_actors = int(num_actors)
         self.dispatcher = dispatcher_cls.remote(factory, self.num_actors, options, cpu_threads, max_retries, max_chunk)
