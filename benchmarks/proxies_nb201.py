@@ -159,6 +159,48 @@ def write_scores_csv(path: Path, rows: List[Dict]) -> None:
         pd.DataFrame(rows).to_csv(tmp, index=False)
 
 
+# ---------------------------------------------------------------------- scoring
+Item = Tuple[int, str, float]  # (NB201 index, arch_str, truth)
+
+
+def score_shard(evaluator: ProxyEvaluator, items: Sequence[Item], deadline: Optional[float],
+                threads: Optional[int], progress: Optional[Path] = None) -> Tuple[List[Dict], Dict[str, float]]:
+    """Score ``items`` in order until ``deadline`` (wall clock); returns records and timings."""
+    if threads:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    records: List[Dict] = []
+    for k, (index, arch_str, truth) in enumerate(items):
+        if deadline is not None and time.time() > deadline:
+            break
+        scores = evaluator.score(from_arch_str(arch_str))
+        records.append({"index": index, "arch_str": arch_str, TRUTH: truth, **scores})
+        if progress is not None and ((k + 1) % 25 == 0 or k + 1 == len(items)):
+            print(f"  {k + 1}/{len(items)} archs, {(k + 1) / (time.perf_counter() - start):.2f} archs/s", flush=True)
+            write_scores_csv(progress, records)  # partial results survive an interrupted run
+    return records, dict(evaluator.timings)
+
+
+def score_in_workers(evaluator: ProxyEvaluator, items: Sequence[Item], deadline: Optional[float],
+                     threads: Optional[int], workers: int) -> Tuple[List[Dict], Dict[str, float]]:
+    """Score interleaved shards in ``workers`` processes sharing the device: NB201 nets are
+    small, so one process leaves a GPU idle between its many small kernels."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    shards = [list(items[w::workers]) for w in range(workers)]
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        results = list(pool.map(score_shard, [evaluator] * workers, shards, [deadline] * workers,
+                                [threads] * workers))
+    by_index = {r["index"]: r for recs, _ in results for r in recs}
+    records = [by_index[i] for i, _, _ in items if i in by_index]
+    timings: Dict[str, float] = {}
+    for _, t in results:  # proxy-seconds summed over workers
+        for k, v in t.items():
+            timings[k] = timings.get(k, 0.0) + v
+    return records, timings
+
+
 # ---------------------------------------------------------------------- main
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -173,6 +215,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--ensemble", default=",".join(DEFAULT_ENSEMBLE), help="proxies whose ranks are averaged")
     p.add_argument("--time-budget", type=float, default=None,
                    help="stop scoring new archs after this many seconds (report what was scored)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes scoring shards on the same device (4-8 keep an H100 busy)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (1 avoids oversubscription on a shared CPU)")
     p.add_argument("--smoke", action="store_true", help="3 archs, batch 8: checks the pipeline in seconds")
@@ -186,11 +230,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args = parse_args(argv)
     if args.smoke:
         args.num_archs, args.batch_size = min(args.num_archs, 3), min(args.batch_size, 8)
+        args.threads = args.threads or 1
     name = "proxies_nb201_smoke" if args.smoke else "proxies_nb201"
     out_json = args.out or RESULTS / f"{name}.json"
     out_csv = out_json.with_name(out_json.stem + "_scores.csv")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     proxies = [p for p in args.proxies.split(",") if p]
     ensemble = [p for p in args.ensemble.split(",") if p]
 
@@ -202,26 +245,20 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     print(f"scoring {len(rows)} NB201 archs x {len(proxies)} proxies on {device}, batch {args.batch_size}")
 
     start = time.perf_counter()
-    records: List[Dict] = []
-    for k, row in enumerate(rows):
-        if args.time_budget is not None and time.perf_counter() - start > args.time_budget:
-            print(f"time budget of {args.time_budget:.0f} s reached after {k} archs")
-            break
-        arch_str = table["arch_str"].iloc[row]
-        scores = evaluator.score(from_arch_str(arch_str))
-        records.append({"index": int(table["index"].iloc[row]), "arch_str": arch_str,
-                        TRUTH: float(table[TRUTH].iloc[row]), **scores})
-        if (k + 1) % 25 == 0 or k + 1 == len(rows):
-            rate = (k + 1) / (time.perf_counter() - start)
-            print(f"  {k + 1}/{len(rows)} archs, {rate:.2f} archs/s", flush=True)
-            write_scores_csv(out_csv, records)  # partial results survive an interrupted run
+    items = [(int(table["index"].iloc[r]), table["arch_str"].iloc[r], float(table[TRUTH].iloc[r])) for r in rows]
+    deadline = None if args.time_budget is None else time.time() + args.time_budget
+    if args.workers <= 1:
+        records, timings = score_shard(evaluator, items, deadline, args.threads, progress=out_csv)
+    else:
+        records, timings = score_in_workers(evaluator, items, deadline, args.threads, args.workers)
+    if len(records) < len(items):
+        print(f"time budget of {args.time_budget:.0f} s reached after {len(records)} of {len(items)} archs")
     wall = time.perf_counter() - start
     if len(records) < 3:
         raise SystemExit("fewer than 3 archs scored: nothing to correlate")
 
     truth = [r[TRUTH] for r in records]
-    report = summarise({p: [r[p] for r in records] for p in proxies}, truth, evaluator.timings,
-                       len(records), ensemble)
+    report = summarise({p: [r[p] for r in records] for p in proxies}, truth, timings, len(records), ensemble)
     print_report(report)
     result = {
         "benchmark": "proxies_nb201", "smoke": bool(args.smoke), "truth": TRUTH,
@@ -229,8 +266,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
-        "wall_seconds": wall, "archs_per_s_all_proxies": len(records) / wall,
-        "build_seconds": evaluator.timings.get("build", 0.0),
+        "workers": args.workers, "wall_seconds": wall, "archs_per_s_all_proxies": len(records) / wall,
+        "build_seconds": timings.get("build", 0.0),
+        "params_flops": "analytic space.cost (equal to FlopCounterMode counts, tested)",
         "tolerance": TOLERANCE, "proxies": report,
     }
     write_scores_csv(out_csv, records)

@@ -7,7 +7,7 @@ from raynas.arch import Arch, arch_id, canonical, canonical_json
 from raynas.errors import (ArchError, CheckpointError, ConfigError, DataError,
                            EvaluationError, InfeasibleConstraintError, RaynasError,
                            UnknownSpaceError)
-from raynas.evaluators import Evaluator, FunctionEvaluator
+from raynas.evaluators import Evaluator, FunctionEvaluator, TabularCost, TabularEvaluator
 from raynas.registry import create_space, describe_spaces, list_spaces, register_space, space_from_spec
 from raynas.rng import derive_rng
 from raynas.space import Decision, SearchSpace
@@ -19,7 +19,7 @@ __all__ = [
     "Arch", "arch_id", "canonical", "canonical_json",
     "ArchError", "CheckpointError", "ConfigError", "DataError", "EvaluationError",
     "InfeasibleConstraintError", "RaynasError", "UnknownSpaceError",
-    "Evaluator", "FunctionEvaluator",
+    "Evaluator", "FunctionEvaluator", "TabularCost", "TabularEvaluator",
     "create_space", "describe_spaces", "list_spaces", "register_space", "space_from_spec",
     "derive_rng", "Decision", "SearchSpace", "Supernet",
 ]

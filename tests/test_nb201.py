@@ -149,7 +149,7 @@ def test_analytic_params_equal_the_table_for_every_arch(table, table_archs, spac
 
 def test_analytic_macs_and_flops_match_flop_counter(space):
     rng = np.random.default_rng(1)
-    archs = [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(3)]
+    archs = [space.smallest(), space.largest(), space.sample(rng)]
     for arch in archs:
         with torch.device("meta"):
             net = space.build_static(arch)

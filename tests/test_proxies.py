@@ -87,6 +87,11 @@ def test_snip_grad_norm_and_layernorm_snip_of_a_single_layer():
     assert float(maps["weight"].sum()) == pytest.approx(scores["snip"], rel=1e-5)
     normed = snip_saliency(layer, (x, y), layer_norm=True)
     assert float(normed["weight"].sum()) == pytest.approx(scores["snip_layernorm"], rel=1e-5)
+    # any named parameters (e.g. a ViT's qkv / fc1 weights) can be scored, biases included
+    bias = snip_saliency(layer, (x, y), param_names=["bias"])["bias"]
+    assert np.allclose(bias.numpy(), np.abs(b * softmax_grad(xn @ w.T + b, y.numpy()).sum(0)), rtol=1e-5)
+    with pytest.raises(ConfigError):
+        snip_saliency(layer, (x, y), param_names=["blocks.0.fc1.weight"])
 
 
 def test_grad_norm_and_snip_sum_over_layers_of_a_two_layer_net():
@@ -240,10 +245,13 @@ def test_proxies_leave_weights_buffers_grads_and_modes_unchanged():
     assert torch.equal(net.classifier.weight.grad, torch.full_like(net.classifier.weight, 0.5))
     assert all(p.grad is None for n, p in net.named_parameters() if n != "classifier.weight")
     assert all("forward" not in vars(m) for m in net.modules())  # synflow's BN bypass is undone
-    # each proxy starts from the model as given: a second run (another order) gives the same values
+    # each proxy starts from the model as given: another order, or each proxy alone (no shared
+    # passes), gives the same values
     second = compute_proxies(list(reversed(ALL)), net, batch)
     assert all(math.isfinite(v) for v in first.values())
     assert first == second
+    for name in ALL:
+        assert compute_proxy(name, net, batch) == pytest.approx(first[name], rel=1e-6, abs=1e-12), name
 
 
 def test_data_free_objective_needs_no_labels():
@@ -276,6 +284,9 @@ def test_proxy_evaluator_is_seeded_picklable_and_order_independent():
     assert clone.evaluate(list(reversed(archs))) == list(reversed(first))
     assert ProxyEvaluator(space, ["snip"], batch=batch, seed=8).evaluate(archs[:1])[0]["snip"] != first[0]["snip"]
     assert set(ev.timings) >= {"build", "snip", "naswot", "params"}
+    # params / flops from the space's analytic cost equal the counted ones
+    counted = ProxyEvaluator(space, ["params", "flops"], batch=batch, analytic_cost=False).evaluate(archs)
+    assert ProxyEvaluator(space, ["params", "flops"], batch=batch).evaluate(archs) == counted
     free = ProxyEvaluator(space, ["synflow", "zen", "snip_layernorm"], data_free=True, batch_size=4)
     assert all(math.isfinite(v) for v in free.evaluate(archs[:1])[0].values())
     with pytest.raises(ConfigError):

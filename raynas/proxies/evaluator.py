@@ -56,6 +56,8 @@ class ProxyEvaluator(Evaluator):
     Give ``batch=(inputs, targets)`` (e.g. 64 training images), or ``data_free=True`` for a
     synthetic PreNAS-style batch scored with the sum-of-logits objective (synflow, zen, params
     and flops never read the data anyway). ``timings`` accumulates seconds per proxy.
+    With ``analytic_cost`` the params / flops proxies come from ``space.cost(arch)`` when it
+    reports them for the batch's resolution (identical numbers, no forward pass).
     """
 
     def __init__(self, space: Any, proxies: Sequence[str] = DEFAULT_PROXIES, *,
@@ -64,7 +66,7 @@ class ProxyEvaluator(Evaluator):
                  input_shape: Optional[Sequence[int]] = None,
                  loss: Union[str, Callable, None] = "cross_entropy", num_classes: Optional[int] = None,
                  seed: int = 0, device: Union[str, torch.device] = "cpu",
-                 proxy_options: Optional[Mapping[str, Any]] = None) -> None:
+                 proxy_options: Optional[Mapping[str, Any]] = None, analytic_cost: bool = True) -> None:
         from raynas.registry import create_space
         from raynas.space import SearchSpace
 
@@ -79,6 +81,7 @@ class ProxyEvaluator(Evaluator):
         self.seed = int(seed)
         self.device_name = str(device)
         self.proxy_options = dict(proxy_options or {})
+        self.analytic_cost = bool(analytic_cost)
         self.data_free = bool(data_free)
         if self.data_free:
             if input_shape is None:
@@ -147,12 +150,32 @@ class ProxyEvaluator(Evaluator):
                 model = self.space.build_static(arch, self.num_classes)
         return model.to(self.device)
 
-    def score(self, arch: Arch) -> Metrics:
+    def _analytic(self, arch: Arch) -> Metrics:
+        wanted = [p for p in ("params", "flops") if p in self.proxies]
+        if not (self.analytic_cost and wanted and self.num_classes is None):
+            return {}
+        inputs = self.batch.inputs
+        if inputs.dim() != 4 or self.space.input_resolution(arch) != inputs.shape[-1] or inputs.shape[1] != 3:
+            return {}
         start = time.perf_counter()
-        model = self.build(arch)
-        self.timings["build"] = self.timings.get("build", 0.0) + time.perf_counter() - start
-        return compute_proxies(self.proxies, model, self._batch_on_device(), self._loss_fn(),
-                               timings=self.timings, **self.proxy_options)
+        cost = self.space.cost(arch)
+        out = {p: float(cost[p]) for p in wanted if p in cost}
+        for p in out:
+            self.timings[p] = self.timings.get(p, 0.0) + (time.perf_counter() - start) / len(out)
+        return out
+
+    def score(self, arch: Arch) -> Metrics:
+        arch = self.space.validate(arch)
+        analytic = self._analytic(arch)
+        rest = [p for p in self.proxies if p not in analytic]
+        scores: Metrics = {}
+        if rest:
+            start = time.perf_counter()
+            model = self.build(arch)
+            self.timings["build"] = self.timings.get("build", 0.0) + time.perf_counter() - start
+            scores = compute_proxies(rest, model, self._batch_on_device(), self._loss_fn(),
+                                     timings=self.timings, **self.proxy_options)
+        return {p: analytic[p] if p in analytic else scores[p] for p in self.proxies}
 
     def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
         return [self.score(a) for a in archs]

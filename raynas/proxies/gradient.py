@@ -15,8 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from raynas.proxies.registry import (SCORED_LAYER_TYPES, Batch, LossFn, ProxyContext, _loss_weight_grads,
-                                     register_proxy, scored_layers)
+from raynas.errors import ConfigError
+from raynas.proxies.registry import (SCORED_LAYER_TYPES, Batch, LossFn, ProxyContext, register_proxy,
+                                     scored_layers)
 from raynas.proxies.state import preserved_state
 
 ZERO_COST_NAS = "Abdelfattah et al., Zero-Cost Proxies for Lightweight NAS, ICLR 2021 (mohsaied/zero-cost-nas)"
@@ -24,7 +25,7 @@ ZERO_COST_NAS = "Abdelfattah et al., Zero-Cost Proxies for Lightweight NAS, ICLR
 
 def _total(values) -> float:
     """Sum scalar tensors on their device and synchronise once (not once per layer)."""
-    values = [v for v in values]
+    values = list(values)
     return float(torch.stack(values).sum().item()) if values else 0.0
 
 
@@ -61,24 +62,9 @@ def grad_norm(ctx: ProxyContext) -> float:
 @register_proxy("grasp", reference=f"Wang et al., GraSP, ICLR 2020; {ZERO_COST_NAS}")
 def grasp(ctx: ProxyContext) -> float:
     """GraSP: Σ over Conv2d/Linear weights of -θ ⊙ (H g), g = ∂L/∂θ (detached), H the Hessian of
-    L (a second forward pass, double backward), temperature T = 1 as in zero-cost-nas."""
-    model = ctx.model
-    first = ctx.weight_grads()  # pass #1 of the reference: g without a graph
-    model.train()
-    weights = [m.weight for _, m in scored_layers(model)]
-    for w in weights:
-        w.requires_grad_(True)
-    loss = ctx.objective(model(ctx.inputs))
-    grad_f = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
-    z = None
-    for gw, gf in zip(first.grads, grad_f):
-        if gw is not None and gf is not None:
-            term = (gw * gf).sum()
-            z = term if z is None else z + term
-    if z is None or not z.requires_grad:
-        return 0.0
-    hg = torch.autograd.grad(z, weights, allow_unused=True)
-    return _total((-w.detach() * h).sum() for w, h in zip(weights, hg) if h is not None)
+    L (double backward), temperature T = 1 as in zero-cost-nas."""
+    wg = ctx.weight_grads(grasp=True)
+    return _total((-w * h).sum() for w, h in zip(wg.weights, wg.hessian_grad) if h is not None)
 
 
 @register_proxy("fisher", reference=f"Turner et al., BlockSwap, ICLR 2020; {ZERO_COST_NAS}")
@@ -86,9 +72,7 @@ def fisher(ctx: ProxyContext) -> float:
     """Fisher: per output channel k of each Conv2d/Linear, F_k = ½ mean_n (Σ_spatial a ⊙ ∂L/∂a)²
     with a the layer's output; as zero-cost-nas broadcasts F_k to the k-th filter's weights
     before summing, the score is Σ_layers Σ_k F_k · (weights per output channel)."""
-    wg = ctx.weight_grads()
-    if "fisher" not in ctx.requested:  # the shared pass did not record the channel terms
-        wg = _loss_weight_grads(ctx, with_fisher=True)
+    wg = ctx.weight_grads(fisher=True)
     return _total(wg.fisher[name].abs().sum() * math.prod(weight.shape[1:])
                   for name, weight in zip(wg.names, wg.weights) if name in wg.fisher)
 
@@ -168,30 +152,41 @@ def gradsign(ctx: ProxyContext) -> float:
 # ---------------------------------------------------------------------- per-layer maps
 def snip_saliency(model: nn.Module, batch: Batch, loss_fn: LossFn = F.cross_entropy, *,
                   layer_norm: bool = False, layer_types: Tuple[type, ...] = SCORED_LAYER_TYPES,
-                  include: Optional[Callable[[str], bool]] = None) -> Dict[str, torch.Tensor]:
-    """Per-weight SNIP saliency of each scored layer, keyed by parameter name (``"x.weight"``).
+                  include: Optional[Callable[[str], bool]] = None,
+                  param_names: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
+    """Per-weight SNIP saliency, keyed by parameter name (``"blocks.3.attn.qkv.weight"``).
 
-    Each map is ``|θ ⊙ ∂L/∂θ|`` (shape of the weight); with ``layer_norm`` it is divided by
-    ``‖θ‖₁ · ‖∂L/∂θ‖₁`` of that whole layer (PreNAS Eq. 13), so slices of it (heads, MLP
-    columns) sum to PreNAS's block scores. ``include(param_name)`` restricts the layers.
-    ``loss_fn=None`` uses the data-free sum-of-logits objective. The model is left unchanged.
+    Each map is ``|θ ⊙ ∂L/∂θ|`` (shape of the parameter); with ``layer_norm`` it is divided by
+    ``‖θ‖₁ · ‖∂L/∂θ‖₁`` of that whole tensor (PreNAS Eq. 13), so slices of it (heads, MLP
+    columns) sum to PreNAS's block scores. The tensors scored are ``param_names`` if given,
+    else the ``weight`` of every module of ``layer_types`` whose weight name passes
+    ``include``. ``loss_fn=None`` uses the data-free sum-of-logits objective (PreNAS with
+    :func:`raynas.proxies.data_free_batch`). The model is left unchanged.
     """
     ctx = ProxyContext(model, batch, loss_fn)
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, layer_types)
-              and (include is None or include(f"{n}.weight" if n else "weight"))]
+    named = dict(model.named_parameters())
+    if param_names is not None:
+        unknown = [n for n in param_names if n not in named]
+        if unknown:
+            raise ConfigError(f"snip_saliency: the model has no parameters {unknown[:3]}; "
+                              f"e.g. it has {list(named)[:5]}")
+        names = list(param_names)
+    else:
+        names = [f"{n}.weight" if n else "weight" for n, m in model.named_modules()
+                 if isinstance(m, layer_types)]
+        names = [n for n in names if n in named and (include is None or include(n))]
     out: Dict[str, torch.Tensor] = {}
     with preserved_state(model):
         model.train()
-        weights = [m.weight for _, m in layers]
-        for w in weights:
-            w.requires_grad_(True)
+        params = [named[n] for n in names]
+        for p in params:
+            p.requires_grad_(True)
         loss = ctx.objective(model(ctx.inputs))
-        grads = torch.autograd.grad(loss, weights, allow_unused=True)
-        for (n, _), w, g in zip(layers, weights, grads):
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for name, p, g in zip(names, params, grads):
+            w = p.detach().clone()
             g = torch.zeros_like(w) if g is None else g.detach()
-            w = w.detach()
-            out[f"{n}.weight" if n else "weight"] = (_layer_norm_saliency(w, g) if layer_norm
-                                                    else (w * g).abs())
+            out[name] = _layer_norm_saliency(w, g) if layer_norm else (w * g).abs()
     return out
 
 

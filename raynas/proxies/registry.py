@@ -3,8 +3,8 @@
 A proxy is ``fn(ctx: ProxyContext) -> float`` registered under a name. ``compute_proxy`` runs
 one on any ``nn.Module`` + minibatch + loss; ``compute_proxies`` runs several on one context so
 passes they share (one loss backward for snip / snip_layernorm / grad_norm / fisher) run once.
-Every proxy runs inside :func:`preserved_state`, so each starts from the model as given (as the
-reference code's per-measure network copies do) and the model is unchanged afterwards.
+The model is restored from one snapshot after every proxy, so each starts from the model as
+given (as the reference code's per-measure network copies do) and it is unchanged afterwards.
 
 Conventions shared by all proxies (those of the zero-cost-nas reference, Abdelfattah et al. 2021):
 - the model is put in train mode (BN uses batch statistics);
@@ -18,7 +18,7 @@ Conventions shared by all proxies (those of the zero-cost-nas reference, Abdelfa
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from raynas.errors import ConfigError
-from raynas.proxies.state import preserved_state
+from raynas.proxies.state import StateSnapshot
 
 LossFn = Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 Batch = Union[torch.Tensor, Tuple[torch.Tensor, Optional[torch.Tensor]], "ProxyBatch"]
@@ -131,13 +131,24 @@ def model_device(model: nn.Module) -> torch.device:
 
 @dataclass
 class WeightGrads:
-    """One loss gradient pass: per scored layer its weight and ``dL/dW`` (None if unused), and
-    the per-output-channel Fisher terms when they were asked for."""
+    """One loss gradient pass: per scored layer its weight and ``g = dL/dW`` (None if unused);
+    if asked for, the per-output-channel Fisher terms and GraSP's Hessian-gradient product
+    ``H g`` (g detached), both from the same forward."""
 
     names: List[str]
     weights: List[torch.Tensor]
     grads: List[Optional[torch.Tensor]]
-    fisher: Dict[str, torch.Tensor] = field(default_factory=dict)
+    fisher: Optional[Dict[str, torch.Tensor]] = None
+    hessian_grad: Optional[List[Optional[torch.Tensor]]] = None
+
+
+@dataclass
+class InputJacobian:
+    """One forward of the batch with input gradients: ``d(Σ logits_i)/dx_i`` per sample, and
+    the NASWOT ReLU-code kernel of that forward when it was asked for."""
+
+    jacobian: Optional[torch.Tensor]
+    relu_kernel: Optional[torch.Tensor] = None
 
 
 class ProxyContext:
@@ -154,6 +165,7 @@ class ProxyContext:
         self.requested = tuple(requested)
         self.options = dict(options)
         self._weight_grads: Optional[WeightGrads] = None
+        self._input_jacobian: Optional[InputJacobian] = None
 
     def option(self, name: str, default: Any) -> Any:
         return self.options.get(name, default)
@@ -169,18 +181,33 @@ class ProxyContext:
                               "or loss_fn=None to use the data-free sum-of-logits objective")
         return self.loss_fn(logits, t)
 
-    def weight_grads(self) -> WeightGrads:
-        """One forward + backward of the objective, shared by the proxies that need it."""
-        if self._weight_grads is None:
-            self._weight_grads = _loss_weight_grads(self, with_fisher="fisher" in self.requested)
-        return self._weight_grads
+    def weight_grads(self, fisher: bool = False, grasp: bool = False) -> WeightGrads:
+        """One forward + backward of the objective, shared by the proxies that need it (the
+        Fisher and GraSP extras are recorded in that pass when those proxies were requested)."""
+        wg = self._weight_grads
+        if wg is None or (fisher and wg.fisher is None) or (grasp and wg.hessian_grad is None):
+            wg = _loss_weight_grads(self, with_fisher=fisher or "fisher" in self.requested,
+                                    with_grasp=grasp or "grasp" in self.requested)
+            self._weight_grads = wg
+        return wg
+
+    def input_jacobian(self, relu_kernel: bool = False) -> InputJacobian:
+        """One forward + input backward of the batch, shared by jacob_cov and naswot."""
+        ij = self._input_jacobian
+        if ij is None or (relu_kernel and ij.relu_kernel is None):
+            from raynas.proxies.activation import input_jacobian_pass
+
+            ij = input_jacobian_pass(self, with_kernel=relu_kernel or "naswot" in self.requested)
+            self._input_jacobian = ij
+        return ij
 
 
-def _loss_weight_grads(ctx: ProxyContext, with_fisher: bool) -> WeightGrads:
+def _loss_weight_grads(ctx: ProxyContext, with_fisher: bool, with_grasp: bool) -> WeightGrads:
     model = ctx.model
     model.train()
     layers = scored_layers(model)
     fisher: Dict[str, torch.Tensor] = {}
+    recording = [True]  # GraSP's double backward reaches these tensors again: count only the first
     handles = []
     if with_fisher:
         def make_hook(name: str):
@@ -192,6 +219,9 @@ def _loss_weight_grads(ctx: ProxyContext, with_fisher: bool) -> WeightGrads:
                 def on_grad(grad: torch.Tensor) -> None:
                     # Fisher of a channel's mask (Turner et al. 2020, as in zero-cost-nas):
                     # 0.5 * mean_n (sum_spatial act * dL/dact)^2
+                    if not recording[0]:
+                        return
+                    grad = grad.detach()
                     g_nk = (act * grad).sum(dim=tuple(range(2, act.dim()))) if act.dim() > 2 else act * grad
                     term = g_nk.pow(2).mean(0).mul(0.5)
                     fisher[name] = fisher[name] + term if name in fisher else term
@@ -205,12 +235,27 @@ def _loss_weight_grads(ctx: ProxyContext, with_fisher: bool) -> WeightGrads:
         w.requires_grad_(True)  # restored by preserved_state
     try:
         loss = ctx.objective(model(ctx.inputs))
-        grads = torch.autograd.grad(loss, weights, allow_unused=True)
+        grads = torch.autograd.grad(loss, weights, allow_unused=True, create_graph=with_grasp)
     finally:
+        recording[0] = False
         for h in handles:
             h.remove()
-    return WeightGrads([n for n, _ in layers], [w.detach() for w in weights],
-                       [None if g is None else g.detach() for g in grads], fisher)
+    hessian_grad = None
+    if with_grasp:
+        # GraSP (zero-cost-nas): z = Σ g.detach() · g, then H g = dz/dθ; its two forward passes
+        # see the same batch and weights, so one forward serves both
+        z = None
+        for g in grads:
+            if g is not None and g.requires_grad:
+                term = (g.detach() * g).sum()
+                z = term if z is None else z + term
+        hessian_grad = ([None] * len(weights) if z is None
+                        else list(torch.autograd.grad(z, weights, allow_unused=True)))
+    # weights are copied: a later proxy may rewrite the parameters in place before restoring them
+    return WeightGrads([n for n, _ in layers], [w.detach().clone() for w in weights],
+                       [None if g is None else g.detach() for g in grads],
+                       fisher if with_fisher else None,
+                       None if hessian_grad is None else [None if h is None else h.detach() for h in hessian_grad])
 
 
 def _synchronize(device: torch.device) -> None:
@@ -229,10 +274,13 @@ def compute_proxies(names: Sequence[str], model: nn.Module, batch: Batch,
     specs = [proxy_spec(n) for n in names]
     ctx = ProxyContext(model, batch, loss_fn, requested=[s.name for s in specs], **options)
     out: Dict[str, float] = {}
+    snapshot = StateSnapshot(model)
     for spec in specs:
         start = time.perf_counter()
-        with preserved_state(model):
+        try:
             value = spec.fn(ctx)
+        finally:
+            snapshot.restore()
         if timings is not None:
             _synchronize(ctx.device)
             timings[spec.name] = timings.get(spec.name, 0.0) + time.perf_counter() - start
