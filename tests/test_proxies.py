@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -142,6 +143,14 @@ def test_gradsign_vmap_matches_one_backward_per_sample_with_batchnorm():
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(6, 3, 6, 6, generator=gen), torch.randint(0, 3, (6,), generator=gen)
     assert compute_proxy("gradsign", net, (x, y)) == compute_proxy("gradsign", net, (x, y), gradsign_method="loop")
+    nb201 = create_space("nb201", channels=4, cells_per_stage=1).build_static(
+        from_arch_str("|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|"))
+    x = torch.randn(4, 3, 32, 32, generator=gen)
+    y = torch.randint(0, 10, (4,), generator=gen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no silent fallback to the loop
+        assert compute_proxy("gradsign", nb201, (x, y)) == compute_proxy("gradsign", nb201, (x, y),
+                                                                         gradsign_method="loop")
 
 
 def test_fisher_of_a_tiny_net_matches_the_channel_formula():

@@ -42,8 +42,10 @@ class StateSnapshot:
                     sources.append(saved)
                 else:  # e.g. synflow's float64 copy: put the original tensor layout back
                     p.data = saved.clone()
-                p.requires_grad_(requires_grad)
-                p.grad = None if grad is None else grad.clone()
+                if p.requires_grad is not requires_grad:
+                    p.requires_grad_(requires_grad)
+                if grad is not None or p.grad is not None:
+                    p.grad = None if grad is None else grad.clone()
             for module, name, saved in self.buffers:
                 current = module._buffers.get(name)
                 if saved is not None and current is not None and _same_layout(current, saved):
@@ -54,7 +56,8 @@ class StateSnapshot:
             if targets:
                 torch._foreach_copy_(targets, sources)
         for module, training in self.modes:
-            module.training = training
+            if module.training is not training:  # nn.Module.__setattr__ is slow; most are unchanged
+                module.training = training
 
 
 @contextlib.contextmanager
