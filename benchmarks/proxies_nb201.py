@@ -5,7 +5,7 @@ untrained (seeded init), scores every proxy on one fixed CIFAR-10 training minib
 reports Spearman rho / Kendall tau against ``c10_test_200ep`` next to the published values,
 a rank-aggregated ensemble, and archs/s per proxy.
 
-    python benchmarks/proxies_nb201.py --device cuda --num-archs 1000          # H100: <= 5 min
+    python benchmarks/proxies_nb201.py --device cuda --num-archs 1000 --workers 6 --threads 1
     python benchmarks/proxies_nb201.py --smoke                                  # CPU, seconds
 
 Writes benchmarks/results/proxies_nb201.json (and _scores.csv); ``--smoke`` writes *_smoke.*.
