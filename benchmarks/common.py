@@ -121,7 +121,7 @@ class StandaloneWorker:
         from raynas.data import load_dataset
 
         self.config = dict(config)
-        setup_device(self.config.get("device", "cpu"), self.config.get("threads"))
+        setup_device(self.config.get("device", "cpu"), self.config.get("cpu_threads"))
         self.dataset = load_dataset(self.config["data"], seed=self.config.get("seed", 0),
                                     **self.config.get("data_options", {}))
 

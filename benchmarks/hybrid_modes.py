@@ -138,7 +138,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 output=work, batch_size=args.batch_size, optimizer="adamw", lr=args.lr,
                 weight_decay=args.weight_decay, alpha_lr=args.alpha_lr, label_smoothing=0.0,
                 grad_clip=None, device=str(device), bf16=device.type == "cuda", seed=args.seed,
-                checkpoint_every=10 ** 6, log_every=10 ** 6, threads=args.threads)
+                checkpoint_every=10 ** 6, log_every=10 ** 6, cpu_threads=args.threads)
 
     def mode_config(mode: str) -> Dict[str, Any]:
         return dict(base, sampler="fixed", sampler_options={"arch": "largest"},

@@ -78,7 +78,7 @@ def recipe(args, device: torch.device, data: str, data_options: Dict[str, Any],
                 warmup_epochs=args.warmup_epochs, label_smoothing=0.1, grad_clip=5.0,
                 device=str(device), bf16=cuda, channels_last=cuda, seed=args.seed,
                 checkpoint_every=10 ** 6, log_every=10 ** 6, eval_batch_size=args.eval_batch,
-                threads=args.threads)
+                cpu_threads=args.threads)
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:

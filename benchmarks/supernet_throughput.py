@@ -70,7 +70,7 @@ def build_trainers(args, device: torch.device, space_options: Dict[str, Any], wo
     base = dict(space=args.space, space_options=space_options, data="digits",
                 data_options={"image_size": int(size)}, batch_size=args.batch_size, device=str(device),
                 bf16=device.type == "cuda", channels_last=channels_last, grad_clip=None,
-                optimizer=args.optimizer, lr=1e-3, output=work, threads=args.threads,
+                optimizer=args.optimizer, lr=1e-3, output=work, cpu_threads=args.threads,
                 supernet_options=json.loads(args.supernet_options))
 
     def trainer(**kw) -> SupernetTrainer:
@@ -187,7 +187,7 @@ def measure_ddp_sync(args, deadline: Deadline) -> Dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="raynas-ddp-") as work:
         config = dict(space="ofa_mbv3_cifar", space_options=dict(SMOKE_OFA, width_mult=0.5, resolutions=[16]),
                       data="digits", data_options={"image_size": 16}, batch_size=32, device="cpu",
-                      threads=1, output=work, sampler_options={"num_random": args.num_random})
+                      cpu_threads=1, output=work, sampler_options={"num_random": args.num_random})
         out = str(Path(work) / "times.json")
         TorchTrainer(ddp_sync_loop,
                      train_loop_config={"config": config, "warmup": 2, "steps": args.ddp_steps,

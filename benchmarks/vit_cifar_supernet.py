@@ -86,7 +86,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                   label_smoothing=0.1, grad_clip=5.0, sampler=args.sampler,
                   sampler_options={"num_random": 1} if args.sampler == "sandwich" else {},
                   device=str(device), bf16=device.type == "cuda", seed=args.seed,
-                  checkpoint_every=10 ** 6, log_every=10 ** 6, threads=args.threads)
+                  checkpoint_every=10 ** 6, log_every=10 ** 6, cpu_threads=args.threads)
     t = time.perf_counter()
     spe = steps_per_epoch(dataset, args.batch_size)
     step_s = seconds_per_step(dict(config, epochs=1), dataset, steps=2 if args.smoke else 8,

@@ -21,7 +21,7 @@ TINY_OFA = dict(width_mult=0.1, resolutions=[6, 8], depth_choices=[1, 2], kernel
 # digits at 8x8: 1200 training images, 75 steps per epoch of the global batch of 16
 BASE = dict(space="ofa_mbv3_cifar", space_options=TINY_OFA, data="digits",
             data_options={"image_size": 8}, epochs=1, batch_size=16, lr=0.005, device="cpu",
-            sampler="sandwich", sampler_options={"num_random": 1}, threads=1, max_steps=6,
+            sampler="sandwich", sampler_options={"num_random": 1}, cpu_threads=1, max_steps=6,
             checkpoint_every_steps=3, record_subnets=True, eval_batch_size=64,
             eval_calib_batches=1)
 # float32 sums in another order (gloo all-reduce, global BN statistics) differ by ~1e-7 per step;
@@ -289,3 +289,15 @@ def test_strategies_drive_vit_and_hybrid_supernets(tmp_path, space, options, sam
     if supernet_options.get("mode") in ("convex", "uniform"):
         assert trainer.module.mode == supernet_options["mode"]  # evaluation ran in arch mode, then back
         assert "derived_accuracy" in metrics
+
+
+def test_dropout_is_switched_off_only_for_tasks_without_regularisation():
+    from trainables.supernet import dropout_modules, regularization
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.9)).train()
+    x = torch.ones(256, 4)
+    with regularization(dropout_modules(net), enabled=False):
+        assert torch.equal(net(x), net[0](x))
+    assert net[1].training and (net(x) == 0).any()
+    with regularization(dropout_modules(net), enabled=True):
+        assert (net(x) == 0).any()

@@ -83,15 +83,17 @@ def _accepts(fn: Callable, name: str) -> bool:
         return False
 
 
+def dropout_modules(model: nn.Module) -> List[nn.Module]:
+    """The dropout and drop-path modules of a model (what :func:`regularization` switches)."""
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.dropout._DropoutNd) or type(m).__name__ == "DropPath"]
+
+
 @contextlib.contextmanager
-def regularization(model: nn.Module, enabled: bool) -> Iterator[None]:
-    """With ``enabled=False`` dropout and drop-path modules act as identities (BigNAS trains
-    only the largest subnet with them); everything else keeps its mode."""
-    if enabled:
-        yield
-        return
-    switched = [m for m in model.modules() if m.training and (
-        isinstance(m, nn.modules.dropout._DropoutNd) or type(m).__name__ == "DropPath")]
+def regularization(modules: List[nn.Module], enabled: bool) -> Iterator[None]:
+    """With ``enabled=False`` the given dropout / drop-path modules act as identities (BigNAS
+    trains only the largest subnet with them); everything else keeps its mode."""
+    switched = [] if enabled else [m for m in modules if m.training]
     for m in switched:
         m.training = False
     try:
@@ -164,8 +166,8 @@ class SupernetTrainer:
         self.rank, self.world_size = int(rank), int(world_size)
         if cfg.batch_size % self.world_size:
             raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the {self.world_size} workers")
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        if cfg.cpu_threads:
+            torch.set_num_threads(int(cfg.cpu_threads))
         self.device = device or resolve_device(cfg.device)
         self.space = create_space(cfg.space, **cfg.space_options)
         self.data = dataset or load_dataset(cfg.data, seed=cfg.seed, **cfg.data_options)
@@ -210,6 +212,7 @@ class SupernetTrainer:
             self._bn_sync = SyncBatchNormMode
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
+        self._dropouts = dropout_modules(self.module)  # found once: a step must not walk the model
 
     # ------------------------------------------------------------------ construction
     def _build_model(self) -> nn.Module:
@@ -324,7 +327,7 @@ class SupernetTrainer:
             defer_sync = self.ddp is not None and cfg.ddp_sync == "no_sync" and k < last
             with (self.ddp.no_sync() if defer_sync else contextlib.nullcontext()):
                 with (self._bn_sync() if self._bn_sync is not None else contextlib.nullcontext()), \
-                        regularization(self.module, task.regularize), self._autocast():
+                        regularization(self._dropouts, task.regularize), self._autocast():
                     logits = self.net(xin)
                 loss = logits.new_zeros((), dtype=torch.float32)
                 if task.label_weight:
@@ -733,7 +736,7 @@ def _train_on_ray(cfg: SupernetTrainConfig, checkpoint: Path, resume: Optional[P
         train_loop_config={"config": cfg.to_dict(), "resume": str(resume.resolve()) if resume else None},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=bool(use_gpu),
-                                     resources_per_worker={"CPU": float(cfg.threads or 1),
+                                     resources_per_worker={"CPU": float(cfg.cpu_threads or 1),
                                                            **({"GPU": 1.0} if use_gpu else {})}),
         run_config=RunConfig(name=name, storage_path=str(storage),
                              failure_config=FailureConfig(max_failures=cfg.max_failures),

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                      sampler=args.sampler, device=args.device, seed=args.seed,
                      max_steps=args.max_steps, checkpoint_every_steps=args.checkpoint_every_steps,
                      channels_last=args.channels_last, compile=args.compile,
-                     num_workers=args.workers, threads=args.threads,
+                     num_workers=args.workers, cpu_threads=args.threads,
                      max_failures=args.max_failures, storage_path=args.storage_path)
     if args.space_option:
         overrides["space_options"] = parse_kv_options(args.space_option, "space")

@@ -59,7 +59,7 @@ class SupernetTrainConfig:
     # ---- data parallelism (Ray Train)
     num_workers: int = 0              # 0: train in this process; N: Ray Train TorchTrainer, N ranks
     use_gpu: Optional[bool] = None    # Ray Train workers on GPUs (default: when device is not cpu and Ray has GPUs)
-    threads: Optional[int] = None     # torch CPU threads per process
+    cpu_threads: Optional[int] = None  # torch CPU threads per process (None: torch's default)
     sync_bn: bool = True              # batch statistics over the global batch (exact DDP = 1 process)
     ddp_sync: str = "no_sync"         # no_sync: one gradient all-reduce per step; every: one per subnet
     max_failures: int = 0             # Ray Train restarts from the latest checkpoint
@@ -108,7 +108,7 @@ class SupernetTrainConfig:
         for key, value in positive.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"training option '{key}' must be a positive number, got {value!r}")
-        for key in ("max_steps", "checkpoint_every_steps", "threads", "fail_at_step"):
+        for key in ("max_steps", "checkpoint_every_steps", "cpu_threads", "fail_at_step"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise ConfigError(f"training option '{key}' must be a positive integer or null, got {value!r}")
