@@ -6,12 +6,20 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 from raynas.errors import ConfigError
 from raynas.searchers.base import ArchSearcher
 from raynas.searchers.evolution import RegularizedEvolution
+from raynas.searchers.grid import GridSearcher
+from raynas.searchers.local_search import LocalSearch
+from raynas.searchers.mo_evolution import MultiObjectiveEvolution
 from raynas.searchers.optuna_search import OptunaArchSearcher
 from raynas.searchers.random_search import RandomSearcher
+from raynas.searchers.reinforce import ReinforceSearcher
 
 _STRATEGIES: Dict[str, Callable[..., ArchSearcher]] = {
     "random": RandomSearcher,
     "evolution": RegularizedEvolution,
+    "mo_evolution": MultiObjectiveEvolution,
+    "reinforce": ReinforceSearcher,
+    "local_search": LocalSearch,
+    "grid": GridSearcher,
     "optuna": OptunaArchSearcher,
 }
 
@@ -47,5 +55,6 @@ def make_searcher(strategy: Union[str, ArchSearcher], options: Optional[Mapping[
         raise ConfigError(f"bad options for strategy '{name}': {exc}") from exc
 
 
-__all__ = ["ArchSearcher", "RandomSearcher", "RegularizedEvolution", "OptunaArchSearcher",
+__all__ = ["ArchSearcher", "RandomSearcher", "RegularizedEvolution", "MultiObjectiveEvolution",
+           "ReinforceSearcher", "LocalSearch", "GridSearcher", "OptunaArchSearcher",
            "make_searcher", "register_strategy", "list_strategies"]
