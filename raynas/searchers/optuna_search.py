@@ -126,9 +126,18 @@ class OptunaArchSearcher(ArchSearcher):
         known = self._known.get(key)
         if reason == "duplicate" and known is not None:
             self._tell(inner_id, known)
+        elif reason == "infeasible" and self._known:
+            # A failed trial teaches a sampler nothing, so it would keep proposing the same
+            # infeasible region; the worst value seen so far pushes it away.
+            self._tell(inner_id, self._worst_known())
         else:
-            # infeasible, or a duplicate still being evaluated: Optuna ignores failed trials
+            # a duplicate still being evaluated, or nothing known yet: Optuna ignores failures
             self.inner.on_trial_complete(inner_id, result=None, error=True)
+
+    def _worst_known(self) -> List[float]:
+        values = list(self._known.values())
+        return [min(v[i] for v in values) if o.mode == "max" else max(v[i] for v in values)
+                for i, o in enumerate(self.objectives)]
 
     def observe(self, arch: Arch, metrics: Optional[Mapping[str, float]]) -> None:
         key = self.dedup_key(arch)
