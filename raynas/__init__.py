@@ -16,7 +16,7 @@ from raynas.constraints import Constraint
 from raynas.errors import (ArchError, CheckpointError, ConfigError, DataError,
                            EvaluationError, InfeasibleConstraintError, RaynasError,
                            UnknownSpaceError)
-from raynas.evaluators.base import Evaluator, FunctionEvaluator
+from raynas.evaluators import Evaluator, FunctionEvaluator, TabularCost, TabularEvaluator
 from raynas.objectives import Objective
 from raynas.registry import create_space, describe_spaces, list_spaces, register_space, space_from_spec
 from raynas.rng import derive_rng
@@ -46,7 +46,7 @@ __all__ = [
     "Arch", "arch_id", "canonical", "canonical_json", "Constraint", "Objective",
     "ArchError", "CheckpointError", "ConfigError", "DataError", "EvaluationError",
     "InfeasibleConstraintError", "RaynasError", "UnknownSpaceError",
-    "Evaluator", "FunctionEvaluator",
+    "Evaluator", "FunctionEvaluator", "TabularCost", "TabularEvaluator",
     "create_space", "describe_spaces", "list_spaces", "register_space", "space_from_spec",
     "derive_rng", "Decision", "SearchSpace", *_LAZY,
 ]

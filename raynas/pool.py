@@ -25,6 +25,8 @@ from raynas.errors import ConfigError, EvaluationError
 from raynas.evaluators.base import Evaluator, Metrics
 
 EvaluatorFactory = Callable[[], Evaluator]
+# CPUs left free on a CPU-only machine for the Tune trials (0.01 CPU each) that relay batches
+TRIAL_CPU_RESERVE = 0.1
 
 
 class _PoolWorker:
@@ -196,32 +198,43 @@ class SupernetPool:
     Args:
         factory: picklable ``() -> Evaluator`` run inside each worker to build what it holds.
         num_actors: workers; default one per GPU in the cluster, else 2 CPU workers.
-        gpus_per_actor / cpus_per_actor: resources of each worker.
+        gpus_per_actor / cpus_per_actor: resources of each worker (CPU workers default to an
+            equal share of the CPUs and use that many torch threads).
         max_retries: how often a chunk is retried after its worker died.
         max_chunk: most archs sent to one worker at once.
         spread: place workers on different nodes when possible.
     """
 
     def __init__(self, factory: EvaluatorFactory, num_actors: Optional[int] = None, *,
-                 gpus_per_actor: Optional[float] = None, cpus_per_actor: float = 1.0, max_retries: int = 3,
-                 max_chunk: int = 8, spread: bool = True, metrics: Sequence[str] = (),
+                 gpus_per_actor: Optional[float] = None, cpus_per_actor: Optional[float] = None,
+                 max_retries: int = 3, max_chunk: int = 8, spread: bool = True, metrics: Sequence[str] = (),
                  resources: Optional[Mapping[str, float]] = None, address: Optional[str] = None) -> None:
         from raynas.runtime import ensure_ray
 
         ensure_ray(address)
-        cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
+        cluster = ray.cluster_resources()
+        cluster_gpus, cluster_cpus = int(cluster.get("GPU", 0)), float(cluster.get("CPU", 1))
         if gpus_per_actor is None:
             gpus_per_actor = 1.0 if cluster_gpus > 0 else 0.0
         if num_actors is None:
-            num_actors = cluster_gpus if gpus_per_actor > 0 else min(2, max(1, int(ray.cluster_resources().get("CPU", 1)) - 1))
+            num_actors = max(1, int(cluster_gpus / gpus_per_actor)) if gpus_per_actor > 0 else (2 if cluster_cpus >= 2 else 1)
         if num_actors <= 0:
             raise ConfigError(f"a pool needs at least one actor, got num_actors={num_actors}")
+        if cpus_per_actor is None:
+            # CPU workers share the machine, leaving TRIAL_CPU_RESERVE for the Tune trials that
+            # only relay batches to the dispatcher
+            cpus_per_actor = 1.0 if gpus_per_actor > 0 else max(
+                0.1, min(8.0, (cluster_cpus - TRIAL_CPU_RESERVE) / num_actors))
         options: Dict[str, Any] = {"num_cpus": cpus_per_actor, "num_gpus": gpus_per_actor, "max_restarts": 0}
         if resources:
             options["resources"] = dict(resources)
         if spread:
             options["scheduling_strategy"] = "SPREAD"
-        cpu_threads = max(1, int(cpus_per_actor)) if gpus_per_actor == 0 else None
+        # torch threads per CPU worker: its CPU share, but never more than the physical cores of
+        # a node divided among the workers (Ray's logical CPUs may exceed them, and oversubscribed
+        # OpenMP threads spin and slow everything down by an order of magnitude)
+        cores = os.cpu_count() or 1
+        cpu_threads = max(1, min(int(cpus_per_actor + 0.05), cores // num_actors)) if gpus_per_actor == 0 else None
         dispatcher_cls = ray.remote(_Dispatcher).options(num_cpus=0, max_concurrency=10_000)
         self.num_actors = int(num_actors)
         self.dispatcher = dispatcher_cls.remote(factory, self.num_actors, options, cpu_threads, max_retries, max_chunk)

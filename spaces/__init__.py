@@ -17,4 +17,5 @@ BUILTIN_SPACES = {
     "autoformer_base": "spaces.vit",
     "hybrid": "spaces.hybrid",
     "hybrid_cifar": "spaces.hybrid",
+    "nb201": "spaces.nb201",
 }

@@ -258,8 +258,8 @@ class MobileNetV3(nn.Module):
 def initialize_weights(module: nn.Module, generator: torch.Generator) -> None:
     """OFA's 'he_fout' initialisation from an explicit generator (never the global RNG).
 
-    Also fills every parameter and buffer of a module materialised with ``to_empty``; a module
-    with parameters this function does not know raises, so nothing stays uninitialised.
+    Every parameter and BN buffer is (re)set; a module with parameters this function does not
+    know raises, so no weight silently keeps another initialisation.
     """
     for m in module.modules():
         own = [name for name, p in m.named_parameters(recurse=False) if p is not None]

@@ -19,8 +19,16 @@ Flat decisions (for RL, Optuna, predictors): ``resolution``, ``s{i}.depth``,
 
 Presets: ``ofa_mbv3`` (ImageNet, width 1.2, resolutions 128..224 step 16; layer shapes match
 OFA's Note10 latency tables) and ``ofa_mbv3_cifar`` (32x32 inputs: stride-1 stem, stage strides
-1, 2, 2, 1, 2 so 32x32 ends at 4x4, resolutions 24, 28, 32). The supernet does not resize its
-input: callers resize batches to ``space.input_resolution(arch)``.
+1, 2, 2, 1, 2 so 32x32 ends at 4x4, resolutions 24, 28, 32, width 1.0, no dropout, 10 classes).
+Both take the same options, all recorded in ``space.spec()``: ``width_mult``, ``resolutions``,
+``depth_choices``, ``kernel_choices``, ``expand_choices``, ``stem_stride``, ``stage_strides``,
+``dropout``, ``kernel_transform`` (OFA's learned 7->5 / 5->3 kernel transforms) and
+``num_classes`` (the default for ``cost``; ``build_supernet(num_classes)`` may differ). For a
+model that trains in seconds on a CPU use e.g. ``width_mult=0.25, stage_strides=(2, 2, 2, 1, 2)``.
+
+The supernet does not resize its input: callers resize batches to
+``space.input_resolution(arch)``. ``space.layer_descriptors(arch)`` gives the OFA latency-table
+keys of the arch, ``supernet.sort_channels()`` OFA's channel sorting for width phases.
 """
 from __future__ import annotations
 
@@ -31,14 +39,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from raynas.arch import Arch
+from raynas.arch import Arch, canonical
 from raynas.errors import ArchError, ConfigError
 from raynas.registry import register_space
 from raynas.space import Decision, SearchSpace, require_choice, require_mapping
 from raynas.supernet import Supernet
 from spaces.elastic import ElasticMBConv
 from spaces.mbconv import (BlockGeometry, MBConv, MobileNetV3, MobileNetV3Head, NetworkGeometry,
-                           conv_bn_act, conv_out_size, expanded_channels, initialize_weights,
+                           conv_bn_act, expanded_channels, initialize_weights,
                            make_divisible)
 
 BASE_STEM_WIDTH = 16
@@ -178,6 +186,12 @@ class OFAMobileNetV3Config:
                                num_classes, self.dropout)
 
 
+def preserved_global_rng():
+    """PyTorch layers draw a default init from the global RNG when constructed; we overwrite it
+    with a seeded generator, and this context gives the global RNG its state back."""
+    return torch.random.fork_rng(devices=[])
+
+
 # ----------------------------------------------------------------------------------- the space
 class OFAMobileNetV3Space(SearchSpace):
     """Once-for-All MobileNetV3: elastic depth, kernel, expand ratio and input resolution."""
@@ -236,6 +250,10 @@ class OFAMobileNetV3Space(SearchSpace):
 
     # ------------------------------------------------------------------------ validation
     def validate(self, arch: Arch) -> Arch:
+        try:  # numpy scalars and tuples become plain ints and lists; bools stay bools
+            arch = canonical(arch)
+        except TypeError as exc:
+            raise ArchError("<arch>", arch, "a JSON-able dict", space=self.name, hint=str(exc)) from None
         arch = require_mapping(arch, self.name)
         self._check_fields("", arch, ("resolution", "stages"))
         resolution = require_choice("resolution", arch["resolution"], self.config.resolutions,
@@ -301,6 +319,17 @@ class OFAMobileNetV3Space(SearchSpace):
         from spaces.mbconv_latency import layer_from_lut_key
         return layer_from_lut_key(descriptor)
 
+    def describe(self, arch: Arch) -> str:
+        """Compact form for tables: resolution, depth per stage, kernels and expands per block."""
+        arch = self.validate(arch)
+        stages = arch["stages"]
+
+        def blocks(field: str) -> str:
+            return "-".join("".join(f"{v:g}" for v in s[field]) for s in stages)
+
+        return (f"r{arch['resolution']} d{''.join(str(s['depth']) for s in stages)} "
+                f"k{blocks('kernel')} e{blocks('expand')}")
+
     def input_resolution(self, arch: Arch) -> int:
         return self.validate(arch)["resolution"]
 
@@ -309,9 +338,8 @@ class OFAMobileNetV3Space(SearchSpace):
 
         Weights come from a generator seeded with ``seed`` (never the global RNG)."""
         geometry = self.network_geometry(arch, num_classes)
-        with torch.device("meta"):
+        with preserved_global_rng():
             model = MobileNetV3(geometry)
-        model.to_empty(device="cpu")
         initialize_weights(model, torch.Generator().manual_seed(int(seed)))
         return model
 
@@ -349,7 +377,7 @@ class OFAMobileNetV3Supernet(Supernet):
         cfg = space.config
         self.num_classes = int(num_classes)
         largest = cfg.network(space.largest(), self.num_classes)
-        with torch.device("meta"):
+        with preserved_global_rng():
             self.stem = conv_bn_act(3, cfg.stem_width, 3, cfg.stem_stride, "hswish")
             self.first_block = MBConv(cfg.first_block())
             self.stages = nn.ModuleList(
@@ -360,7 +388,6 @@ class OFAMobileNetV3Supernet(Supernet):
                 for i, io in enumerate(cfg.block_io()))
             self.head = MobileNetV3Head(largest.last_block_channels, largest.final_expand_channels,
                                         largest.feature_channels, self.num_classes, cfg.dropout)
-        self.to_empty(device="cpu")
         initialize_weights(self, torch.Generator().manual_seed(int(seed)))
         self.activate(space.largest())
 

@@ -11,6 +11,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RAYNAS_TEST_DATA", PROJECT_ROOT.parent / "shared" / "data"))
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Test machines are often shared: idle OpenMP threads must sleep instead of spinning, or torch in
+# one process slows every other process down (Ray workers inherit this).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 

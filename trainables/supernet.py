@@ -67,6 +67,8 @@ class SupernetTrainer:
     def __init__(self, config: SupernetTrainConfig, dataset: Optional[ImageDataset] = None) -> None:
         self.config = config
         self.device = resolve_device(config.device)
+        if config.cpu_threads:
+            torch.set_num_threads(int(config.cpu_threads))
         self.space = create_space(config.space, **config.space_options)
         self.data = dataset or load_dataset(config.data, seed=config.seed, **config.data_options)
         # the initial weights come from torch's generator, seeded so a run is reproducible

@@ -38,6 +38,7 @@ class SupernetTrainConfig:
     bf16: bool = True            # autocast on CUDA only
     channels_last: bool = False
     compile: bool = False
+    cpu_threads: Optional[int] = None  # torch CPU threads (None: torch's default)
     max_steps: Optional[int] = None   # stop early (tests, smoke runs)
     checkpoint_every: int = 1         # epochs
     eval_calib_batches: int = 4
