@@ -39,6 +39,10 @@ class ArchSearcher(Searcher):
     #: after many duplicate proposals in a row, try uniform samples (off for strategies that
     #: walk the space systematically, e.g. grid)
     random_fallback = True
+    #: "equivalence" skips archs equivalent to one already proposed (the space's
+    #: ``equivalence_key``); "arch" skips only identical archs (e.g. to reproduce a protocol
+    #: that queries isomorphic cells separately). Set through the strategy option ``dedup``.
+    dedup = "equivalence"
 
     def __init__(self) -> None:
         super().__init__(metric=None, mode=None)
@@ -111,10 +115,12 @@ class ArchSearcher(Searcher):
         return scalar_fitness(metrics or {}, self.objectives[0])
 
     def dedup_key(self, arch: Arch) -> str:
-        """Archs with equal keys are evaluated once: the space's ``equivalence_key`` when it
-        defines one (isomorphic cells compute the same function), else ``arch_id``."""
-        key_fn = getattr(self.space, "equivalence_key", None)
-        return key_fn(arch) if callable(key_fn) else arch_id(arch)
+        """Archs with equal keys are evaluated once: the space's ``equivalence_key`` (isomorphic
+        cells compute the same function; ``arch_id`` for spaces without symmetries)."""
+        key_fn = getattr(self.space, "equivalence_key", None)   # spaces not derived from SearchSpace
+        if self.dedup == "arch" or not callable(key_fn):
+            return arch_id(arch)
+        return key_fn(arch)
 
     def is_seen(self, arch: Arch) -> bool:
         """Whether ``arch`` (or an equivalent arch) was already proposed."""

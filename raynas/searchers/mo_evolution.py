@@ -40,12 +40,17 @@ class MultiObjectiveEvolution(RegularizedEvolution):
 
     def population_ranks(self) -> Tuple[np.ndarray, np.ndarray]:
         """(front index, crowding distance) of every member, front 0 being non-dominated."""
+        # the population changes only when a result arrives; proposals in between reuse the ranks
+        cached = getattr(self, "_ranks", None)
+        if cached is not None and cached[0] == self.num_observed and cached[1] == len(self.population):
+            return cached[2]
         points = np.array([v for _, v in self.population], dtype=np.float64)
         rank = np.zeros(len(points), dtype=np.int64)
         crowd = np.zeros(len(points))
         for level, front in enumerate(non_dominated_sort(points)):
             rank[front] = level
             crowd[front] = crowding_distance(points[front])
+        self._ranks = (self.num_observed, len(self.population), (rank, crowd))
         return rank, crowd
 
     def rank_sample(self, members: List[Tuple[Arch, Any]], picked: List[int]) -> List[int]:
