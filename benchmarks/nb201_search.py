@@ -210,13 +210,26 @@ def run_tasks(tasks: List[Tuple[str, int]], args, table: Table, deadline: float,
             run = multi_objective_run(seed, args.mo_budget, args, table)
             run["hypervolume_fraction"] = true_front_hypervolume(table, run["archs"])
             mo_runs.append(run)
+            _log_rows(args, [{"mo_run": {k: v for k, v in run.items() if k != "archs"}}])
             log(f"mo seed {seed}: hv fraction {run['hypervolume_fraction']} ({run['run_wall_s']:.1f}s)")
         else:
             new = single_objective_run(kind, seed, budgets, args, table)
             rows.extend(new)
+            _log_rows(args, new)
             log(f"{kind} seed {seed}: " + ", ".join(f"{r['budget']}: {r['final']:.2f}" for r in new)
                 + f" ({new[-1]['run_wall_s']:.1f}s)")
     return {"rows": rows, "mo_runs": mo_runs}
+
+
+def _log_rows(args, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Append finished runs to --rows-log (one JSON line each), so a run cut short keeps them."""
+    if not args.rows_log:
+        return
+    with open(args.rows_log, "a", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -241,12 +254,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--budget-s", type=float, default=4 * 3600, help="wall-time budget of the whole run")
     parser.add_argument("--smoke", action="store_true", help="2 seeds, budgets 24,48, 2 strategies + random")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--rows-log", help="append each finished run to this JSONL file as it ends")
+    parser.add_argument("--from-rows", help="only summarise the runs of a --rows-log file (a run cut short)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)   # internal: run a task list, print JSON
+    if "--smoke" in (argv if argv is not None else sys.argv[1:]):
+        # smoke defaults; options given explicitly still win
+        parser.set_defaults(seeds=2, budgets="24,48", batch_size=8, strategies="random,evolution,local_search",
+                            mo_seeds=1, mo_budget=48, wall_probes=1)
     args = parser.parse_args(argv)
-    if args.smoke:
-        args.seeds, args.budgets, args.batch_size = 2, "24,48", 8
-        args.strategies = "random,evolution,local_search"
-        args.mo_seeds, args.mo_budget = 1, 48
     out_path = Path(args.out) if args.out else RESULTS / ("nb201_search_smoke.json" if args.smoke else "nb201_search.json")
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [n for n in names if n not in STRATEGIES]
@@ -273,13 +288,21 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     started = time.time()
     import ray
 
-    raynas.ensure_ray(None)
-    if args.jobs <= 1:
-        parts = [run_tasks(tasks, args, table, deadline, log)]
+    probe = None
+    if args.from_rows:
+        logged = [json.loads(line) for line in Path(args.from_rows).read_text().splitlines() if line.strip()]
+        parts = [{"rows": [r for r in logged if "mo_run" not in r], "mo_runs": [r["mo_run"] for r in logged if "mo_run" in r]}]
+        names = [n for n in names if any(r["strategy"] == n for r in parts[0]["rows"])]
     else:
-        parts = _run_parallel(tasks, args, argv or sys.argv[1:], log)
-    probe = _wall_probe(args, names, log)
-    ray.shutdown()
+        owns_ray = not ray.is_initialized()
+        raynas.ensure_ray(None)
+        if args.jobs <= 1:
+            parts = [run_tasks(tasks, args, table, deadline, log)]
+        else:
+            parts = _run_parallel(tasks, args, argv if argv is not None else sys.argv[1:], log)
+        probe = _wall_probe(args, names, log)
+        if owns_ray:
+            ray.shutdown()
     rows = [r for p in parts for r in p["rows"]]
     mo_runs = sorted((r for p in parts for r in p["mo_runs"]), key=lambda r: r["seed"])
     summary = summarise(rows, budgets)
@@ -354,7 +377,8 @@ def _run_parallel(tasks, args, argv: Sequence[str], log) -> List[Dict[str, Any]]
             path.write_text(json.dumps(part))
             out = open(Path(folder) / f"out{j}.json", "w+")
             files.append(out)
-            cmd = [sys.executable, __file__, *[a for a in argv if a != "--jobs"], "--worker", str(path)]
+            # the last occurrence of an option wins: the workers run their tasks alone
+            cmd = [sys.executable, __file__, *argv, "--jobs", "1", "--worker", str(path)]
             procs.append(subprocess.Popen(cmd, stdout=out, env=env))
         for p in procs:
             p.wait()
