@@ -105,6 +105,35 @@ def search_once(name: str, budget: int, seed: int, args, storage: str, objective
                          cost_functions=cost_functions)
 
 
+def drive_without_tune(name: str, budget: int, seed: int, args, table: Table) -> List[str]:
+    """``--no-tune``: the searcher driven in-process through the Tune Searcher protocol (suggest,
+    evaluate, on_trial_complete; one trial at a time), as Tune drives it with max_concurrent=1 --
+    the same proposals, without Tune's seconds per trial. For tuning strategies, not for the record."""
+    from raynas import arch_id, create_space
+    from raynas.objectives import parse_objectives
+    from raynas.searchers import make_searcher
+    from raynas.searchers.base import ArchSearcher
+    from spaces.nb201 import to_arch_str
+
+    strategy, options = STRATEGIES[name]
+    space = create_space("nb201")
+    if strategy == "optuna" and "sampler" in options:
+        strategy = f"optuna:{options['sampler']}"
+        options = {k: v for k, v in options.items() if k != "sampler"}
+    searcher = make_searcher(strategy, dict(options)).setup(space, parse_objectives("accuracy"), budget=budget,
+                                                            batch_size=args.batch_size, max_concurrent=1, seed=seed)
+    ordered: List[str] = []
+    for t in range(100 * budget):
+        config = searcher.suggest(f"t{t}")
+        if config is None or config == ArchSearcher.FINISHED:
+            break
+        keys = [to_arch_str(a) for a in config["archs"]]
+        ordered.extend(keys)
+        rows = [{"arch_id": arch_id(a), "accuracy": table.signal[k]} for a, k in zip(config["archs"], keys)]
+        searcher.on_trial_complete(f"t{t}", {"batch": rows})
+    return ordered
+
+
 def single_objective_run(name: str, seed: int, budgets: Sequence[int], args, table: Table) -> List[Dict[str, Any]]:
     """One seed of one strategy: the returned arch's final accuracy at each budget."""
     from spaces.nb201 import to_arch_str
@@ -114,12 +143,16 @@ def single_objective_run(name: str, seed: int, budgets: Sequence[int], args, tab
     with tempfile.TemporaryDirectory(prefix="raynas-nb201-") as storage:
         for run_budget in runs:
             start = time.perf_counter()
-            result = search_once(name, run_budget, seed, args, storage)
-            wall = time.perf_counter() - start
-            df = result.df.sort_values("order")
-            keys = [to_arch_str(a) for a in result.archs()]
-            keyed = dict(zip(result.df["arch_id"], keys))
-            ordered = [keyed[k] for k in df["arch_id"]]
+            if args.no_tune:
+                ordered = drive_without_tune(name, run_budget, seed, args, table)
+                wall = time.perf_counter() - start
+            else:
+                result = search_once(name, run_budget, seed, args, storage)
+                wall = time.perf_counter() - start
+                df = result.df.sort_values("order")
+                keys = [to_arch_str(a) for a in result.archs()]
+                keyed = dict(zip(result.df["arch_id"], keys))
+                ordered = [keyed[k] for k in df["arch_id"]]
             for budget in (budgets if args.budget_mode == "prefix" else [run_budget]):
                 first = ordered[:budget]
                 best = max(first, key=lambda k: table.signal[k])
@@ -254,6 +287,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--budget-s", type=float, default=4 * 3600, help="wall-time budget of the whole run")
     parser.add_argument("--smoke", action="store_true", help="2 seeds, budgets 24,48, 2 strategies + random")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--no-tune", action="store_true",
+                        help="drive the searchers in-process (Tune's Searcher protocol without Tune): same "
+                             "proposals, seconds faster per run; for tuning strategies, labelled in the record")
     parser.add_argument("--rows-log", help="append each finished run to this JSONL file as it ends")
     parser.add_argument("--from-rows", help="only summarise the runs of a --rows-log file (a run cut short)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)   # internal: run a task list, print JSON
@@ -282,9 +318,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         print(json.dumps(run_tasks(tasks, args, table, deadline, log)))
         return {}
 
-    # seeds outermost so a run cut short by the wall budget still covers every strategy
-    tasks: List[Tuple[str, int]] = [(n, s) for s in range(args.seeds) for n in names]
-    tasks += [("mo", s) for s in range(args.mo_seeds)]
+    # seeds outermost (the multi-objective seeds interleaved) so that a run cut short by the
+    # wall budget still covers every strategy with the same seeds
+    tasks: List[Tuple[str, int]] = []
+    for s in range(max(args.seeds, args.mo_seeds)):
+        tasks += [(n, s) for n in names if s < args.seeds] + ([("mo", s)] if s < args.mo_seeds else [])
     started = time.time()
     import ray
 
@@ -295,7 +333,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         names = [n for n in names if any(r["strategy"] == n for r in parts[0]["rows"])]
     else:
         owns_ray = not ray.is_initialized()
-        raynas.ensure_ray(None)
+        # logical CPUs for one trial per job (a trial asks for one CPU) plus the Tune machinery
+        raynas.ensure_ray(None, num_cpus=max(4, args.jobs + 2))
         if args.jobs <= 1:
             parts = [run_tasks(tasks, args, table, deadline, log)]
         else:
@@ -322,7 +361,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         if w:
             walls[name] = {"run_budget": max(budgets) if args.budget_mode == "prefix" else None,
                            "mean_s": float(np.mean(w)), "runs": len(w)}
-    result = {"benchmark": "nb201_search", "smoke": bool(args.smoke), "signal": args.signal, "final": args.final,
+    result = {"benchmark": "nb201_search", "smoke": bool(args.smoke), "through_tune": not args.no_tune,
+              "signal": args.signal, "final": args.final,
               "csv": _display_path(args.csv), "budgets": budgets, "budget_mode": args.budget_mode,
               "batch_size": args.batch_size, "max_concurrent": 1, "seeds": args.seeds,
               "strategies": {n: {"strategy": STRATEGIES[n][0], "options": STRATEGIES[n][1]} for n in names},

@@ -53,6 +53,10 @@ def start_cluster(nodes: int, cpus_per_node: int, head_cpus: int):
 
     # the nodes' worker processes inherit the environment: they import this checkout
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    # Each raylet would otherwise start one idle Python worker per logical CPU when the driver
+    # connects: dozens of processes on a 2-core machine before the pool even exists.
+    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
+    os.environ.setdefault("RAY_enable_worker_prestart", "0")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "include_dashboard": False})
     for _ in range(nodes):
         cluster.add_node(num_cpus=cpus_per_node)
