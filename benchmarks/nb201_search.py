@@ -444,8 +444,9 @@ def _print_summary(result: Mapping[str, Any]) -> None:
         print(f"  multi-objective ({mo['strategy']}, accuracy vs {mo['latency_column']}, {mo['budget']} queries): "
               f"hypervolume {mo['fraction_mean']:.3f} ± {mo['fraction_std']:.3f} of the true front's")
     print("  checks:", json.dumps(result["checks"]))
+    how = "through Tune" if result.get("through_tune", True) else "in-process (--no-tune)"
     for name, w in result["wall_per_run"].items():
-        print(f"  wall per {w['run_budget'] or ''}-query run through Tune, {name}: {w['mean_s']:.1f} s")
+        print(f"  wall per {w['run_budget'] or ''}-query run {how}, {name}: {w['mean_s']:.1f} s")
     probe = result.get("wall_100_query_run")
     if probe:
         print(f"  wall of one 100-query run through Tune ({probe['strategy']}, alone): {probe['mean_s']:.1f} s")

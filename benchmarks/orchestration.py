@@ -65,8 +65,14 @@ def start_cluster(nodes: int, cpus_per_node: int, head_cpus: int):
     return cluster
 
 
-def archs_for(num_actors: int, delay_s: float, pool_seconds: float, max_archs: int) -> int:
-    return int(min(max_archs, max(4 * num_actors, round(num_actors * pool_seconds / delay_s))))
+def archs_for(num_actors: int, delay_s: float, pool_seconds: float, max_archs: int, max_trials: int,
+              batch_size: Optional[int]) -> int:
+    """M: about ``pool_seconds`` of work for a fully busy pool, at most ``max_trials`` Tune trials."""
+    from raynas.pool import DEFAULT_MAX_CHUNK
+
+    batch = batch_size or num_actors * DEFAULT_MAX_CHUNK
+    m = max(4 * num_actors, round(num_actors * pool_seconds / delay_s))
+    return int(min(max_archs, max_trials * batch, m))
 
 
 def run_config(num_actors: int, delay_ms: float, archs: int, storage: str, *, batch_size: Optional[int] = None,
@@ -109,6 +115,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--pool-seconds", type=float, default=30.0,
                         help="size M so a fully busy pool needs about this long")
     parser.add_argument("--max-archs", type=int, default=6000, help="cap on M")
+    parser.add_argument("--max-trials", type=int, default=40, help="cap on M / batch size (Tune trials per config)")
     parser.add_argument("--nodes", type=int, default=4, help="worker nodes of the local cluster")
     parser.add_argument("--cpus-per-node", type=int, default=9, help="logical CPUs per worker node")
     parser.add_argument("--head-cpus", type=int, default=4, help="logical CPUs of the head node")
@@ -138,7 +145,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="raynas-orch-") as storage:
             for n in actors:
                 for d in delays:
-                    m = archs_for(n, d / 1000.0, args.pool_seconds, args.max_archs)
+                    m = archs_for(n, d / 1000.0, args.pool_seconds, args.max_archs, args.max_trials, args.batch_size)
                     row = run_config(n, d, m, storage, batch_size=args.batch_size, max_concurrent=args.max_concurrent)
                     rows.append(row)
                     print(f"N={n:3d} d={d:6.0f}ms M={m:5d}  batch={row['batch_size']:4d} conc={row['max_concurrent']:3d}  "
