@@ -31,6 +31,9 @@ _LAZY = {
     "SupernetPool": "raynas.pool",
     "ensure_ray": "raynas.runtime",
     "Supernet": "raynas.supernet",
+    "LatencyLUT": "raynas.hardware.lut",
+    "MeasuredLatencyEvaluator": "raynas.hardware.measured",
+    "FineTuneEvaluator": "raynas.evaluators.finetune",
 }
 
 
