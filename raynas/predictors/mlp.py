@@ -28,7 +28,7 @@ class MLPPredictor(Predictor):
     kind = "mlp"
 
     def __init__(self, space, metric: str = "accuracy", seed: int = 0, target: str = "standard", *,
-                 hidden: Sequence[int] = (400, 400, 400), epochs: int = 300, batch_size: int = 128,
+                 hidden: Sequence[int] = (400, 400, 400), epochs: int = 100, batch_size: int = 128,
                  lr: float = 1e-3, weight_decay: float = 1e-4, ensemble: int = 1) -> None:
         super().__init__(space, metric, seed, target)
         self.hidden = tuple(int(h) for h in hidden)
