@@ -8,7 +8,7 @@
    verified in the table) over --seeds seeds; for each budget in --queries, the best signal found
    and that arch's ``c10_test_200ep`` (the protocol's reported number), mean and std over seeds.
 
-    python benchmarks/predictor_nb201.py                  # CPU, ~30-60 min on 2 shared cores
+    python benchmarks/predictor_nb201.py                  # CPU, 1-2 hours on 2 busy shared cores
     python benchmarks/predictor_nb201.py --smoke          # CPU, seconds
 
 Writes benchmarks/results/predictor_nb201.json (``--smoke``: predictor_nb201_smoke.json).
@@ -48,10 +48,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--table", default=str(DEFAULT_TABLE), help="NB201 CSV (index, arch_str, accuracies)")
     p.add_argument("--device", default="cpu", choices=["cpu"], help="this benchmark runs on the CPU")
     p.add_argument("--train-sizes", type=int, nargs="+", default=[50, 100, 200, 500])
-    p.add_argument("--splits", type=int, default=5, help="random train/test splits per train size")
+    p.add_argument("--splits", type=int, default=3, help="random train/test splits per train size")
     p.add_argument("--predictors", nargs="+", default=list(PREDICTORS), choices=list(PREDICTORS))
     p.add_argument("--seeds", type=int, default=30, help="search repetitions per method")
-    p.add_argument("--queries", type=int, nargs="+", default=[50, 100, 150],
+    p.add_argument("--queries", type=int, nargs="+", default=[50, 100],
                    help="real-query budgets reported (the runs use the largest)")
     p.add_argument("--guided", nargs="+", default=["mlp", "gbt"], choices=list(PREDICTORS),
                    help="predictors driving predict-then-verify")
@@ -61,16 +61,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--population", type=int, default=20, help="evolution population (plain and inner)")
     p.add_argument("--tournament", type=int, default=5, help="evolution tournament size")
     p.add_argument("--mlp-epochs", type=int, default=None, help="override the MLP's epochs")
+    p.add_argument("--gbt-trees", type=int, default=None, help="override the boosted trees' count")
     p.add_argument("--budget-seconds", type=float, default=3600.0,
                    help="wall-time budget: search seeds stop (and are reported as done so far) past it")
     p.add_argument("--threads", type=int, default=1, help="BLAS / torch threads (1 is fastest for these sizes)")
+    p.add_argument("--max-archs", type=int, default=None,
+                   help="use a seeded random subset of the table for predictor quality (default: all)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, seconds on a CPU")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.smoke:
-        args.train_sizes, args.splits, args.seeds = [20, 40], 1, 2
+        args.train_sizes, args.splits, args.seeds, args.max_archs = [20, 40], 1, 2, 600
         args.queries, args.num_initial, args.top_k, args.search_samples = [20, 30], 10, 5, 60
+        args.population, args.tournament = 8, 3
         args.mlp_epochs = args.mlp_epochs or 20
+        args.gbt_trees = args.gbt_trees or 40
         args.budget_seconds = min(args.budget_seconds, 120.0)
     args.out = Path(args.out or RESULTS / ("predictor_nb201_smoke.json" if args.smoke else "predictor_nb201.json"))
     return args
@@ -81,6 +86,8 @@ def predictor_options(name: str, args: argparse.Namespace) -> Dict[str, Any]:
     options = {"target": target, **options}
     if kind == "mlp" and args.mlp_epochs:
         options["epochs"] = args.mlp_epochs
+    if kind == "gbt" and args.gbt_trees:
+        options["n_estimators"] = args.gbt_trees
     return options
 
 
@@ -187,6 +194,21 @@ def search_comparison(space, evaluator, args: argparse.Namespace) -> Dict[str, A
             "per_seed": {m: [{str(q): list(v) for q, v in s.items()} for s in per_seed[m]] for m in methods}}
 
 
+def json_safe(value: Any) -> Any:
+    """NaN/inf become None (strict JSON), numpy scalars plain numbers, tuples lists."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     args = parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -204,7 +226,12 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
         raise SystemExit(f"NB201 table not found: {table} (pass --table PATH)")
     with threadpool_limits(args.threads):
         t0 = time.perf_counter()
-        data = load_training_data(space, table, metric="accuracy", key="arch_str", column=SIGNAL)
+        import pandas as pd
+        frame = pd.read_csv(table)
+        if args.max_archs and args.max_archs < len(frame):
+            rows = np.sort(np.random.default_rng(0).choice(len(frame), args.max_archs, replace=False))
+            frame = frame.iloc[rows]
+        data = load_training_data(space, frame, metric="accuracy", key="arch_str", column=SIGNAL)
         load_s = time.perf_counter() - t0
         print(f"loaded {len(data)} archs in {load_s:.1f}s; part 1: predictor quality", flush=True)
         quality = predictor_quality(space, data, args)
@@ -221,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
         "seconds": {"load": load_s, "total": time.perf_counter() - started},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out, result)
+    atomic_write_json(args.out, json_safe(result))
     print(f"wrote {args.out}")
     for row in quality["summary"]:
         print(f"N={row['train_size']:4d} {row['predictor']:13s} tau {row['kendall_tau_mean']:.3f}±{row['kendall_tau_std']:.3f} "

@@ -60,6 +60,24 @@ def test_predictor_learns_and_round_trips_identically(space, sampled, tmp_path, 
     assert loaded.metric == "score" and loaded.fit_info["num_train"] == 250
 
 
+def test_mlp_backpropagation_matches_autograd(space):
+    import torch
+
+    from raynas.predictors.mlp import MLPPredictor, _mse_gradients
+
+    rng = np.random.default_rng(0)
+    layers = MLPPredictor(space, hidden=(16, 8))._init_layers(rng)
+    x, t = rng.random((7, space.encoding_size)).astype(np.float32), rng.random(7).astype(np.float32)
+    params = [torch.tensor(p, dtype=torch.float64, requires_grad=True) for layer in layers for p in layer]
+    h = torch.tensor(x, dtype=torch.float64)
+    for i in range(0, len(params), 2):
+        h = h @ params[i].T + params[i + 1]
+        h = torch.relu(h) if i < len(params) - 2 else h
+    torch.mean((h[:, 0] - torch.tensor(t, dtype=torch.float64)) ** 2).backward()
+    for ours, p in zip(_mse_gradients(layers, x, t), params):
+        np.testing.assert_allclose(ours, p.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
 def test_gbt_numpy_prediction_equals_scikit_learn(space, sampled):
     from sklearn.ensemble import GradientBoostingRegressor
 
@@ -194,3 +212,31 @@ def test_predict_then_verify_starts_from_earlier_results(space, sampled):
     assert len(result.evaluated) == 12 and (result.evaluated["round"] >= 1).all()
     assert not set(result.evaluated["arch_id"]) & {arch_id(a) for a in archs[:30]}
     assert result.rounds[0]["num_train"] == 30
+
+
+def test_predictor_nb201_benchmark_smoke(tmp_path):
+    import importlib.util
+
+    from conftest import PROJECT_ROOT, shared_data_path
+
+    table = shared_data_path("nb201/nb201_cifar10.csv")
+    spec = importlib.util.spec_from_file_location("predictor_nb201", PROJECT_ROOT / "benchmarks" / "predictor_nb201.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "r.json"
+    result = module.main(["--smoke", "--table", str(table), "--predictors", "mlp", "gbt", "--guided", "gbt",
+                          "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["smoke"] and saved["num_archs"] == 600
+    assert {(r["train_size"], r["predictor"]) for r in saved["predictor_quality"]["summary"]} == {
+        (20, "mlp"), (20, "gbt"), (40, "mlp"), (40, "gbt")}
+    assert all(-1 <= r["kendall_tau_mean"] <= 1 for r in saved["predictor_quality"]["summary"])
+    search = saved["search"]
+    assert search["seeds_done"] == 2
+    assert {(r["queries"], r["method"]) for r in search["summary"]} == {
+        (q, m) for q in (20, 30) for m in ("random", "evolution", "guided_gbt")}
+    # the best found at 30 queries is never worse than at 20 (same runs, longer prefix)
+    for m in ("random", "evolution", "guided_gbt"):
+        at = {r["queries"]: r["best_signal_mean"] for r in search["summary"] if r["method"] == m}
+        assert at[30] >= at[20]
+    assert result["search"]["verdicts"].keys() == {"guided_gbt_ge_evolution_at_20", "guided_gbt_ge_evolution_at_30"}

@@ -1,8 +1,8 @@
 """Accuracy predictors (OFA's MLP, boosted trees) fitted on results tables, the surrogate
 evaluator that searches on them, and the predict-then-verify loop.
 
-Importing this package stays light (numpy): torch loads when an MLP is fitted, scikit-learn when
-boosted trees are fitted; prediction is numpy only.
+Importing this package stays light (numpy): the MLP fits and predicts in numpy, scikit-learn loads
+only to fit boosted trees, whose prediction is numpy too. Nothing here needs torch.
 """
 from raynas.predictors.base import (PREDICTOR_KINDS, Predictor, TargetTransform, load_predictor,
                                     make_predictor, predictor_class)

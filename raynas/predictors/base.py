@@ -32,7 +32,7 @@ CONFIG_FILE = "predictor.json"
 ARRAYS_FILE = "arrays.safetensors"
 PathLike = Union[str, os.PathLike]
 
-#: predictor kind -> "module:Class", imported on first use (torch / scikit-learn load only then)
+#: predictor kind -> "module:Class", imported on first use (scikit-learn loads only then)
 PREDICTOR_KINDS: Dict[str, str] = {
     "mlp": "raynas.predictors.mlp:MLPPredictor",
     "gbt": "raynas.predictors.gbt:GBTPredictor",

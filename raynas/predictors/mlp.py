@@ -3,10 +3,10 @@ that predicts a residual over the mean accuracy of its training archs.
 
 By default targets are standardised (``(y - mean) / std``, see
 :class:`raynas.predictors.base.TargetTransform`), so the network learns the residual over the
-mean at unit scale whatever the metric's units. Weights are initialised from the predictor's
-seeded numpy generator (PyTorch's default uniform bounds), training runs in torch (Adam, cosine
-learning rate, mini-batches in a seeded order), and prediction runs in numpy from the saved
-arrays. ``ensemble > 1`` averages independently initialised members, which ranks more stably
+mean at unit scale whatever the metric's units. Everything is numpy (no torch: fitting and
+predicting stay cheap to import in any process): weights start from the predictor's seeded
+generator (PyTorch's default uniform bounds), training is backpropagation with Adam, a cosine
+learning rate and mini-batches in a seeded order, and prediction reads the same arrays. ``ensemble > 1`` averages independently initialised members, which ranks more stably
 on small training sets.
 """
 from __future__ import annotations
@@ -64,33 +64,24 @@ class MLPPredictor(Predictor):
         return layers
 
     def _train_member(self, X: np.ndarray, z: np.ndarray, rng: np.random.Generator) -> List[Layer]:
-        import torch
-
-        params = []
-        for w, b in self._init_layers(rng):
-            params += [torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True)]
-        xs = torch.from_numpy(X)
-        zs = torch.from_numpy(z.astype(np.float32))
+        layers = self._init_layers(rng)
+        params = [p for layer in layers for p in layer]
+        adam = _Adam(params, self.lr, self.weight_decay)
+        target = z.astype(np.float32)
         n = len(X)
         batch = min(self.batch_size, n)
         steps_per_epoch = math.ceil(n / batch)
         total = self.epochs * steps_per_epoch
-        optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total)))
+        step = 0
         for _ in range(self.epochs):
-            order = torch.from_numpy(rng.permutation(n))
+            order = rng.permutation(n)
             for s in range(steps_per_epoch):
                 idx = order[s * batch:(s + 1) * batch]
-                out = _forward_torch(params, xs[idx])
-                loss = torch.mean((out - zs[idx]) ** 2)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-        with torch.no_grad():
-            return [(params[i].numpy().copy(), params[i + 1].numpy().copy())
-                    for i in range(0, len(params), 2)]
+                grads = _mse_gradients(layers, X[idx], target[idx])
+                # cosine decay to 0 over all steps (the factor of step 0 is 1)
+                adam.step(grads, 0.5 * (1.0 + math.cos(math.pi * step / total)))
+                step += 1
+        return [(params[i], params[i + 1]) for i in range(0, len(params), 2)]
 
     # ------------------------------------------------------------------ predict
     def _predict(self, X: np.ndarray) -> np.ndarray:
@@ -130,15 +121,50 @@ class MLPPredictor(Predictor):
         self.members = members
 
 
-def _forward_torch(params, x):
-    import torch
+class _Adam:
+    """Adam with L2 weight decay added to the gradient (as ``torch.optim.Adam``), in place."""
 
-    n = len(params) // 2
-    for i in range(n):
-        x = x @ params[2 * i].T + params[2 * i + 1]
-        if i < n - 1:
-            x = torch.relu(x)
-    return x[:, 0]
+    def __init__(self, params: List[np.ndarray], lr: float, weight_decay: float,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.params, self.lr, self.weight_decay = params, lr, weight_decay
+        self.b1, self.b2, self.eps = betas[0], betas[1], eps
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+        self.t = 0
+
+    def step(self, grads: List[np.ndarray], lr_factor: float) -> None:
+        self.t += 1
+        lr = self.lr * lr_factor
+        c1, c2 = 1.0 - self.b1 ** self.t, 1.0 - self.b2 ** self.t
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            if self.weight_decay:
+                g = g + self.weight_decay * p
+            m *= self.b1
+            m += (1.0 - self.b1) * g
+            v *= self.b2
+            v += (1.0 - self.b2) * g * g
+            p -= (lr / c1) * m / (np.sqrt(v / c2) + self.eps)
+
+
+def _mse_gradients(layers: Sequence[Layer], x: np.ndarray, target: np.ndarray) -> List[np.ndarray]:
+    """Gradients of mean((mlp(x) - target)^2) w.r.t. every weight and bias, by backpropagation."""
+    activations = [x]
+    h = x
+    for i, (w, b) in enumerate(layers):
+        h = h @ w.T + b
+        if i < len(layers) - 1:
+            h = np.maximum(h, 0.0)
+        activations.append(h)
+    delta = (2.0 / len(x)) * (activations[-1][:, 0] - target)[:, None]
+    grads: List[np.ndarray] = []
+    for i in range(len(layers) - 1, -1, -1):
+        w, _ = layers[i]
+        grads.append(delta.sum(axis=0))                  # bias
+        grads.append(delta.T @ activations[i])           # weight
+        if i > 0:
+            delta = (delta @ w) * (activations[i] > 0)   # through the ReLU of layer i - 1
+    grads.reverse()  # [w0, b0, w1, b1, ...]
+    return [g.astype(np.float32, copy=False) for g in grads]
 
 
 def _forward_numpy(layers: Sequence[Layer], x: np.ndarray) -> np.ndarray:
