@@ -31,6 +31,10 @@ _LAZY = {
     "SupernetPool": "raynas.pool",
     "ensure_ray": "raynas.runtime",
     "Supernet": "raynas.supernet",
+    "SurrogateEvaluator": "raynas.predictors.surrogate",
+    "predict_then_verify": "raynas.predictors.guided",
+    "make_predictor": "raynas.predictors.base",
+    "load_predictor": "raynas.predictors.base",
 }
 
 
