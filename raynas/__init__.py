@@ -34,6 +34,10 @@ _LAZY = {
     "LatencyLUT": "raynas.hardware.lut",
     "MeasuredLatencyEvaluator": "raynas.hardware.measured",
     "FineTuneEvaluator": "raynas.evaluators.finetune",
+    "SurrogateEvaluator": "raynas.predictors.surrogate",
+    "predict_then_verify": "raynas.predictors.guided",
+    "make_predictor": "raynas.predictors.base",
+    "load_predictor": "raynas.predictors.base",
 }
 
 
