@@ -76,10 +76,15 @@ def _summary(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[str, An
 
 
 def evaluate_archs(config: Dict[str, Any], evaluator: Evaluator, metric: str, mode: str,
-                   multi_fidelity: bool = False) -> None:
-    """Function trainable: ``config`` holds ``archs`` and ``arch_ids`` from the searcher."""
+                   multi_fidelity: bool = False, known: Optional[Mapping[str, Mapping[str, Any]]] = None) -> None:
+    """Function trainable: ``config`` holds ``archs`` and ``arch_ids`` from the searcher.
+
+    ``known`` (arch_id -> reported row) answers archs a resumed search already recorded: a trial
+    that Tune re-runs after the driver died reports them as they were, without evaluating again.
+    """
     archs, ids = config["archs"], config["arch_ids"]
-    if multi_fidelity and len(archs) == 1:
+    known = known or {}
+    if multi_fidelity and len(archs) == 1 and ids[0] not in known:
         start = time.perf_counter()
         for level, metrics in enumerate(evaluator.evaluate_fidelities(archs[0]), start=1):
             row = {**sanitize_metrics(metrics), "arch_id": ids[0], "fidelity": float(level),
@@ -87,10 +92,15 @@ def evaluate_archs(config: Dict[str, Any], evaluator: Evaluator, metric: str, mo
             tune.report({**_summary([row], metric, mode), **{k: v for k, v in row.items() if k != "arch_id"},
                          "batch": [row]})
         return
-    start = time.perf_counter()
-    rows = _evaluate_batch(evaluator, archs)
-    seconds = (time.perf_counter() - start) / max(len(archs), 1)
+    todo = [i for i, key in enumerate(ids) if key not in known]
+    rows: List[Dict[str, Any]] = [dict(known[key]) if key in known else {} for key in ids]
+    if todo:
+        start = time.perf_counter()
+        fresh = _evaluate_batch(evaluator, [archs[i] for i in todo])
+        seconds = (time.perf_counter() - start) / len(todo)
+        for i, row in zip(todo, fresh):
+            row["eval_seconds"] = seconds
+            rows[i] = row
     for row, key in zip(rows, ids):
         row["arch_id"] = key
-        row["eval_seconds"] = seconds
     tune.report({**_summary(rows, metric, mode), "batch": rows})
