@@ -12,6 +12,15 @@ from raynas.arch import Arch, arch_id
 from raynas.evaluators.base import Evaluator
 
 
+def _ship_by_value() -> None:
+    """Ray workers do not have tests/ on their path: send this module's code with its objects."""
+    import sys
+
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
 class SyntheticEvaluator(Evaluator):
     """``score`` of the synthetic space, after ``delay_s`` per arch.
 
@@ -99,3 +108,6 @@ def distinct_archs(space, n: int, seed: int = 0) -> List[Arch]:
 
 def maybe(value: Optional[float], default: float) -> float:
     return default if value is None else value
+
+
+_ship_by_value()
