@@ -77,6 +77,19 @@ def _memory_mb() -> Dict[str, float]:
             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
+#: workers in a row whose evaluator failed to build before the pool declares itself broken
+MAX_INIT_FAILURES = 2
+
+
+def _init_error(exc: BaseException) -> str:
+    """The exception a worker's constructor raised, from Ray's 'creation task' error text."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line.split(":", 1)[0]:
+            return line[:500]
+    return lines[-1][:500] if lines else type(exc).__name__
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else ""
@@ -114,6 +127,11 @@ class _Dispatcher:
         self.started = time.monotonic()
         # True when Ray restarted this dispatcher after it died (its cache and counters are new)
         self.reconstructed = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        # workers whose evaluator could not even be built, in a row: past MAX_INIT_FAILURES the
+        # pool is broken (a bad checkpoint, a space not importable on the node) and says so at
+        # once instead of restarting workers for every chunk
+        self.init_failures = 0
+        self.broken: Optional[str] = None
         for i in range(int(num_workers)):
             self.workers.append(self._spawn(i))
             self.busy_seconds.append(0.0)
@@ -161,8 +179,31 @@ class _Dispatcher:
             await fut
         return [dict(self.cache[key]) if key in self.cache else dict(self.failed[key]) for key in keys]
 
+    async def wait_ready(self) -> Optional[str]:
+        """Wait until every worker has built its evaluator; the reason if the pool is broken."""
+        for index in range(len(self.workers)):
+            while self.broken is None:
+                try:
+                    await self.ready[index]
+                    self.init_failures = 0
+                    break
+                except _WORKER_DEATH as exc:
+                    self._note_death(exc)
+                    if self.broken is None:
+                        self._replace(index)
+        return self.broken
+
+    def _note_death(self, exc: BaseException) -> None:
+        if getattr(exc, "actor_init_failed", False):
+            self.init_failures += 1
+            if self.init_failures >= MAX_INIT_FAILURES:
+                self.broken = f"pool workers cannot start: {_init_error(exc)}"
+
     async def _run_chunk(self, chunk: List, retries_left: Optional[int] = None) -> None:
         """Evaluate ``chunk`` on the next idle worker; settle every arch of it, whatever happens."""
+        if self.broken is not None:
+            self._settle(chunk, [{"error": self.broken}] * len(chunk))
+            return
         try:
             await self._try_chunk(chunk, self.max_retries if retries_left is None else retries_left)
         except BaseException as exc:  # a bug or cancellation must not leave waiters hanging
@@ -180,7 +221,7 @@ class _Dispatcher:
         start = time.monotonic()
         try:
             results, death = await self._call(index, [a for _, a in chunk])
-            if death is not None:
+            if death is not None and self.broken is None:
                 self._replace(index)
         finally:
             self.busy.discard(index)
@@ -188,6 +229,8 @@ class _Dispatcher:
             self.idle.put_nowait(index)
         if death is None:
             self._settle(chunk, results)
+        elif self.broken is not None:
+            self._settle(chunk, [{"error": self.broken}] * len(chunk))
         elif retries_left <= 0:
             self.stats["failures"] += len(chunk)
             self._settle(chunk, [{"error": f"evaluation failed after {self.max_retries} retries: {death}"}]
@@ -204,6 +247,7 @@ class _Dispatcher:
         """``(results, None)``, or ``(None, reason)`` when the worker died or hung."""
         try:
             await self.ready[index]
+            self.init_failures = 0
             ref = self.workers[index].evaluate.remote(archs)
             if self.chunk_timeout_s is None:
                 results = await ref
@@ -213,6 +257,7 @@ class _Dispatcher:
             self.stats["timeouts"] += 1
             return None, f"no answer within chunk_timeout_s={self.chunk_timeout_s:g}s (worker killed)"
         except _WORKER_DEATH as exc:
+            self._note_death(exc)
             return None, f"{type(exc).__name__}: {_first_line(exc)}"
         except ray.exceptions.RayTaskError as exc:
             # the evaluator itself raised for a single-arch chunk: deterministic, no retry
@@ -249,7 +294,7 @@ class _Dispatcher:
                 self._replace(index)
         wall = time.monotonic() - self.started
         return {"workers": len(self.workers), "alive": sum(i is not None for i in infos),
-                **self.stats, "cached": len(self.cache), "failed_archs": len(self.failed),
+                **self.stats, "cached": len(self.cache), "failed_archs": len(self.failed), "broken": self.broken,
                 "inflight": len(self.inflight), "dispatcher_reconstructed": self.reconstructed,
                 "dispatcher": {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
                                **_memory_mb()},
@@ -345,23 +390,39 @@ class SupernetPool:
     @classmethod
     def from_checkpoint(cls, checkpoint: str, data: Optional[str] = None, *, seed: int = 0,
                         calib_batches: Optional[int] = None, batch_size: int = 128, device: Optional[str] = None,
-                        **pool_options: Any) -> "SupernetPool":
+                        wait: bool = True, **pool_options: Any) -> "SupernetPool":
         """Pool serving weight-inherited accuracy (BN recalibrated) of a trained supernet.
 
         ``data`` defaults to the checkpoint's dataset; only its calibration and validation splits
         travel to the workers (through the object store, like the checkpoint itself).
         ``calib_batches`` of ``batch_size`` calibration images (default: all full batches)
         re-estimate BN statistics per arch, as :func:`raynas.export.export_subnet` does.
+        ``wait``: return once every worker holds the supernet (a checkpoint they cannot load is
+        an error here rather than a failure of every evaluation).
         """
         from raynas.checkpoint import checkpoint_to_bytes, read_checkpoint_meta
         from raynas.data import load_dataset
 
         meta = read_checkpoint_meta(checkpoint)
+        blobs = checkpoint_to_bytes(checkpoint)
+        _check_safetensors(blobs, checkpoint)  # a damaged file fails here, not in every worker
         dataset = load_dataset(data or meta.get("dataset") or "digits", seed=seed)
-        blobs = ray.put(checkpoint_to_bytes(checkpoint))
-        eval_data = ray.put(dataset.eval_splits())
-        factory = functools.partial(_weight_inherited_factory, blobs, eval_data, calib_batches, batch_size, device)
-        return cls(factory, metrics=("accuracy", "params", "macs", "flops"), **pool_options)
+        from raynas.runtime import ensure_ray
+
+        ensure_ray(pool_options.get("address"))
+        factory = functools.partial(_weight_inherited_factory, ray.put(blobs), ray.put(dataset.eval_splits()),
+                                    calib_batches, batch_size, device)
+        pool = cls(factory, metrics=("accuracy", "params", "macs", "flops"), **pool_options)
+        return pool.wait_ready() if wait else pool
+
+    def wait_ready(self) -> "SupernetPool":
+        """Block until every worker has built its evaluator (e.g. loaded the supernet); raise
+        :class:`EvaluationError` with the workers' own error if they cannot."""
+        reason = ray.get(self.dispatcher.wait_ready.remote())
+        if reason:
+            self.shutdown()
+            raise EvaluationError(reason)
+        return self
 
     def evaluator(self) -> PoolEvaluator:
         return PoolEvaluator(self.dispatcher, self.num_actors, self._metrics)
@@ -394,6 +455,38 @@ class SupernetPool:
 
     def __exit__(self, *exc) -> None:
         self.shutdown()
+
+
+def check_checkpoint(path: str) -> None:
+    """Refuse a damaged supernet checkpoint cheaply (meta.json and the weights' header), e.g.
+    before a command starts Ray and a pool for it."""
+    from raynas.checkpoint import checkpoint_to_bytes, read_checkpoint_meta
+
+    read_checkpoint_meta(path)
+    _check_safetensors(checkpoint_to_bytes(path), str(path))
+
+
+def _check_safetensors(blobs: Mapping[str, bytes], where: str) -> None:
+    """Parse the weights' header and check the tensors' extents against the file size (cheap:
+    no tensor is read) so a truncated or corrupt checkpoint is refused on the driver."""
+    import json
+    import struct
+
+    from raynas.checkpoint import MODEL_FILE
+    from raynas.errors import CheckpointError
+
+    data = blobs.get(MODEL_FILE, b"")
+    problem = ""
+    try:
+        (size,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8:8 + size])
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + size > len(data) or 8 + size + end > len(data):
+            problem = f"is truncated ({len(data)} bytes, the header describes {8 + size + end})"
+    except (struct.error, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        problem = f"is not a safetensors file ({type(exc).__name__}: {exc})"
+    if problem:
+        raise CheckpointError(f"{where}/{MODEL_FILE} {problem}; save the checkpoint again or pick another one")
 
 
 def _weight_inherited_factory(blobs_ref, eval_data_ref, calib_batches: int, batch_size: int,

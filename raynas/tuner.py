@@ -92,21 +92,22 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
     objectives = parse_objectives(objectives)
     constraints = parse_constraints(constraints)
     cost_model = CostModel(space, cost_functions)
-    if int(num_samples) <= 0:
-        raise ConfigError(f"num_samples must be a positive number of archs, got {num_samples}")
+    num_samples = _positive_int("num_samples", num_samples)
+    batch_size = _positive_int("batch_size", batch_size, optional=True)
+    max_concurrent = _positive_int("max_concurrent", max_concurrent, optional=True)
     check_constraints_feasible(space, cost_model, constraints, np.random.default_rng(seed))
 
     multi_fidelity = scheduler is not None and evaluator.num_fidelities > 1
     if multi_fidelity:
         batch_size = 1
     batch_size = int(batch_size or evaluator.preferred_batch_size)
-    ensure_ray(address)
     resources = dict(trial_resources or evaluator.trial_resources)
     max_concurrent = int(max_concurrent or evaluator.preferred_concurrency)
 
     searcher = make_searcher(strategy, strategy_options)
     searcher.setup(space, objectives, constraints=constraints, cost_model=cost_model, budget=int(num_samples),
                    batch_size=batch_size, max_concurrent=max_concurrent, seed=seed)
+    ensure_ray(address)  # only once the configuration is known to be good
     name = name or f"{space.name}-{searcher.strategy_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = Path(storage_path).expanduser().resolve()
     directory = storage / name
@@ -161,7 +162,7 @@ def resume_search(path: Union[str, Path], evaluator: Any, *, progress: bool = Tr
 
     directory = Path(path).expanduser().resolve()
     meta = read_search_meta(directory)
-    _check_resumable(directory)
+    check_resumable(directory)
     evaluator = as_evaluator(evaluator)
     objectives = parse_objectives(meta.get("objectives"))
     ensure_ray(address)
@@ -227,8 +228,11 @@ def _make_trainable(evaluator: Evaluator, primary, multi_fidelity: bool, resourc
     return tune.with_resources(trainable, dict(resources))
 
 
-def _check_resumable(directory: Path) -> None:
-    """Clear errors for what Tune would otherwise fail on deep inside."""
+def check_resumable(directory: Union[str, Path]) -> None:
+    """Raise one clear error if ``directory`` holds no search that Tune can resume (checked
+    before anything expensive starts, and instead of failing deep inside Tune)."""
+    directory = Path(directory)
+    read_search_meta(directory)
     if not (directory / TUNER_STATE_FILE).exists():
         raise ConfigError(f"{directory} holds no Tune state ({TUNER_STATE_FILE}): nothing to resume")
     states = sorted(directory.glob("experiment_state-*.json"))
@@ -255,6 +259,14 @@ def _restored_parts(tuner):
         raise ConfigError("this experiment was not started by raynas.search (no raynas searcher in its "
                           "Tune state), or this Ray version stores it differently")
     return search_alg, internal.get_run_config()
+
+
+def _positive_int(name: str, value: Any, optional: bool = False) -> Optional[int]:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) <= 0:
+        raise ConfigError(f"{name} must be a positive integer{' or None' if optional else ''}, got {value!r}")
+    return int(value)
 
 
 def _trainable() -> Callable:

@@ -65,9 +65,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--table needs --space (e.g. --space nb201)")
     if args.export and not args.checkpoint:
         raise ConfigError("--export needs --checkpoint (a table has no weights)")
-    raynas.ensure_ray(args.address, num_cpus=args.num_cpus)
     spec = _evaluator_spec(args, {})
     space = _space(args, spec)
+    _precheck(spec)
+    raynas.ensure_ray(args.address, num_cpus=args.num_cpus)
     evaluator = _build_evaluator(spec, space)
     objectives = args.objective or ["accuracy"]
     result = raynas.search(space, evaluator, strategy=args.strategy, num_samples=args.num_samples,
@@ -84,10 +85,14 @@ def _resume(args: argparse.Namespace) -> int:
     from raynas.registry import space_from_spec
     from raynas.results import read_search_meta
 
+    from raynas.tuner import check_resumable
+
+    check_resumable(args.resume)  # before a pool is started for nothing
     meta = read_search_meta(args.resume)
     spec = _evaluator_spec(args, meta.get("evaluator") or {})
+    space = space_from_spec(meta.get("space"))
+    _precheck(spec)
     raynas.ensure_ray(args.address, num_cpus=args.num_cpus)
-    space = space_from_spec(meta["space"])
     result = raynas.resume_search(args.resume, _build_evaluator(spec, space))
     return _finish(args, result, space, spec)
 
@@ -122,6 +127,16 @@ def _space(args: argparse.Namespace, spec: Dict[str, Any]):
     if args.space:
         return create_space(args.space, **space_options)
     return space_from_spec(read_checkpoint_meta(spec["checkpoint"])["space"])
+
+
+def _precheck(spec: Dict[str, Any]) -> None:
+    """Cheap checks of the evaluator's inputs, before Ray and a pool start."""
+    if spec.get("checkpoint"):
+        from raynas.pool import check_checkpoint
+        check_checkpoint(spec["checkpoint"])
+    elif not Path(spec["table"]).is_file():
+        from raynas.errors import DataError
+        raise DataError(f"results table {spec['table']} does not exist")
 
 
 def _build_evaluator(spec: Dict[str, Any], space):

@@ -16,7 +16,7 @@ from ray.tune.search import Searcher
 
 from raynas.arch import Arch, arch_id
 from raynas.constraints import Constraint, CostModel, satisfies
-from raynas.errors import ConfigError, InfeasibleConstraintError
+from raynas.errors import ConfigError, InfeasibleConstraintError, RaynasError
 from raynas.io import atomic_write_text
 from raynas.objectives import Objective, scalar_fitness
 
@@ -74,7 +74,13 @@ class ArchSearcher(Searcher):
         # Tune validates reported results against these
         self._metric = self.objectives[0].metric
         self._mode = self.objectives[0].mode
-        self.on_setup()
+        try:
+            self.on_setup()
+        except RaynasError:
+            raise
+        except (TypeError, ValueError, AttributeError) as exc:  # options of the wrong type, found late
+            raise ConfigError(f"strategy '{self.strategy_name}' cannot start with its options: "
+                              f"{type(exc).__name__}: {exc}") from exc
         return self
 
     def on_setup(self) -> None:
