@@ -77,6 +77,10 @@ def _memory_mb() -> Dict[str, float]:
             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
+async def _starting():
+    return "starting", None
+
+
 #: workers in a row whose evaluator failed to build before the pool declares itself broken
 MAX_INIT_FAILURES = 2
 
@@ -132,10 +136,15 @@ class _Dispatcher:
         # once instead of restarting workers for every chunk
         self.init_failures = 0
         self.broken: Optional[str] = None
+        # Only workers that have built their evaluator enter the idle queue: a replacement that
+        # cannot be placed yet (no free GPU after a node loss) lowers the pool's capacity
+        # instead of holding a retried chunk hostage. Watchers start with the event loop.
+        self.is_ready: List[bool] = []
+        self._watchers_started = False
         for i in range(int(num_workers)):
             self.workers.append(self._spawn(i))
             self.busy_seconds.append(0.0)
-            self.idle.put_nowait(i)
+            self.is_ready.append(False)
 
     def _spawn(self, index: int):
         # two threads: ``info`` answers while ``evaluate`` runs (the dispatcher sends one chunk at a time)
@@ -144,7 +153,34 @@ class _Dispatcher:
         # resolves once the worker has built its evaluator (e.g. loaded the supernet): the chunk
         # timeout counts from there, so a slow start-up is not taken for a hang
         self.ready[index] = worker.info.remote()
+        if self._watchers_started:
+            asyncio.get_running_loop().create_task(self._watch_start(index, worker))
         return worker
+
+    def _start_watchers(self) -> None:
+        if not self._watchers_started:
+            self._watchers_started = True
+            loop = asyncio.get_running_loop()
+            for index, worker in enumerate(self.workers):
+                loop.create_task(self._watch_start(index, worker))
+
+    async def _watch_start(self, index: int, worker) -> None:
+        """Put worker ``index`` in the idle queue once it is ready; replace it if it dies first."""
+        try:
+            await self.ready[index]
+        except _WORKER_DEATH as exc:
+            if self.workers[index] is not worker:
+                return
+            self._note_death(exc)
+            if self.broken is None:
+                self._replace(index)
+            else:
+                self.idle.put_nowait(index)  # wakes a waiting chunk, which reports the breakage
+            return
+        if self.workers[index] is worker:  # not replaced meanwhile
+            self.init_failures = 0
+            self.is_ready[index] = True
+            self.idle.put_nowait(index)
 
     def _replace(self, index: int) -> None:
         """Kill whatever is left of worker ``index`` (a hung or half-dead process) and start anew;
@@ -153,10 +189,12 @@ class _Dispatcher:
             ray.kill(self.workers[index], no_restart=True)
         except Exception:  # noqa: BLE001 - already gone
             pass
-        self.workers[index] = self._spawn(index)
+        self.is_ready[index] = False
         self.stats["restarts"] += 1
+        self.workers[index] = self._spawn(index)
 
     async def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
+        self._start_watchers()
         keys = [arch_id(a) for a in archs]
         todo: Dict[str, Arch] = {}
         waits: Dict[str, "asyncio.Future"] = {}
@@ -181,16 +219,9 @@ class _Dispatcher:
 
     async def wait_ready(self) -> Optional[str]:
         """Wait until every worker has built its evaluator; the reason if the pool is broken."""
-        for index in range(len(self.workers)):
-            while self.broken is None:
-                try:
-                    await self.ready[index]
-                    self.init_failures = 0
-                    break
-                except _WORKER_DEATH as exc:
-                    self._note_death(exc)
-                    if self.broken is None:
-                        self._replace(index)
+        self._start_watchers()
+        while self.broken is None and not all(self.is_ready):
+            await asyncio.sleep(0.05)
         return self.broken
 
     def _note_death(self, exc: BaseException) -> None:
@@ -216,17 +247,29 @@ class _Dispatcher:
                          [{"error": "evaluation was interrupted"}] * len(chunk), only_pending=True)
 
     async def _try_chunk(self, chunk: List, retries_left: int) -> None:
-        index = await self.idle.get()
+        while True:
+            index = await self.idle.get()
+            if self.broken is not None:
+                self.idle.put_nowait(index)  # pass the wake-up on to the next waiting chunk
+                self._settle(chunk, [{"error": self.broken}] * len(chunk))
+                return
+            if self.is_ready[index] and index not in self.busy:
+                break
+            # a stale entry: the worker was replaced while idle; its successor enqueues itself
         self.busy.add(index)
         start = time.monotonic()
+        death = None
         try:
             results, death = await self._call(index, [a for _, a in chunk])
-            if death is not None and self.broken is None:
-                self._replace(index)
         finally:
             self.busy.discard(index)
             self.busy_seconds[index] += time.monotonic() - start
-            self.idle.put_nowait(index)
+            if death is None:
+                self.idle.put_nowait(index)
+            elif self.broken is None:
+                self._replace(index)  # the replacement enqueues itself once ready
+            else:
+                self.idle.put_nowait(index)
         if death is None:
             self._settle(chunk, results)
         elif self.broken is not None:
@@ -246,8 +289,6 @@ class _Dispatcher:
     async def _call(self, index: int, archs: List[Arch]):
         """``(results, None)``, or ``(None, reason)`` when the worker died or hung."""
         try:
-            await self.ready[index]
-            self.init_failures = 0
             ref = self.workers[index].evaluate.remote(archs)
             if self.chunk_timeout_s is None:
                 results = await ref
@@ -285,15 +326,18 @@ class _Dispatcher:
                 fut.set_result(None)
 
     async def health(self, probe_timeout_s: float = 10.0) -> Dict[str, Any]:
-        probes = await asyncio.gather(*(self._probe(w, probe_timeout_s) for w in self.workers))
+        self._start_watchers()
+        probes = await asyncio.gather(*(self._probe(w, probe_timeout_s) if self.is_ready[i] else _starting()
+                                        for i, w in enumerate(self.workers)))
         infos = []
         for index, (state, info) in enumerate(probes):
             infos.append(info)
-            if state == "dead" and index not in self.busy:
+            if state == "dead" and index not in self.busy and self.is_ready[index]:
                 # an idle worker died (e.g. its node was lost): replace it before work needs it
                 self._replace(index)
         wall = time.monotonic() - self.started
         return {"workers": len(self.workers), "alive": sum(i is not None for i in infos),
+                "starting": sum(state == "starting" for state, _ in probes),
                 **self.stats, "cached": len(self.cache), "failed_archs": len(self.failed), "broken": self.broken,
                 "inflight": len(self.inflight), "dispatcher_reconstructed": self.reconstructed,
                 "dispatcher": {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),

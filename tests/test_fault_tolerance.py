@@ -44,7 +44,7 @@ def test_search_completes_when_pool_workers_are_killed(ray_session, space, tmp_p
     result = raynas.search(space, pool, strategy="random", num_samples=budget, objectives="score", batch_size=4,
                            name="kills", storage_path=tmp_path, progress=False, seed=1)
     killer.join(timeout=60)
-    health = pool.health()
+    health = pool.wait_ready().health()
     pool.shutdown()
 
     assert done.is_set(), "the search ended before both kills happened"
@@ -71,7 +71,7 @@ def test_requests_survive_a_dispatcher_kill(ray_session, space, tmp_path):
     assert wait_for(lambda: _evaluations(tmp_path) >= 6, 60)
     ray.kill(pool.dispatcher, no_restart=False)   # Ray restarts it; the pending request is retried
     caller.join(timeout=120)
-    health = pool.health()
+    health = pool.wait_ready().health()
     pool.shutdown()
     assert out["results"] == [{"score": space.score(a)} for a in archs]
     assert health["dispatcher_reconstructed"] and health["alive"] == 1
@@ -82,7 +82,7 @@ def test_hung_worker_is_killed_and_its_chunk_retried(ray_session, space, tmp_pat
     with raynas.SupernetPool(SyntheticFactory(space_options=SPACE, log_dir=str(tmp_path), hang_once=True),
                              num_actors=1, max_chunk=3, chunk_timeout_s=2.0) as pool:
         results = pool.evaluate(archs)
-        health = pool.health()
+        health = pool.wait_ready().health()
     assert [r["score"] for r in results] == [space.score(a) for a in archs]
     assert health["timeouts"] == 1 and health["restarts"] == 1 and health["retries"] == 1
     assert health["alive"] == 1 and health["failures"] == 0
@@ -95,7 +95,7 @@ def test_an_arch_that_kills_every_worker_fails_alone_with_the_reason(ray_session
                              num_actors=1, max_chunk=4, max_retries=2) as pool:
         results = pool.evaluate(archs)
         again = pool.evaluate([archs[0], archs[1]])   # cached outcome, no new evaluation
-        health = pool.health()
+        health = pool.wait_ready().health()
     assert "evaluation failed after 2 retries" in results[1]["error"] and "ActorDiedError" in results[1]["error"]
     for i in (0, 2, 3):
         assert results[i] == {"score": space.score(archs[i])}

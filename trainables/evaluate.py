@@ -103,4 +103,7 @@ def evaluate_archs(config: Dict[str, Any], evaluator: Evaluator, metric: str, mo
             rows[i] = row
     for row, key in zip(rows, ids):
         row["arch_id"] = key
-    tune.report({**_summary(rows, metric, mode), "batch": rows})
+    # a trial of one arch shows all its metrics flat (Tune's TensorBoard and CSV loggers and the
+    # dashboards read flat numbers); a batch shows the best value of the primary objective
+    flat = {k: v for k, v in rows[0].items() if isinstance(v, float)} if len(rows) == 1 else {}
+    tune.report({**flat, **_summary(rows, metric, mode), "batch": rows})
