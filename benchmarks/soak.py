@@ -11,7 +11,7 @@ Reports wall time, evaluations lost (must be 0), duplicated results (must be 0),
 resident size at start and end of the dispatcher (which holds the cache) and of a sentinel actor
 that is never killed (so its growth over the whole run is measurable).
 
-    python benchmarks/soak.py                      # 10,000 evaluations -> benchmarks/results/soak.json
+    python benchmarks/soak.py                      # 20,000 evaluations -> benchmarks/results/soak.json
     python benchmarks/soak.py --smoke              # seconds, -> benchmarks/results/soak_smoke.json
 
 CPU only: the pool's fault tolerance does not depend on what the actors hold.
@@ -48,13 +48,15 @@ class SoakEvaluator(Evaluator):
 
     metrics = ("score",)
 
-    def __init__(self, log_dir: str) -> None:
+    def __init__(self, log_dir: str, delay_s: float) -> None:
         self.space = raynas.create_space("synthetic", **SPACE)
         self.log = open(Path(log_dir) / f"evals-{os.getpid()}.log", "a")
+        self.delay_s = delay_s
 
     def evaluate(self, archs):
         out = []
         for arch in archs:
+            time.sleep(self.delay_s)  # stands for a model's forward passes
             out.append({"score": self.space.score(arch)})
             self.log.write(arch_id(arch) + "\n")
         self.log.flush()
@@ -62,11 +64,11 @@ class SoakEvaluator(Evaluator):
 
 
 class SoakFactory:
-    def __init__(self, log_dir: str) -> None:
-        self.log_dir = log_dir
+    def __init__(self, log_dir: str, delay_s: float) -> None:
+        self.log_dir, self.delay_s = log_dir, delay_s
 
     def __call__(self) -> Evaluator:
-        return SoakEvaluator(self.log_dir)
+        return SoakEvaluator(self.log_dir, self.delay_s)
 
 
 def evaluation_counts(log_dir: Path) -> Counter:
@@ -104,7 +106,7 @@ def run(args) -> dict:
     requests = requests[:half] + [r for pair in zip(requests[half:], extra) for r in pair] \
         + requests[half + len(extra):] + extra[len(requests) - half:]
 
-    pool = raynas.SupernetPool(SoakFactory(str(log_dir)), num_actors=args.actors, cpus_per_actor=args.cpus_per_actor,
+    pool = raynas.SupernetPool(SoakFactory(str(log_dir), args.delay_ms / 1000.0), num_actors=args.actors, cpus_per_actor=args.cpus_per_actor,
                                max_chunk=args.chunk, max_retries=args.max_retries).wait_ready()
     sentinel = 0  # never killed: its memory over the whole run is the leak check
     pool.evaluate(distinct_archs(200, args.seed + 1))  # warm-up (imports, first allocations)
@@ -166,8 +168,9 @@ def run(args) -> dict:
     end_health = pool.wait_ready().health()
     pool.shutdown()
 
-    counts = evaluation_counts(log_dir)
     ids = [arch_id(a) for a in archs]
+    counts = evaluation_counts(log_dir)
+    counts = Counter({k: v for k, v in counts.items() if k in set(ids)})  # not the warm-up archs
     lost = [k for k in ids if not any("error" not in m for m in results.get(k, []))]
     inconsistent = [k for k, ms in results.items() if len({tuple(sorted(m.items())) for m in ms}) > 1]
     expected_answers = Counter(ids) + Counter(ids[i] for i in repeats)
@@ -208,14 +211,15 @@ def run(args) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--evaluations", type=int, default=10_000, help="distinct archs to evaluate")
+    p.add_argument("--evaluations", type=int, default=20_000, help="distinct archs to evaluate")
+    p.add_argument("--delay-ms", type=float, default=5.0, help="evaluation time per arch")
     p.add_argument("--actors", type=int, default=3, help="pool actors (actor 0 is never killed)")
     p.add_argument("--cpus-per-actor", type=float, default=0.5)
     p.add_argument("--chunk", type=int, default=8, help="most archs per actor call")
     p.add_argument("--request-size", type=int, default=16, help="archs per request (a Tune trial's batch)")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     p.add_argument("--repeat-fraction", type=float, default=0.05, help="archs asked for a second time")
-    p.add_argument("--kill-interval-s", type=float, default=4.0, help="mean time between kills")
+    p.add_argument("--kill-interval-s", type=float, default=3.0, help="mean time between kills")
     p.add_argument("--max-kills", type=int, default=1000)
     p.add_argument("--max-retries", type=int, default=3)
     p.add_argument("--budget-s", type=float, default=1800, help="stop sending requests after this long")
@@ -224,10 +228,10 @@ def main(argv=None) -> int:
     p.add_argument("--address", help="Ray cluster to join instead")
     p.add_argument("--work-dir", default=str(ROOT / "raynas_results" / "soak"), help="evaluation logs")
     p.add_argument("--output", help="result JSON (default benchmarks/results/soak.json)")
-    p.add_argument("--smoke", action="store_true", help="300 evaluations, 2 kills: seconds, for tests")
+    p.add_argument("--smoke", action="store_true", help="400 evaluations, up to 2 kills: seconds, for tests")
     args = p.parse_args(argv)
     if args.smoke:
-        args.evaluations, args.kill_interval_s, args.max_kills, args.budget_s = 300, 1.0, 2, 120
+        args.evaluations, args.kill_interval_s, args.max_kills, args.budget_s = 400, 0.15, 2, 120
     if args.actors < 2:
         p.error("--actors must be >= 2 (actor 0 is the never-killed sentinel)")
     output = Path(args.output or ROOT / "benchmarks" / "results" / ("soak_smoke.json" if args.smoke else "soak.json"))

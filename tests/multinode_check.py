@@ -46,9 +46,12 @@ def main() -> int:
         "num_cpus": 2, "include_dashboard": False, "_system_config": FAST_FAILURE_DETECTION})
     summary = {}
     try:
+        # join before the worker nodes exist: the driver attaches to the head's raylet (nodes on
+        # one machine share an IP), as a driver on a real cluster's head does
+        ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+        assert ray.get_runtime_context().get_node_id() == cluster.head_node.node_id
         nodes = [cluster.add_node(num_cpus=3, resources={"evaluator": 2}) for _ in range(2)]
         cluster.wait_for_nodes()
-        ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
         summary["checkpoint"] = check_checkpoint_through_object_store(cluster, nodes, work)
         spare = cluster.add_node(num_cpus=3, resources={"evaluator": 2})
         cluster.wait_for_nodes()
