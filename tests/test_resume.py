@@ -101,3 +101,13 @@ def test_journal_survives_a_torn_line_and_reports_real_damage(tmp_path):
         f.write("garbage that no kill writes\n")
     with pytest.raises(CheckpointError, match="line 4 is not a journal event"):
         read_journal(tmp_path)
+
+
+def test_an_adopted_arch_joins_the_optuna_study():
+    space = raynas.create_space("synthetic", **SPACE)
+    searcher = make_searcher("optuna").setup(space, parse_objectives("score"), budget=10, batch_size=1, seed=2)
+    arch = space.sample(searcher.rng)
+    assert searcher.adopt(arch, {"score": space.score(arch)})
+    trials = searcher.inner._ot_study.trials
+    assert len(trials) == 1 and trials[0].value == space.score(arch)
+    assert space.from_decisions(trials[0].params) == arch
