@@ -11,7 +11,7 @@ Reports wall time, evaluations lost (must be 0), duplicated results (must be 0),
 resident size at start and end of the dispatcher (which holds the cache) and of a sentinel actor
 that is never killed (so its growth over the whole run is measurable).
 
-    python benchmarks/soak.py                      # 20,000 evaluations -> benchmarks/results/soak.json
+    python benchmarks/soak.py                      # 15,000 evaluations -> benchmarks/results/soak.json
     python benchmarks/soak.py --smoke              # seconds, -> benchmarks/results/soak_smoke.json
 
 CPU only: the pool's fault tolerance does not depend on what the actors hold.
@@ -122,15 +122,16 @@ def run(args) -> dict:
         while not stop.wait(krng.expovariate(1.0 / args.kill_interval_s)):
             if len(kills) >= args.max_kills:
                 return
-            index = krng.randrange(1, args.actors)
             try:
+                # a running actor other than the sentinel (a replacement still starting is spared)
+                info = {w["index"]: w for w in pool.health(probe_timeout_s=5)["worker_info"] if w["index"] != sentinel}
+                if not info:
+                    continue
+                index = krng.choice(sorted(info))
                 if len(kills) % 2 == 0:
                     ray.kill(pool.worker_handles()[index])
                     how = "ray.kill"
                 else:
-                    info = {w["index"]: w for w in pool.health(probe_timeout_s=5)["worker_info"]}
-                    if index not in info:
-                        continue  # still starting after an earlier kill
                     os.kill(info[index]["pid"], signal.SIGKILL)
                     how = "SIGKILL"
             except Exception as exc:  # noqa: BLE001 - a race with a replacement: try later
@@ -211,15 +212,15 @@ def run(args) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--evaluations", type=int, default=20_000, help="distinct archs to evaluate")
-    p.add_argument("--delay-ms", type=float, default=5.0, help="evaluation time per arch")
+    p.add_argument("--evaluations", type=int, default=15_000, help="distinct archs to evaluate")
+    p.add_argument("--delay-ms", type=float, default=3.0, help="evaluation time per arch")
     p.add_argument("--actors", type=int, default=3, help="pool actors (actor 0 is never killed)")
     p.add_argument("--cpus-per-actor", type=float, default=0.5)
-    p.add_argument("--chunk", type=int, default=8, help="most archs per actor call")
-    p.add_argument("--request-size", type=int, default=16, help="archs per request (a Tune trial's batch)")
+    p.add_argument("--chunk", type=int, default=16, help="most archs per actor call")
+    p.add_argument("--request-size", type=int, default=48, help="archs per request (a Tune trial's batch)")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     p.add_argument("--repeat-fraction", type=float, default=0.05, help="archs asked for a second time")
-    p.add_argument("--kill-interval-s", type=float, default=3.0, help="mean time between kills")
+    p.add_argument("--kill-interval-s", type=float, default=1.0, help="mean time between kills")
     p.add_argument("--max-kills", type=int, default=1000)
     p.add_argument("--max-retries", type=int, default=3)
     p.add_argument("--budget-s", type=float, default=1800, help="stop sending requests after this long")
