@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 # name -> module that defines it; imported when first asked for
 _LAZY = {
     "search": "raynas.tuner",
+    "resume_search": "raynas.tuner",
     "SearchResult": "raynas.results",
     "SupernetPool": "raynas.pool",
     "ensure_ray": "raynas.runtime",

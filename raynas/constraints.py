@@ -76,7 +76,9 @@ def parse_constraints(specs: Union[ConstraintSpec, Iterable[ConstraintSpec], Non
     if isinstance(specs, (str, Constraint)):
         specs = [specs]
     if isinstance(specs, Mapping):
-        return [Constraint(str(k), max=float(v)) for k, v in specs.items()]
+        return [Constraint(str(k), max=_bound(k, v)) for k, v in specs.items()]
+    if not isinstance(specs, Iterable):
+        raise ConfigError(f"cannot read constraints {specs!r}: give a string like 'flops<=200M' or a list of them")
     out: List[Constraint] = []
     for spec in specs:  # type: ignore[union-attr]
         if isinstance(spec, Constraint):
@@ -99,6 +101,16 @@ def parse_constraints(specs: Union[ConstraintSpec, Iterable[ConstraintSpec], Non
         else:
             raise ConfigError(f"cannot read constraint {spec!r}")
     return out
+
+
+def _bound(metric: Any, value: Any) -> float:
+    try:
+        bound = float(value)
+    except (TypeError, ValueError):
+        bound = math.nan
+    if isinstance(value, bool) or math.isnan(bound):
+        raise ConfigError(f"constraint on '{metric}': the limit must be a number, got {value!r}")
+    return bound
 
 
 class CostModel:

@@ -71,6 +71,8 @@ def parse_objectives(specs: Union[ObjectiveSpec, Iterable[ObjectiveSpec], None])
         specs = [specs]  # type: ignore[list-item]
     if isinstance(specs, Mapping):
         specs = list(specs.items())
+    if not isinstance(specs, Iterable):
+        raise ConfigError(f"cannot read objectives {specs!r}: give e.g. 'accuracy' or ['accuracy:max', 'macs:min']")
     out = [parse_objective(s) for s in specs]  # type: ignore[union-attr]
     if not out:
         raise ConfigError("at least one objective is needed")

@@ -3,8 +3,15 @@ serve batched evaluations, behind one dispatcher that caches results by ``arch_i
 
 The dispatcher is an async actor: many Tune trials call it at once; it splits their batches into
 chunks, hands each chunk to the next idle worker, deduplicates archs already evaluated or in
-flight, and replaces a worker that dies (its chunk is retried on a live worker a bounded number
-of times, then recorded as failed with the reason). Every arch is evaluated once.
+flight, and replaces a worker that dies or hangs (its chunk is retried on a live worker a bounded
+number of times, then recorded as failed with the reason). Every arch gets exactly one outcome.
+
+Failure model: a worker may die (process killed, node lost, out of memory) or hang (a per-chunk
+timeout kills it); either way a replacement starts and rebuilds what it holds, and the chunk is
+retried. After a death a chunk of several archs is split into single archs, so an arch that kills
+its worker every time fails alone. The dispatcher itself is restarted by Ray if it dies (its
+callers' requests are retried on the new one); it is placed on the driver's node, which outlives
+worker nodes in a cluster.
 
 What a worker holds is built inside the worker by a picklable ``factory() -> Evaluator``;
 :meth:`SupernetPool.from_checkpoint` builds the weight-inherited-accuracy evaluator from a
@@ -38,11 +45,13 @@ class _PoolWorker:
     """Holds one in-process evaluator (e.g. a supernet on one GPU) and evaluates chunks."""
 
     def __init__(self, factory: EvaluatorFactory, index: int, cpu_threads: Optional[int]) -> None:
-        if cpu_threads:
-            import torch
-            torch.set_num_threads(int(cpu_threads))
+        import sys
+
         self.index = index
         self.evaluator = factory()
+        # only an evaluator that uses torch pays for importing it (a replacement worker starts faster)
+        if cpu_threads and "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(int(cpu_threads))
 
     def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
         try:
@@ -61,45 +70,145 @@ class _PoolWorker:
         return out
 
     def info(self) -> Dict[str, Any]:
-        import resource
         return {"index": self.index, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
-                "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+                **_memory_mb()}
+
+
+def _memory_mb() -> Dict[str, float]:
+    """Current and peak resident memory of this process, in MiB."""
+    import resource
+
+    import psutil  # a Ray dependency
+
+    return {"rss_mb": psutil.Process().memory_info().rss / 2**20,
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+
+
+async def _starting():
+    return "starting", None
+
+
+#: workers in a row whose evaluator failed to build before the pool declares itself broken
+MAX_INIT_FAILURES = 2
+
+
+def _init_error(exc: BaseException) -> str:
+    """The exception a worker's constructor raised, from Ray's 'creation task' error text."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line.split(":", 1)[0]:
+            return line[:500]
+    return lines[-1][:500] if lines else type(exc).__name__
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+# What a dead or unreachable worker raises to its caller: the process was killed, its node was
+# lost or removed, or Ray's memory monitor killed it (OOM).
+_WORKER_DEATH = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError,
+                 ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                 ray.exceptions.OutOfMemoryError)
 
 
 class _Dispatcher:
     """Async actor in front of the workers: cache, in-flight dedup, scheduling, replacement."""
 
     def __init__(self, factory: EvaluatorFactory, num_workers: int, worker_options: Mapping[str, Any],
-                 cpu_threads: Optional[int], max_retries: int, max_chunk: int) -> None:
+                 cpu_threads: Optional[int], max_retries: int, max_chunk: int,
+                 chunk_timeout_s: Optional[float] = None) -> None:
         self.factory = factory
         self.worker_options = dict(worker_options)
         self.cpu_threads = cpu_threads
         self.max_retries = int(max_retries)
         self.max_chunk = int(max_chunk)
+        self.chunk_timeout_s = float(chunk_timeout_s) if chunk_timeout_s else None
         self.workers: List[Any] = []
+        self.ready: Dict[int, Any] = {}
         self.busy_seconds: List[float] = []
         self.idle: "asyncio.Queue[int]" = asyncio.Queue()
+        self.busy: set = set()
         self.cache: Dict[str, Metrics] = {}
         self.inflight: Dict[str, "asyncio.Future"] = {}
         self.failed: Dict[str, Metrics] = {}
-        self.stats = {"restarts": 0, "retries": 0, "failures": 0, "evaluated": 0, "cache_hits": 0}
+        self.stats = {"restarts": 0, "retries": 0, "timeouts": 0, "failures": 0, "evaluated": 0,
+                      "cache_hits": 0}
         self.started = time.monotonic()
+        # True when Ray restarted this dispatcher after it died (its cache and counters are new)
+        self.reconstructed = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        # workers whose evaluator could not even be built, in a row: past MAX_INIT_FAILURES the
+        # pool is broken (a bad checkpoint, a space not importable on the node) and says so at
+        # once instead of restarting workers for every chunk
+        self.init_failures = 0
+        self.broken: Optional[str] = None
+        # Only workers that have built their evaluator enter the idle queue: a replacement that
+        # cannot be placed yet (no free GPU after a node loss) lowers the pool's capacity
+        # instead of holding a retried chunk hostage. Watchers start with the event loop.
+        self.is_ready: List[bool] = []
+        self._watchers_started = False
         for i in range(int(num_workers)):
             self.workers.append(self._spawn(i))
             self.busy_seconds.append(0.0)
-            self.idle.put_nowait(i)
+            self.is_ready.append(False)
 
     def _spawn(self, index: int):
-        cls = ray.remote(_PoolWorker).options(**self.worker_options)
-        return cls.remote(self.factory, index, self.cpu_threads)
+        # two threads: ``info`` answers while ``evaluate`` runs (the dispatcher sends one chunk at a time)
+        cls = ray.remote(_PoolWorker).options(max_concurrency=2, **self.worker_options)
+        worker = cls.remote(self.factory, index, self.cpu_threads)
+        # resolves once the worker has built its evaluator (e.g. loaded the supernet): the chunk
+        # timeout counts from there, so a slow start-up is not taken for a hang
+        self.ready[index] = worker.info.remote()
+        if self._watchers_started:
+            asyncio.get_running_loop().create_task(self._watch_start(index, worker))
+        return worker
+
+    def _start_watchers(self) -> None:
+        if not self._watchers_started:
+            self._watchers_started = True
+            loop = asyncio.get_running_loop()
+            for index, worker in enumerate(self.workers):
+                loop.create_task(self._watch_start(index, worker))
+
+    async def _watch_start(self, index: int, worker) -> None:
+        """Put worker ``index`` in the idle queue once it is ready; replace it if it dies first."""
+        try:
+            await self.ready[index]
+        except _WORKER_DEATH as exc:
+            if self.workers[index] is not worker:
+                return
+            self._note_death(exc)
+            if self.broken is None:
+                self._replace(index)
+            else:
+                self.idle.put_nowait(index)  # wakes a waiting chunk, which reports the breakage
+            return
+        if self.workers[index] is worker:  # not replaced meanwhile
+            self.init_failures = 0
+            self.is_ready[index] = True
+            self.idle.put_nowait(index)
+
+    def _replace(self, index: int) -> None:
+        """Kill whatever is left of worker ``index`` (a hung or half-dead process) and start anew;
+        the new worker rebuilds its evaluator (e.g. reloads the supernet) in its constructor."""
+        try:
+            ray.kill(self.workers[index], no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        self.is_ready[index] = False
+        self.stats["restarts"] += 1
+        self.workers[index] = self._spawn(index)
 
     async def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
+        self._start_watchers()
         keys = [arch_id(a) for a in archs]
         todo: Dict[str, Arch] = {}
         waits: Dict[str, "asyncio.Future"] = {}
         loop = asyncio.get_running_loop()
         for key, arch in zip(keys, archs):
-            if key in self.cache:
+            if key in self.cache or key in self.failed:
+                # a failure is an outcome too: an arch that killed its workers is not tried again
                 self.stats["cache_hits"] += 1
             elif key in self.inflight:
                 waits[key] = self.inflight[key]
@@ -115,62 +224,142 @@ class _Dispatcher:
             await fut
         return [dict(self.cache[key]) if key in self.cache else dict(self.failed[key]) for key in keys]
 
-    async def _run_chunk(self, chunk: List) -> None:
-        archs = [a for _, a in chunk]
-        last_error = ""
-        for attempt in range(self.max_retries + 1):
-            index = await self.idle.get()
-            worker = self.workers[index]
-            start = time.monotonic()
-            try:
-                results = await worker.evaluate.remote(archs)
-            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError,
-                    ray.exceptions.WorkerCrashedError) as exc:
-                # the worker died (killed, node lost, OOM): replace it, retry the chunk
-                last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-                self.workers[index] = self._spawn(index)
-                self.stats["restarts"] += 1
-                if attempt < self.max_retries:
-                    self.stats["retries"] += 1
-                self.idle.put_nowait(index)
-                continue
-            except ray.exceptions.RayTaskError as exc:
-                # the evaluator itself raised for a single-arch chunk: deterministic, no retry
-                self.busy_seconds[index] += time.monotonic() - start
-                self.idle.put_nowait(index)
-                results = [{"error": str(exc.cause if hasattr(exc, "cause") else exc).splitlines()[0][:500]}]
-            else:
-                self.busy_seconds[index] += time.monotonic() - start
-                self.idle.put_nowait(index)
-            self._settle(chunk, results)
-            return
-        self.stats["failures"] += len(chunk)
-        self._settle(chunk, [{"error": f"evaluation failed after {self.max_retries} retries: {last_error}"}] * len(chunk))
+    async def wait_ready(self) -> Optional[str]:
+        """Wait until every worker has built its evaluator; the reason if the pool is broken."""
+        self._start_watchers()
+        while self.broken is None and not all(self.is_ready):
+            await asyncio.sleep(0.05)
+        return self.broken
 
-    def _settle(self, chunk: List, results: List[Metrics]) -> None:
-        for (key, _), metrics in zip(chunk, results):
-            if "error" in metrics:
-                self.failed[key] = metrics
+    def _note_death(self, exc: BaseException) -> None:
+        if getattr(exc, "actor_init_failed", False):
+            self.init_failures += 1
+            if self.init_failures >= MAX_INIT_FAILURES:
+                self.broken = f"pool workers cannot start: {_init_error(exc)}"
+
+    async def _run_chunk(self, chunk: List, retries_left: Optional[int] = None) -> None:
+        """Evaluate ``chunk`` on the next idle worker; settle every arch of it, whatever happens."""
+        if self.broken is not None:
+            self._settle(chunk, [{"error": self.broken}] * len(chunk))
+            return
+        try:
+            await self._try_chunk(chunk, self.max_retries if retries_left is None else retries_left)
+        except BaseException as exc:  # a bug or cancellation must not leave waiters hanging
+            self._settle(chunk, [{"error": f"pool dispatcher error: {type(exc).__name__}: {exc}"[:500]}] * len(chunk))
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            # anything still unsettled (e.g. cancelled mid-split) gets an outcome too
+            self._settle([item for item in chunk if item[0] in self.inflight],
+                         [{"error": "evaluation was interrupted"}] * len(chunk), only_pending=True)
+
+    async def _try_chunk(self, chunk: List, retries_left: int) -> None:
+        while True:
+            index = await self.idle.get()
+            if self.broken is not None:
+                self.idle.put_nowait(index)  # pass the wake-up on to the next waiting chunk
+                self._settle(chunk, [{"error": self.broken}] * len(chunk))
+                return
+            if self.is_ready[index] and index not in self.busy:
+                break
+            # a stale entry: the worker was replaced while idle; its successor enqueues itself
+        self.busy.add(index)
+        start = time.monotonic()
+        death = None
+        try:
+            results, death = await self._call(index, [a for _, a in chunk])
+        finally:
+            self.busy.discard(index)
+            self.busy_seconds[index] += time.monotonic() - start
+            if death is None:
+                self.idle.put_nowait(index)
+            elif self.broken is None:
+                self._replace(index)  # the replacement enqueues itself once ready
             else:
-                self.cache[key] = metrics
+                self.idle.put_nowait(index)
+        if death is None:
+            self._settle(chunk, results)
+        elif self.broken is not None:
+            self._settle(chunk, [{"error": self.broken}] * len(chunk))
+        elif retries_left <= 0:
+            self.stats["failures"] += len(chunk)
+            self._settle(chunk, [{"error": f"evaluation failed after {self.max_retries} retries: {death}"}]
+                         * len(chunk))
+        else:
+            self.stats["retries"] += 1
+            if len(chunk) > 1:
+                # retry arch by arch: an arch that kills its worker every time then fails alone
+                await asyncio.gather(*(self._run_chunk([item], retries_left - 1) for item in chunk))
+            else:
+                await self._run_chunk(chunk, retries_left - 1)
+
+    async def _call(self, index: int, archs: List[Arch]):
+        """``(results, None)``, or ``(None, reason)`` when the worker died or hung."""
+        try:
+            ref = self.workers[index].evaluate.remote(archs)
+            if self.chunk_timeout_s is None:
+                results = await ref
+            else:
+                results = await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout=self.chunk_timeout_s)
+        except asyncio.TimeoutError:
+            self.stats["timeouts"] += 1
+            return None, f"no answer within chunk_timeout_s={self.chunk_timeout_s:g}s (worker killed)"
+        except _WORKER_DEATH as exc:
+            self._note_death(exc)
+            return None, f"{type(exc).__name__}: {_first_line(exc)}"
+        except ray.exceptions.RayTaskError as exc:
+            # the evaluator itself raised for a single-arch chunk: deterministic, no retry
+            cause = getattr(exc, "cause", None) or exc
+            return [{"error": f"{type(cause).__name__}: {_first_line(cause)}"}] * len(archs), None
+        if not isinstance(results, list) or len(results) != len(archs):
+            got = len(results) if isinstance(results, list) else type(results).__name__
+            return [{"error": f"evaluator returned {got} results for {len(archs)} archs"}] * len(archs), None
+        return results, None
+
+    def _settle(self, chunk: List, results: List[Metrics], only_pending: bool = False) -> None:
+        for (key, _), metrics in zip(chunk, results):
+            if only_pending and key not in self.inflight:
+                continue
+            if not isinstance(metrics, Mapping):
+                metrics = {"error": f"evaluator returned {type(metrics).__name__}, not a dict of metrics"}
+            if "error" in metrics:
+                self.failed[key] = dict(metrics)
+            else:
+                self.cache[key] = dict(metrics)
+                self.failed.pop(key, None)
                 self.stats["evaluated"] += 1
             fut = self.inflight.pop(key, None)
             if fut is not None and not fut.done():
                 fut.set_result(None)
 
-    async def health(self) -> Dict[str, Any]:
-        infos = await asyncio.gather(*(self._probe(w) for w in self.workers))
+    async def health(self, probe_timeout_s: float = 10.0) -> Dict[str, Any]:
+        self._start_watchers()
+        probes = await asyncio.gather(*(self._probe(w, probe_timeout_s) if self.is_ready[i] else _starting()
+                                        for i, w in enumerate(self.workers)))
+        infos = []
+        for index, (state, info) in enumerate(probes):
+            infos.append(info)
+            if state == "dead" and index not in self.busy and self.is_ready[index]:
+                # an idle worker died (e.g. its node was lost): replace it before work needs it
+                self._replace(index)
         wall = time.monotonic() - self.started
         return {"workers": len(self.workers), "alive": sum(i is not None for i in infos),
-                **self.stats, "cached": len(self.cache), "inflight": len(self.inflight),
+                "starting": sum(state == "starting" for state, _ in probes),
+                **self.stats, "cached": len(self.cache), "failed_archs": len(self.failed), "broken": self.broken,
+                "inflight": len(self.inflight), "dispatcher_reconstructed": self.reconstructed,
+                "dispatcher": {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                               **_memory_mb()},
                 "busy_seconds": list(self.busy_seconds), "uptime_seconds": wall,
                 "worker_info": [i for i in infos if i is not None]}
 
-    async def _probe(self, worker):
+    async def _probe(self, worker, timeout_s: float):
         try:
-            return await asyncio.wait_for(worker.info.remote(), timeout=30)
-        except Exception:  # noqa: BLE001 - a dead or wedged worker counts as not alive
-            return None
+            info = await asyncio.wait_for(asyncio.wrap_future(worker.info.remote().future()), timeout=timeout_s)
+            return "ok", info
+        except _WORKER_DEATH:
+            return "dead", None
+        except Exception:  # noqa: BLE001 - a wedged worker counts as not alive
+            return "unresponsive", None
 
     def reset_stats(self) -> None:
         self.busy_seconds = [0.0] * len(self.workers)
@@ -209,15 +398,20 @@ class SupernetPool:
         num_actors: workers; default one per GPU in the cluster, else 2 CPU workers.
         gpus_per_actor / cpus_per_actor: resources of each worker (CPU workers default to an
             equal share of the CPUs and use that many torch threads).
-        max_retries: how often a chunk is retried after its worker died.
+        max_retries: how often a chunk is retried after its worker died or timed out; then its
+            archs are recorded as failed with the reason.
         max_chunk: most archs sent to one worker at once.
+        chunk_timeout_s: a worker that has not answered a chunk within this time is treated as
+            hung: it is killed, replaced, and the chunk retried (default: wait forever). Set it
+            well above the slowest chunk, including a fresh worker's start-up.
         spread: place workers on different nodes when possible.
     """
 
     def __init__(self, factory: EvaluatorFactory, num_actors: Optional[int] = None, *,
                  gpus_per_actor: Optional[float] = None, cpus_per_actor: Optional[float] = None,
-                 max_retries: int = 3, max_chunk: int = DEFAULT_MAX_CHUNK, spread: bool = True, metrics: Sequence[str] = (),
-                 resources: Optional[Mapping[str, float]] = None, address: Optional[str] = None) -> None:
+                 max_retries: int = 3, max_chunk: int = DEFAULT_MAX_CHUNK, chunk_timeout_s: Optional[float] = None,
+                 spread: bool = True, metrics: Sequence[str] = (), resources: Optional[Mapping[str, float]] = None,
+                 address: Optional[str] = None) -> None:
         from raynas.runtime import ensure_ray
 
         ensure_ray(address)
@@ -229,6 +423,9 @@ class SupernetPool:
             num_actors = max(1, int(cluster_gpus / gpus_per_actor)) if gpus_per_actor > 0 else (2 if cluster_cpus >= 2 else 1)
         if num_actors <= 0:
             raise ConfigError(f"a pool needs at least one actor, got num_actors={num_actors}")
+        if max_retries < 0 or max_chunk < 1 or (chunk_timeout_s is not None and chunk_timeout_s <= 0):
+            raise ConfigError(f"need max_retries >= 0, max_chunk >= 1 and chunk_timeout_s > 0 (or None); got "
+                              f"{max_retries}, {max_chunk}, {chunk_timeout_s}")
         if cpus_per_actor is None:
             # CPU workers share the machine, leaving TRIAL_CPU_RESERVE for the Tune trials that
             # only relay batches to the dispatcher
@@ -244,32 +441,55 @@ class SupernetPool:
         # OpenMP threads spin and slow everything down by an order of magnitude)
         cores = os.cpu_count() or 1
         cpu_threads = max(1, min(int(cpus_per_actor + 0.05), cores // num_actors)) if gpus_per_actor == 0 else None
-        dispatcher_cls = ray.remote(_Dispatcher).options(num_cpus=0, max_concurrency=10_000)
+        # The dispatcher lives beside the driver (the head node on a cluster: worker nodes may be
+        # lost); if it dies anyway Ray restarts it and retries the trials' pending requests on it.
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        dispatcher_cls = ray.remote(_Dispatcher).options(num_cpus=0, max_concurrency=10_000, max_restarts=-1,
+                                                         max_task_retries=-1, scheduling_strategy=here)
         self.num_actors = int(num_actors)
         self.max_chunk = int(max_chunk)
-        self.dispatcher = dispatcher_cls.remote(factory, self.num_actors, options, cpu_threads, max_retries, max_chunk)
+        self.dispatcher = dispatcher_cls.remote(factory, self.num_actors, options, cpu_threads, max_retries,
+                                                max_chunk, chunk_timeout_s)
         self._metrics = tuple(metrics)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str, data: Optional[str] = None, *, seed: int = 0,
                         calib_batches: Optional[int] = None, batch_size: int = 128, device: Optional[str] = None,
-                        **pool_options: Any) -> "SupernetPool":
+                        wait: bool = True, **pool_options: Any) -> "SupernetPool":
         """Pool serving weight-inherited accuracy (BN recalibrated) of a trained supernet.
 
         ``data`` defaults to the checkpoint's dataset; only its calibration and validation splits
         travel to the workers (through the object store, like the checkpoint itself).
         ``calib_batches`` of ``batch_size`` calibration images (default: all full batches)
         re-estimate BN statistics per arch, as :func:`raynas.export.export_subnet` does.
+        ``wait``: return once every worker holds the supernet (a checkpoint they cannot load is
+        an error here rather than a failure of every evaluation).
         """
         from raynas.checkpoint import checkpoint_to_bytes, read_checkpoint_meta
         from raynas.data import load_dataset
 
         meta = read_checkpoint_meta(checkpoint)
+        blobs = checkpoint_to_bytes(checkpoint)
+        _check_safetensors(blobs, checkpoint)  # a damaged file fails here, not in every worker
         dataset = load_dataset(data or meta.get("dataset") or "digits", seed=seed)
-        blobs = ray.put(checkpoint_to_bytes(checkpoint))
-        eval_data = ray.put(dataset.eval_splits())
-        factory = functools.partial(_weight_inherited_factory, blobs, eval_data, calib_batches, batch_size, device)
-        return cls(factory, metrics=("accuracy", "params", "macs", "flops"), **pool_options)
+        from raynas.runtime import ensure_ray
+
+        ensure_ray(pool_options.get("address"))
+        factory = functools.partial(_weight_inherited_factory, ray.put(blobs), ray.put(dataset.eval_splits()),
+                                    calib_batches, batch_size, device)
+        pool = cls(factory, metrics=("accuracy", "params", "macs", "flops"), **pool_options)
+        return pool.wait_ready() if wait else pool
+
+    def wait_ready(self) -> "SupernetPool":
+        """Block until every worker has built its evaluator (e.g. loaded the supernet); raise
+        :class:`EvaluationError` with the workers' own error if they cannot."""
+        reason = ray.get(self.dispatcher.wait_ready.remote())
+        if reason:
+            self.shutdown()
+            raise EvaluationError(reason)
+        return self
 
     def evaluator(self) -> PoolEvaluator:
         return PoolEvaluator(self.dispatcher, self.num_actors, self._metrics, self.max_chunk)
@@ -277,8 +497,10 @@ class SupernetPool:
     def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
         return ray.get(self.dispatcher.evaluate.remote(list(archs)))
 
-    def health(self) -> Dict[str, Any]:
-        return ray.get(self.dispatcher.health.remote())
+    def health(self, probe_timeout_s: float = 10.0) -> Dict[str, Any]:
+        """Workers alive (answering within ``probe_timeout_s``), restarts, retries, timeouts,
+        failures, evaluations, cache size, per-worker pid/node/memory, and the dispatcher's."""
+        return ray.get(self.dispatcher.health.remote(probe_timeout_s))
 
     def reset_stats(self) -> None:
         ray.get(self.dispatcher.reset_stats.remote())
@@ -287,15 +509,51 @@ class SupernetPool:
         return ray.get(self.dispatcher.worker_handles.remote())
 
     def shutdown(self) -> None:
-        for worker in self.worker_handles():
-            ray.kill(worker)
-        ray.kill(self.dispatcher)
+        try:
+            workers = ray.get(self.dispatcher.worker_handles.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - a dead dispatcher's workers died with it
+            workers = []
+        for worker in workers:
+            ray.kill(worker, no_restart=True)
+        ray.kill(self.dispatcher, no_restart=True)
 
     def __enter__(self) -> "SupernetPool":
         return self
 
     def __exit__(self, *exc) -> None:
         self.shutdown()
+
+
+def check_checkpoint(path: str) -> None:
+    """Refuse a damaged supernet checkpoint cheaply (meta.json and the weights' header), e.g.
+    before a command starts Ray and a pool for it."""
+    from raynas.checkpoint import checkpoint_to_bytes, read_checkpoint_meta
+
+    read_checkpoint_meta(path)
+    _check_safetensors(checkpoint_to_bytes(path), str(path))
+
+
+def _check_safetensors(blobs: Mapping[str, bytes], where: str) -> None:
+    """Parse the weights' header and check the tensors' extents against the file size (cheap:
+    no tensor is read) so a truncated or corrupt checkpoint is refused on the driver."""
+    import json
+    import struct
+
+    from raynas.checkpoint import MODEL_FILE
+    from raynas.errors import CheckpointError
+
+    data = blobs.get(MODEL_FILE, b"")
+    problem = ""
+    try:
+        (size,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8:8 + size])
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + size > len(data) or 8 + size + end > len(data):
+            problem = f"is truncated ({len(data)} bytes, the header describes {8 + size + end})"
+    except (struct.error, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        problem = f"is not a safetensors file ({type(exc).__name__}: {exc})"
+    if problem:
+        raise CheckpointError(f"{where}/{MODEL_FILE} {problem}; save the checkpoint again or pick another one")
 
 
 def _weight_inherited_factory(blobs_ref, eval_data_ref, calib_batches: int, batch_size: int,

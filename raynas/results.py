@@ -185,21 +185,58 @@ class SearchResult:
     # ----------------------------------------------------------------- loading
     @classmethod
     def load(cls, path: Union[str, Path]) -> "SearchResult":
-        """Open an experiment directory (or a results.parquet file)."""
+        """Open an experiment directory (or a results.parquet file).
+
+        A search whose driver was killed leaves a results table up to a few seconds old and
+        a journal of everything after: both are read, so no evaluated arch is missing.
+        """
         path = Path(path)
         directory = path.parent if path.suffix == ".parquet" else path
         table = path if path.suffix == ".parquet" else path / RESULTS_FILE
-        if not table.exists():
-            raise ConfigError(f"no {RESULTS_FILE} in {directory}: is this a raynas experiment directory?")
+        meta = read_search_meta(directory) if (directory / META_FILE).exists() else {}
+        df = load_results_table(directory, table)
+        objectives = parse_objectives(meta.get("objectives") or ["accuracy:max"])
+        return cls(df, objectives, directory, meta)
+
+
+def load_results_table(directory: Path, table: Optional[Path] = None) -> pd.DataFrame:
+    """The results of an experiment directory: ``results.parquet`` completed by the journal."""
+    from raynas.ledger import iter_records, read_journal
+
+    directory = Path(directory)
+    table = table or directory / RESULTS_FILE
+    records = {r["arch_id"]: r for r in iter_records(read_journal(directory))}
+    df: Optional[pd.DataFrame] = None
+    problem = ""
+    if table.exists():
         try:
             df = pd.read_parquet(table)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for damaged files
-            raise ConfigError(f"{table} is not a readable Parquet file ({exc}); it may be truncated") from exc
-        meta = {}
-        if (directory / META_FILE).exists():
-            meta = json.loads((directory / META_FILE).read_text())
-        objectives = parse_objectives(meta.get("objectives") or ["accuracy:max"])
-        return cls(df, objectives, directory, meta)
+            problem = f"{table} is not a readable Parquet file ({str(exc).splitlines()[0][:200]})"
+    if df is not None and (not records or set(records) <= set(df["arch_id"] if "arch_id" in df else [])):
+        return df
+    if not records:
+        if problem:
+            raise ConfigError(f"{problem}; it may be truncated, and there is no journal to rebuild it from")
+        raise ConfigError(f"no {RESULTS_FILE} in {directory}: is this a raynas experiment directory?")
+    # the journal holds every stored row (the table may lag behind it by a few seconds)
+    rows = {}
+    if df is not None and "arch_id" in df:
+        rows = {rec["arch_id"]: {k: v for k, v in rec.items() if not _is_missing(v)} for rec in df.to_dict("records")}
+    rows.update(records)
+    return _table(list(rows.values()))
+
+
+def _table(records: List[Mapping[str, Any]]) -> pd.DataFrame:
+    if not records:
+        return pd.DataFrame(columns=_FIXED_COLUMNS)
+    df = pd.DataFrame(list(records))
+    df = df.sort_values("order", kind="stable").reset_index(drop=True)
+    front = [c for c in _FIXED_COLUMNS if c in df]
+    df = df[front + sorted(c for c in df.columns if c not in front)]
+    if "error" not in df:
+        df["error"] = None
+    return df
 
 
 def _default_columns(df: pd.DataFrame, objectives: Sequence[Objective]) -> List[str]:
@@ -211,38 +248,54 @@ def _default_columns(df: pd.DataFrame, objectives: Sequence[Objective]) -> List[
 
 
 class ResultsCollector(Callback):
-    """Tune callback: turns each trial's ``batch`` report into table rows, flushed atomically.
+    """Tune callback: turns each trial's ``batch`` report into table rows.
 
-    Rows are keyed by arch_id: a later fidelity of the same arch replaces its row. The table is
-    written to ``results.parquet`` every ``flush_seconds`` and at the end, so a killed driver
-    leaves a readable file.
+    Rows are keyed by arch_id; an arch keeps its first row unless a later report is of a higher
+    fidelity (a resumed search re-runs interrupted trials, which report what was recorded). Every
+    event goes to the journal at once (see :mod:`raynas.ledger`), and the table is rewritten
+    atomically to ``results.parquet`` every ``flush_seconds`` and at the end, so a killed driver
+    leaves a readable table and loses nothing.
+
+    ``resume=True`` continues the experiment in ``directory``: its rows are loaded first.
     """
 
     def __init__(self, directory: Path, cost_model=None, flush_seconds: float = 5.0,
-                 existing: Optional[pd.DataFrame] = None) -> None:
+                 existing: Optional[pd.DataFrame] = None, resume: bool = False) -> None:
+        from raynas.ledger import JOURNAL_FILE, Journal
+
         self.directory = Path(directory)
         self.cost_model = cost_model
         self.flush_seconds = flush_seconds
         self.rows: Dict[str, Dict[str, Any]] = {}
         self._last_flush = time.monotonic()
         self._dirty = False
+        if resume and existing is None and ((self.directory / RESULTS_FILE).exists()
+                                            or (self.directory / JOURNAL_FILE).exists()):
+            existing = load_results_table(self.directory)
         if existing is not None and not existing.empty:
             for rec in existing.to_dict("records"):
                 self.rows[rec["arch_id"]] = {k: v for k, v in rec.items() if not _is_missing(v)}
         self._order = max((int(r.get("order", -1)) for r in self.rows.values()), default=-1) + 1
+        self.journal = Journal(self.directory, fresh=not resume)
 
     def on_trial_result(self, iteration: int, trials, trial, result: Dict, **info) -> None:
         archs = {key: arch for key, arch in zip(trial.config.get("arch_ids", []), trial.config.get("archs", []))}
-        for row in result.get("batch") or []:
+        batch = [row for row in result.get("batch") or [] if isinstance(row, dict)]
+        stored = []
+        for row in batch:
             key = row.get("arch_id")
-            if key not in archs:
-                continue
-            self.add_row(key, archs[key], row, trial.trial_id)
+            if key in archs and self.add_row(key, archs[key], row, trial.trial_id):
+                stored.append(self.rows[key])
+        self.journal.append({"event": "result", "trial": trial.trial_id, "batch": batch,
+                             "records": stored})
         if time.monotonic() - self._last_flush > self.flush_seconds:
             self.flush()
 
-    def add_row(self, key: str, arch: Arch, metrics: Mapping[str, Any], trial_id: str) -> None:
+    def add_row(self, key: str, arch: Arch, metrics: Mapping[str, Any], trial_id: str) -> bool:
+        """Store the row of ``key``; False when the arch already has one of equal or higher fidelity."""
         previous = self.rows.get(key)
+        if previous is not None and float(metrics.get("fidelity", 0.0) or 0.0) <= float(previous.get("fidelity", 0.0) or 0.0):
+            return False
         record: Dict[str, Any] = {}
         if self.cost_model is not None:
             try:
@@ -257,27 +310,26 @@ class ResultsCollector(Callback):
             self._order += 1
         self.rows[key] = record
         self._dirty = True
+        return True
+
+    def on_trial_complete(self, iteration: int, trials, trial, **info) -> None:
+        self.journal.append({"event": "complete", "trial": trial.trial_id})
 
     def on_trial_error(self, iteration: int, trials, trial, **info) -> None:
-        # The trial itself crashed (not the evaluator): record its archs as failed, once.
+        # The trial itself crashed for good (not the evaluator): record its archs as failed, once.
+        stored = []
         for key, arch in zip(trial.config.get("arch_ids", []), trial.config.get("archs", [])):
-            if key not in self.rows:
-                self.add_row(key, arch, {"error": "trial failed before reporting (see Tune's trial log)"},
-                             trial.trial_id)
+            if key not in self.rows and self.add_row(
+                    key, arch, {"error": "trial failed before reporting (see Tune's trial log)"}, trial.trial_id):
+                stored.append(self.rows[key])
+        self.journal.append({"event": "error", "trial": trial.trial_id, "records": stored})
 
     def on_experiment_end(self, trials, **info) -> None:
         self.flush()
+        self.journal.close()
 
     def dataframe(self) -> pd.DataFrame:
-        if not self.rows:
-            return pd.DataFrame(columns=_FIXED_COLUMNS)
-        df = pd.DataFrame(list(self.rows.values()))
-        df = df.sort_values("order", kind="stable").reset_index(drop=True)
-        front = [c for c in _FIXED_COLUMNS if c in df]
-        df = df[front + sorted(c for c in df.columns if c not in front)]
-        if "error" not in df:
-            df["error"] = None
-        return df
+        return _table(list(self.rows.values()))
 
     def flush(self) -> None:
         if not self._dirty and (self.directory / RESULTS_FILE).exists():
@@ -299,3 +351,17 @@ def _is_missing(value: Any) -> bool:
 
 def write_search_meta(directory: Path, meta: Mapping[str, Any]) -> None:
     atomic_write_json(Path(directory) / META_FILE, dict(meta))
+
+
+def read_search_meta(directory: Union[str, Path]) -> Dict[str, Any]:
+    """``search.json`` of an experiment directory (one clear error if missing or damaged)."""
+    path = Path(directory) / META_FILE
+    if not path.exists():
+        raise ConfigError(f"no {META_FILE} in {directory}: is this a raynas experiment directory?")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); the experiment directory is damaged") from exc
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path} must hold a JSON object, got {type(meta).__name__}")
+    return meta

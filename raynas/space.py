@@ -240,6 +240,16 @@ def require_mapping(arch: Any, space: str) -> Dict[str, Any]:
     return dict(arch)
 
 
+def require_json_mapping(arch: Any, space: str) -> Dict[str, Any]:
+    """:func:`require_mapping` plus the canonical JSON form (plain ints, lists, finite floats):
+    a NaN, a numpy object or a non-string key is an ArchError, not a TypeError further down."""
+    arch = require_mapping(arch, space)
+    try:
+        return canonical(arch)
+    except TypeError as exc:
+        raise ArchError("<arch>", arch, "a JSON object of plain values", space=space, hint=str(exc)) from None
+
+
 def same_choice(allowed: Any, value: Any) -> bool:
     """Equality for categorical values: 4 == 4.0, but True is not 1 and "3" is not 3."""
     if isinstance(allowed, bool) or isinstance(value, bool):

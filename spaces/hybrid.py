@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from raynas.arch import Arch, canonical
 from raynas.errors import ArchError, ConfigError
 from raynas.registry import register_space
-from raynas.space import Decision, SearchSpace, require_choice, require_mapping
+from raynas.space import Decision, SearchSpace, require_choice, require_json_mapping
 from spaces.conv_ops import mbconv_cost
 from spaces.options import resolve_num_classes, sorted_choices
 from spaces.transformer_ops import transformer_block_cost
@@ -102,7 +102,7 @@ class HybridSpace(SearchSpace):
         return out
 
     def validate(self, arch: Arch) -> Arch:
-        arch = canonical(require_mapping(arch, self.name))
+        arch = require_json_mapping(arch, self.name)
         for key in arch:
             if key != "layers":
                 raise ArchError(key, arch[key], ("layers",), space=self.name, hint="unknown field")

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from raynas.arch import Arch, canonical
 from raynas.errors import ArchError, ConfigError
 from raynas.registry import register_space
-from raynas.space import Decision, SearchSpace, require_choice, require_mapping
+from raynas.space import Decision, SearchSpace, require_choice, require_json_mapping
 from spaces.options import resolve_num_classes, sorted_choices
 from spaces.transformer_ops import transformer_block_cost
 
@@ -145,7 +145,7 @@ class ElasticViTSpace(SearchSpace):
         return out
 
     def validate(self, arch: Arch) -> Arch:
-        arch = canonical(require_mapping(arch, self.name))
+        arch = require_json_mapping(arch, self.name)
         for key in arch:
             if key not in ARCH_FIELDS:
                 raise ArchError(key, arch[key], ARCH_FIELDS, space=self.name, hint="unknown field")

@@ -81,19 +81,32 @@ def _summary(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[str, An
 
 
 def evaluate_archs(config: Dict[str, Any], evaluator: Evaluator, metric: str, mode: str,
-                   multi_fidelity: bool = False) -> None:
-    """Function trainable: ``config`` holds ``archs`` and ``arch_ids`` from the searcher."""
+                   multi_fidelity: bool = False, known: Optional[Mapping[str, Mapping[str, Any]]] = None) -> None:
+    """Function trainable: ``config`` holds ``archs`` and ``arch_ids`` from the searcher.
+
+    ``known`` (arch_id -> reported row) answers archs a resumed search already recorded: a trial
+    that Tune re-runs after the driver died reports them as they were, without evaluating again.
+    """
     archs, ids = config["archs"], config["arch_ids"]
-    if multi_fidelity and len(archs) == 1:
+    known = known or {}
+    if multi_fidelity and len(archs) == 1 and ids[0] not in known:
         _evaluate_fidelities(evaluator, archs[0], ids[0], metric, mode)
         return
-    start = time.perf_counter()
-    rows = _evaluate_batch(evaluator, archs)
-    seconds = (time.perf_counter() - start) / max(len(archs), 1)
+    todo = [i for i, key in enumerate(ids) if key not in known]
+    rows: List[Dict[str, Any]] = [dict(known[key]) if key in known else {} for key in ids]
+    if todo:
+        start = time.perf_counter()
+        fresh = _evaluate_batch(evaluator, [archs[i] for i in todo])
+        seconds = (time.perf_counter() - start) / len(todo)
+        for i, row in zip(todo, fresh):
+            row["eval_seconds"] = seconds
+            rows[i] = row
     for row, key in zip(rows, ids):
         row["arch_id"] = key
-        row["eval_seconds"] = seconds
-    tune.report({**_summary(rows, metric, mode), "batch": rows})
+    # a trial of one arch shows all its metrics flat (Tune's TensorBoard and CSV loggers and the
+    # dashboards read flat numbers); a batch shows the best value of the primary objective
+    flat = {k: v for k, v in rows[0].items() if isinstance(v, float)} if len(rows) == 1 else {}
+    tune.report({**flat, **_summary(rows, metric, mode), "batch": rows})
 
 
 def _evaluate_fidelities(evaluator: Evaluator, arch: Arch, key: str, metric: str, mode: str) -> None:

@@ -23,10 +23,23 @@ def parse_kv_options(items: Optional[List[str]], what: str) -> Dict[str, Any]:
     return out
 
 
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` names an existing file; False for text no file system could name (an
+    inline JSON arch is often longer than a file name may be, or holds NUL characters)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def read_arch(text: str) -> Arch:
     """An arch from a JSON string, a JSON file, or a best.json written by ``raynas search``."""
     path = Path(text)
-    source = path.read_text() if path.suffix == ".json" or (len(text) < 4096 and path.is_file()) else text
+    try:
+        source = path.read_text() if path.suffix == ".json" or _is_file(path) else text
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArchError("<arch>", text[:80], "a JSON object or the path of a readable UTF-8 .json file",
+                        hint=f"{type(exc).__name__}: {exc}") from exc
     try:
         value = json.loads(source)
     except json.JSONDecodeError as exc:

@@ -67,7 +67,14 @@ def _version() -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv is not None and any("\x00" in str(a) for a in argv):
+        # (a real command line cannot hold one; only a caller of main() can pass it)
+        print("raynas: error: an argument contains a NUL character", file=sys.stderr)
+        return 2
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed the usage and one error line (or --help)
+        return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

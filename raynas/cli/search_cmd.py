@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any, Dict
 
 from raynas.cli.common import parse_kv_options
 from raynas.cli.main import add_ray_options
@@ -44,46 +45,125 @@ def register(sub) -> None:
     out.add_argument("--output", default="raynas_results", help="folder of experiments")
     out.add_argument("--export", action="store_true", help="also export the best subnet (needs --checkpoint)")
     out.add_argument("--top", type=int, default=10, help="rows of the printed table")
-    out.add_argument("--tensorboard", action="store_true", help="keep Tune's TensorBoard/CSV/JSON loggers")
+    out.add_argument("--tensorboard", action="store_true",
+                     help="keep Tune's TensorBoard/CSV/JSON loggers (tensorboard --logdir OUTPUT/NAME)")
+    out.add_argument("--resume", metavar="EXPERIMENT_DIR",
+                     help="continue the search in EXPERIMENT_DIR whose driver was killed, with its saved "
+                          "configuration (--checkpoint/--table/--data/--actors override how to evaluate)")
     add_ray_options(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import raynas
-    from raynas.checkpoint import read_checkpoint_meta
     from raynas.errors import ConfigError
-    from raynas.registry import create_space, space_from_spec
-    from raynas.reporting import write_search_artifacts
 
+    if args.resume:
+        return _resume(args)
     if bool(args.checkpoint) == bool(args.table):
         raise ConfigError("give exactly one evaluator: --checkpoint DIR (a trained supernet) or --table FILE")
+    if args.table and not args.space:
+        raise ConfigError("--table needs --space (e.g. --space nb201)")
+    if args.export and not args.checkpoint:
+        raise ConfigError("--export needs --checkpoint (a table has no weights)")
+    spec = _evaluator_spec(args, {})
+    space = _space(args, spec)
+    _precheck(spec)
     raynas.ensure_ray(args.address, num_cpus=args.num_cpus)
-    space_options = parse_kv_options(args.space_option, "space")
-    if args.checkpoint:
-        meta = read_checkpoint_meta(args.checkpoint)
-        space = create_space(args.space, **space_options) if args.space else space_from_spec(meta["space"])
-        evaluator = raynas.SupernetPool.from_checkpoint(args.checkpoint, data=args.data or meta.get("dataset"),
-                                                        num_actors=args.actors)
-    else:
-        if not args.space:
-            raise ConfigError("--table needs --space (e.g. --space nb201)")
-        space = create_space(args.space, **space_options)
-        from raynas.evaluators.tabular import TabularEvaluator
-        metrics = parse_kv_options(args.table_metric, "table metric") or None
-        evaluator = TabularEvaluator(args.table, space=space, metrics=metrics)
+    evaluator = _build_evaluator(spec, space)
     objectives = args.objective or ["accuracy"]
     result = raynas.search(space, evaluator, strategy=args.strategy, num_samples=args.num_samples,
                            constraints=args.constraint, objectives=objectives,
                            strategy_options=parse_kv_options(args.strategy_option, "strategy"),
                            batch_size=args.batch_size, max_concurrent=args.max_concurrent, seed=args.seed,
-                           name=args.name, storage_path=args.output, tune_loggers=args.tensorboard)
+                           name=args.name, storage_path=args.output, tune_loggers=args.tensorboard,
+                           extra_meta={"evaluator": spec})
+    return _finish(args, result, space, spec)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    import raynas
+    from raynas.registry import space_from_spec
+    from raynas.results import read_search_meta
+
+    from raynas.tuner import check_resumable
+
+    check_resumable(args.resume)  # before a pool is started for nothing
+    meta = read_search_meta(args.resume)
+    spec = _evaluator_spec(args, meta.get("evaluator") or {})
+    space = space_from_spec(meta.get("space"))
+    _precheck(spec)
+    raynas.ensure_ray(args.address, num_cpus=args.num_cpus)
+    result = raynas.resume_search(args.resume, _build_evaluator(spec, space))
+    return _finish(args, result, space, spec)
+
+
+def _evaluator_spec(args: argparse.Namespace, saved: Dict[str, Any]) -> Dict[str, Any]:
+    """How to rebuild the evaluator (stored in search.json so ``--resume`` needs no flags)."""
+    from raynas.errors import ConfigError
+
+    spec = dict(saved)
+    if args.checkpoint:
+        spec = {"checkpoint": str(Path(args.checkpoint).resolve()), "data": args.data,
+                "actors": args.actors if args.actors is not None else saved.get("actors")}
+    elif args.table:
+        spec = {"table": str(Path(args.table).resolve()),
+                "table_metrics": parse_kv_options(args.table_metric, "table metric") or None}
+    else:
+        if args.data:
+            spec["data"] = args.data
+        if args.actors is not None:
+            spec["actors"] = args.actors
+    if not spec.get("checkpoint") and not spec.get("table"):
+        raise ConfigError("this experiment does not record its evaluator (it was not started by 'raynas "
+                          "search'): give --checkpoint DIR or --table FILE")
+    return spec
+
+
+def _space(args: argparse.Namespace, spec: Dict[str, Any]):
+    from raynas.checkpoint import read_checkpoint_meta
+    from raynas.registry import create_space, space_from_spec
+
+    space_options = parse_kv_options(args.space_option, "space")
+    if args.space:
+        return create_space(args.space, **space_options)
+    return space_from_spec(read_checkpoint_meta(spec["checkpoint"])["space"])
+
+
+def _precheck(spec: Dict[str, Any]) -> None:
+    """Cheap checks of the evaluator's inputs, before Ray and a pool start."""
+    if spec.get("checkpoint"):
+        from raynas.pool import check_checkpoint
+        check_checkpoint(spec["checkpoint"])
+    elif not Path(spec["table"]).is_file():
+        from raynas.errors import DataError
+        raise DataError(f"results table {spec['table']} does not exist")
+
+
+def _build_evaluator(spec: Dict[str, Any], space):
+    import raynas
+
+    if spec.get("checkpoint"):
+        from raynas.checkpoint import read_checkpoint_meta
+
+        meta = read_checkpoint_meta(spec["checkpoint"])
+        return raynas.SupernetPool.from_checkpoint(spec["checkpoint"], data=spec.get("data") or meta.get("dataset"),
+                                                   num_actors=spec.get("actors"))
+    from raynas.evaluators.tabular import TabularEvaluator
+    return TabularEvaluator(spec["table"], space=space, metrics=spec.get("table_metrics"))
+
+
+def _finish(args: argparse.Namespace, result, space, spec: Dict[str, Any]) -> int:
+    from raynas.reporting import write_search_artifacts
+
     write_search_artifacts(result, space, top=args.top)
     if args.export:
-        if not args.checkpoint:
-            raise ConfigError("--export needs --checkpoint (a table has no weights)")
+        from raynas.errors import ConfigError
         from raynas.export import export_subnet
-        path, metrics = export_subnet(args.checkpoint, result.best_arch(), Path(result.path) / "best_subnet",
-                                      data=args.data)
+
+        if not spec.get("checkpoint"):
+            raise ConfigError("--export needs --checkpoint (a table has no weights)")
+        path, metrics = export_subnet(spec["checkpoint"], result.best_arch(), Path(result.path) / "best_subnet",
+                                      data=spec.get("data"))
         print(f"exported best subnet to {path} (accuracy {metrics['accuracy']:.2f}%)")
     return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
-from raynas.errors import ConfigError
+from raynas.errors import ConfigError, RaynasError
 from raynas.searchers.base import ArchSearcher
 
 DEDUP_MODES = ("equivalence", "arch")
@@ -56,8 +56,10 @@ def make_searcher(strategy: Union[str, ArchSearcher], options: Optional[Mapping[
         raise ConfigError(f"strategy option dedup must be one of {DEDUP_MODES}, got {dedup!r}")
     try:
         searcher = _STRATEGIES[name](**options)
-    except TypeError as exc:
-        raise ConfigError(f"bad options for strategy '{name}': {exc}") from exc
+    except RaynasError:
+        raise
+    except (TypeError, ValueError, AttributeError) as exc:  # e.g. a string where a number belongs
+        raise ConfigError(f"bad options for strategy '{name}': {type(exc).__name__}: {exc}") from exc
     searcher.dedup = dedup
     return searcher
 

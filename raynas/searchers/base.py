@@ -16,7 +16,7 @@ from ray.tune.search import Searcher
 
 from raynas.arch import Arch, arch_id
 from raynas.constraints import Constraint, CostModel, satisfies
-from raynas.errors import ConfigError, InfeasibleConstraintError
+from raynas.errors import ConfigError, InfeasibleConstraintError, RaynasError
 from raynas.io import atomic_write_text
 from raynas.objectives import Objective, scalar_fitness
 
@@ -81,7 +81,13 @@ class ArchSearcher(Searcher):
         # Tune validates reported results against these
         self._metric = self.objectives[0].metric
         self._mode = self.objectives[0].mode
-        self.on_setup()
+        try:
+            self.on_setup()
+        except RaynasError:
+            raise
+        except (TypeError, ValueError, AttributeError) as exc:  # options of the wrong type, found late
+            raise ConfigError(f"strategy '{self.strategy_name}' cannot start with its options: "
+                              f"{type(exc).__name__}: {exc}") from exc
         return self
 
     def on_setup(self) -> None:
@@ -148,7 +154,7 @@ class ArchSearcher(Searcher):
             return Searcher.FINISHED
         self._proposed += len(batch)
         self._live[trial_id] = batch
-        return {"archs": [a for _, a in batch], "arch_ids": [i for i, _ in batch]}
+        return self._trial_config(batch)
 
     def _next_arch(self) -> Optional[Arch]:
         duplicates = infeasible = 0
@@ -183,26 +189,65 @@ class ArchSearcher(Searcher):
         if trial_id in self._live:
             self._last_result[trial_id] = result
 
+    def _trial_config(self, batch: List[Tuple[str, Arch]]) -> Dict[str, Any]:
+        config: Dict[str, Any] = {"archs": [a for _, a in batch], "arch_ids": [i for i, _ in batch]}
+        if len(batch) == 1:
+            # one arch per trial: its decisions show as the trial's hyperparameters in Tune's
+            # dashboards (TensorBoard's HParams, the Ray dashboard)
+            config["decisions"] = {k: v for k, v in self.space.to_decisions(batch[0][1]).items() if v is not None}
+        return config
+
     def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False) -> None:
         batch = self._live.pop(trial_id, None)
         last = result if result is not None else self._last_result.get(trial_id)
         self._last_result.pop(trial_id, None)
         if batch is None:
+            # a trial this searcher does not know: Tune resumed it from an experiment checkpoint
+            # newer than the searcher's own (they are synced separately); count what it evaluated
+            archs = (last or {}).get("config/archs") or ((last or {}).get("config") or {}).get("archs") or []
+            rows = {row.get("arch_id"): row for row in (last or {}).get("batch", []) or [] if isinstance(row, dict)}
+            for arch in archs:
+                self.adopt(arch, self._with_costs(arch, _row_metrics(rows.get(arch_id(arch)))))
             return
         rows = {row.get("arch_id"): row for row in (last or {}).get("batch", []) or []}
         for key, arch in batch:
-            row = rows.get(key)
-            metrics = None
-            if row is not None and not row.get("error"):
-                metrics = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-                # objectives may be cost metrics known before evaluation (a latency table,
-                # params): the evaluator need not report them
-                missing = [o.metric for o in self.objectives if o.metric not in metrics]
-                if missing and self.cost_model is not None:
-                    costs = self.cost_model(arch)
-                    metrics.update({m: costs[m] for m in missing if m in costs})
             self._num_observed += 1
-            self.observe(arch, metrics)
+            self.observe(arch, self._with_costs(arch, _row_metrics(rows.get(key))))
+
+    def _with_costs(self, arch: Arch, metrics: Optional[Dict[str, float]]) -> Optional[Dict[str, float]]:
+        """Objectives may be cost metrics known before evaluation (a latency table, params): the
+        evaluator need not report them, the cost model fills them in."""
+        if metrics is None or self.cost_model is None:
+            return metrics
+        missing = [o.metric for o in self.objectives if o.metric not in metrics]
+        if missing:
+            costs = self.cost_model(arch)
+            metrics.update({m: costs[m] for m in missing if m in costs})
+        return metrics
+
+    # ------------------------------------------------------------------ resume
+    def attach_experiment(self, directory: Optional[str]) -> None:
+        """The experiment directory whose journal :meth:`restore` replays (see :mod:`raynas.resume`)."""
+        self.experiment_dir = None if directory is None else str(directory)
+
+    def adopt(self, arch: Arch, metrics: Optional[Mapping[str, float]]) -> bool:
+        """Count an arch evaluated for this search outside the suggestions this state knows (a
+        killed driver's trials after its last checkpoint): it is seen, counts against the
+        budget and is observed. False if the arch was already seen."""
+        arch = self.space.validate(arch)
+        key = self.dedup_key(arch)
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        self._proposed += 1
+        self._num_observed += 1
+        self.observe_external(arch, metrics)
+        return True
+
+    def observe_external(self, arch: Arch, metrics: Optional[Mapping[str, float]]) -> None:
+        """Learn from an arch this searcher did not propose (default: :meth:`observe`); strategies
+        that pair proposals with pending state (e.g. an Optuna trial) override it."""
+        self.observe(arch, metrics)
 
     # ------------------------------------------------------------------ state
     def get_state(self) -> Dict[str, Any]:
@@ -249,7 +294,19 @@ class ArchSearcher(Searcher):
             from raynas.errors import CheckpointError
             raise CheckpointError(f"searcher state {checkpoint_path} is not valid JSON ({exc}); "
                                   "the experiment directory is damaged") from exc
-        self.set_state(state)
+        try:
+            self.set_state(state)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            from raynas.errors import CheckpointError
+            raise CheckpointError(f"searcher state {checkpoint_path} is damaged or from another raynas version "
+                                  f"({type(exc).__name__}: {exc})") from exc
+        if getattr(self, "experiment_dir", None):
+            # Tune's checkpoint may be seconds older than the driver's death: replay the rest
+            from raynas.ledger import read_journal
+            from raynas.resume import replay_journal
+            replay_journal(self, read_journal(self.experiment_dir))
 
     # ------------------------------------------------------------------ introspection
     @property
@@ -259,6 +316,13 @@ class ArchSearcher(Searcher):
     @property
     def num_observed(self) -> int:
         return self._num_observed
+
+
+def _row_metrics(row: Optional[Mapping[str, Any]]) -> Optional[Dict[str, float]]:
+    """The numbers of a reported row, or None for a failed (or missing) evaluation."""
+    if row is None or row.get("error"):
+        return None
+    return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _rng_state_to_json(rng: np.random.Generator) -> Dict[str, Any]:

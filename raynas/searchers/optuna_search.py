@@ -157,6 +157,24 @@ class OptunaArchSearcher(ArchSearcher):
         result = {o.metric: v for o, v in zip(self.objectives, values)}
         self.inner.on_trial_complete(inner_id, result=result)
 
+    def observe_external(self, arch: Arch, metrics: Optional[Mapping[str, float]]) -> None:
+        """An arch evaluated for this search that Optuna did not propose (adopted when a killed
+        search resumes): it joins the study as a finished trial, so the sampler learns from it."""
+        import optuna
+
+        if metrics is None or not all(o.metric in metrics for o in self.objectives):
+            return  # Optuna ignores failed trials
+        values = [float(metrics[o.metric]) for o in self.objectives]
+        self._known[arch_id(arch)] = values
+        decisions = self.space._filled(self.space.to_decisions(arch), None)
+        if getattr(self, "encoding", "categorical") == "ordinal":
+            decisions = {d.name: d.index(decisions[d.name]) for d in self.space.decisions()}
+        distributions = self.inner._space
+        params = {name: decisions[name] for name in distributions}
+        trial = optuna.trial.create_trial(params=params, distributions=distributions,
+                                          **({"values": values} if len(values) > 1 else {"value": values[0]}))
+        self.inner._ot_study.add_trial(trial)
+
     # The Optuna study and sampler state are Optuna objects: they are kept with Tune's own
     # OptunaSearch.save (a pickle, as Tune stores all searcher state). Restore experiment
     # directories you trust only.

@@ -90,8 +90,10 @@ class SupernetTrainConfig:
                 raise ConfigError(f"training config file {path} does not exist")
             try:
                 data = json.loads(path.read_text())
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise ConfigError(f"training config {path} is not valid JSON: {exc}") from exc
+            if not isinstance(data, dict):
+                raise ConfigError(f"training config {path} must hold a JSON object, got {type(data).__name__}")
         data.update({k: v for k, v in overrides.items() if v is not None})
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
