@@ -31,6 +31,13 @@ _LAZY = {
     "SupernetPool": "raynas.pool",
     "ensure_ray": "raynas.runtime",
     "Supernet": "raynas.supernet",
+    "LatencyLUT": "raynas.hardware.lut",
+    "MeasuredLatencyEvaluator": "raynas.hardware.measured",
+    "FineTuneEvaluator": "raynas.evaluators.finetune",
+    "SurrogateEvaluator": "raynas.predictors.surrogate",
+    "predict_then_verify": "raynas.predictors.guided",
+    "make_predictor": "raynas.predictors.base",
+    "load_predictor": "raynas.predictors.base",
 }
 
 
