@@ -229,3 +229,22 @@ def test_candidates_json_is_read_by_preferred_sampling(space, tmp_path):
 def test_selector_rejects_a_space_without_isomers():
     with pytest.raises(ConfigError, match="isomer structure"):
         PreNASSelector(create_space("nb201", channels=4, cells_per_stage=1))
+
+
+def test_benchmark_smoke_writes_one_candidate_per_filled_bucket(tmp_path):
+    import sys
+
+    from conftest import PROJECT_ROOT
+
+    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+    import prenas_selector
+
+    out = tmp_path / "report.json"
+    report = prenas_selector.main(["--smoke", "--out", str(out), "--candidates", str(tmp_path / "c.json")])
+    assert json.loads(out.read_text())["candidates"] == json.loads(json.dumps(report["candidates"]))
+    filled = [b for b in report["bucket_summary"] if b["groups"] > 0]
+    assert len(report["candidates"]) == len(filled) and report["num_isomer_groups"] == 50
+    assert [c["arch_id"] for c in read_candidates(tmp_path / "c.json")["candidates"]] == \
+        [c["arch_id"] for c in report["candidates"]]
+    for c, b in zip(report["candidates"], filled):
+        assert b["range"][0] <= c["params"] < b["range"][1] and c["score"] > 0
