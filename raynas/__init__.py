@@ -39,6 +39,9 @@ _LAZY = {
     "predict_then_verify": "raynas.predictors.guided",
     "make_predictor": "raynas.predictors.base",
     "load_predictor": "raynas.predictors.base",
+    "select_candidates": "raynas.selectors.prenas",
+    "PreNASSelector": "raynas.selectors.prenas",
+    "proxy_factory": "raynas.proxies.pooled",
 }
 
 

@@ -188,6 +188,12 @@ class ElasticViTSpace(SearchSpace):
                                   drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
                                   drop_path_rate=drop_path_rate)
 
+    def isomer_structure(self):
+        """PreNAS isomer groups and block weights (:class:`spaces.vit_isomers.ViTIsomers`)."""
+        from spaces.vit_isomers import ViTIsomers
+
+        return ViTIsomers(self)
+
     def build_static(self, arch: Arch, num_classes: Optional[int] = None, drop_rate: float = 0.0,
                      attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0):
         """An untrained timm ``VisionTransformer`` with per-layer heads and MLP widths."""

@@ -150,6 +150,46 @@ def gradsign(ctx: ProxyContext) -> float:
 
 
 # ---------------------------------------------------------------------- per-layer maps
+def _saliency_names(model: nn.Module, layer_types: Tuple[type, ...], include: Optional[Callable[[str], bool]],
+                    param_names: Optional[Sequence[str]]) -> List[str]:
+    named = dict(model.named_parameters())
+    if param_names is not None:
+        unknown = [n for n in param_names if n not in named]
+        if unknown:
+            raise ConfigError(f"snip_saliency: the model has no parameters {unknown[:3]}; "
+                              f"e.g. it has {list(named)[:5]}")
+        return list(param_names)
+    names = [f"{n}.weight" if n else "weight" for n, m in model.named_modules() if isinstance(m, layer_types)]
+    return [n for n in names if n in named and (include is None or include(n))]
+
+
+def snip_saliency_pair(model: nn.Module, batch: Batch, loss_fn: LossFn = F.cross_entropy, *,
+                       layer_types: Tuple[type, ...] = SCORED_LAYER_TYPES,
+                       include: Optional[Callable[[str], bool]] = None,
+                       param_names: Optional[Sequence[str]] = None
+                       ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """``(plain, layer_normalised)`` SNIP maps of :func:`snip_saliency` from one forward and
+    backward pass (PreNAS needs both: normalised block scores and plain subnet scores)."""
+    ctx = ProxyContext(model, batch, loss_fn)
+    named = dict(model.named_parameters())
+    names = _saliency_names(model, layer_types, include, param_names)
+    plain: Dict[str, torch.Tensor] = {}
+    normalised: Dict[str, torch.Tensor] = {}
+    with preserved_state(model):
+        model.train()
+        params = [named[n] for n in names]
+        for p in params:
+            p.requires_grad_(True)
+        loss = ctx.objective(model(ctx.inputs))
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for name, p, g in zip(names, params, grads):
+            w = p.detach().clone()
+            g = torch.zeros_like(w) if g is None else g.detach()
+            plain[name] = (w * g).abs()
+            normalised[name] = _layer_norm_saliency(w, g)
+    return plain, normalised
+
+
 def snip_saliency(model: nn.Module, batch: Batch, loss_fn: LossFn = F.cross_entropy, *,
                   layer_norm: bool = False, layer_types: Tuple[type, ...] = SCORED_LAYER_TYPES,
                   include: Optional[Callable[[str], bool]] = None,
@@ -163,31 +203,9 @@ def snip_saliency(model: nn.Module, batch: Batch, loss_fn: LossFn = F.cross_entr
     ``include``. ``loss_fn=None`` uses the data-free sum-of-logits objective (PreNAS with
     :func:`raynas.proxies.data_free_batch`). The model is left unchanged.
     """
-    ctx = ProxyContext(model, batch, loss_fn)
-    named = dict(model.named_parameters())
-    if param_names is not None:
-        unknown = [n for n in param_names if n not in named]
-        if unknown:
-            raise ConfigError(f"snip_saliency: the model has no parameters {unknown[:3]}; "
-                              f"e.g. it has {list(named)[:5]}")
-        names = list(param_names)
-    else:
-        names = [f"{n}.weight" if n else "weight" for n, m in model.named_modules()
-                 if isinstance(m, layer_types)]
-        names = [n for n in names if n in named and (include is None or include(n))]
-    out: Dict[str, torch.Tensor] = {}
-    with preserved_state(model):
-        model.train()
-        params = [named[n] for n in names]
-        for p in params:
-            p.requires_grad_(True)
-        loss = ctx.objective(model(ctx.inputs))
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        for name, p, g in zip(names, params, grads):
-            w = p.detach().clone()
-            g = torch.zeros_like(w) if g is None else g.detach()
-            out[name] = _layer_norm_saliency(w, g) if layer_norm else (w * g).abs()
-    return out
+    plain, normalised = snip_saliency_pair(model, batch, loss_fn, layer_types=layer_types,
+                                           include=include, param_names=param_names)
+    return normalised if layer_norm else plain
 
 
 def group_scores(saliency: Dict[str, torch.Tensor], group_of: Callable[[str], Optional[str]]) -> Dict[str, float]:
@@ -207,4 +225,4 @@ def layer_scores(saliency: Dict[str, torch.Tensor]) -> Dict[str, float]:
 
 
 __all__: Sequence[str] = ("snip", "snip_layernorm", "grad_norm", "grasp", "fisher", "gradsign",
-                          "snip_saliency", "group_scores", "layer_scores")
+                          "snip_saliency", "snip_saliency_pair", "group_scores", "layer_scores")

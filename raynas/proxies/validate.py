@@ -43,7 +43,12 @@ class ProxyValidation:
                  f"(threshold rho >= {self.threshold:g})",
                  f"{'proxy':<16}{'spearman':>10}{'kendall':>10}  verdict"]
         for name, c in sorted(self.correlations.items(), key=lambda kv: -_or_low(kv[1]["spearman"])):
-            verdict = "ok" if name in self.passed else "below threshold"
+            if name in self.passed:
+                verdict = "ok"
+            elif name in self.failed:
+                verdict = "below threshold"
+            else:  # params / FLOPs, scored as the fallback, not requested
+                verdict = "fallback" + (" (below threshold)" if _or_low(c["spearman"]) < self.threshold else "")
             lines.append(f"{name:<16}{c['spearman']:>10.3f}{c['kendall']:>10.3f}  {verdict}")
         lines.append(f"recommended: {self.recommended}" + (" (fallback)" if self.fallback else ""))
         lines.extend(self.messages)
