@@ -31,6 +31,9 @@ _LAZY = {
     "SupernetPool": "raynas.pool",
     "ensure_ray": "raynas.runtime",
     "Supernet": "raynas.supernet",
+    "darts_search": "raynas.differentiable.sweep",
+    "DartsSearchConfig": "raynas.differentiable.config",
+    "make_schedule": "raynas.differentiable.temperature",
 }
 
 

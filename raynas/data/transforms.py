@@ -3,7 +3,7 @@ normalisation and resizing. Evaluation and exported models share :func:`prepare_
 exported model sees exactly the inputs its reported accuracy was measured on."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -20,14 +20,32 @@ def augment(x_u8: torch.Tensor, rng: Union[np.random.Generator, int], pad: int =
     gives the same augmentation on CPU and GPU. Returns a tensor of the same shape and dtype.
     """
     rng = as_rng(rng)
-    b, c, h, w = x_u8.shape
+    b = x_u8.shape[0]
     if b == 0 or (pad <= 0 and not flip):
         return x_u8.clone()
     pad = max(int(pad), 0)
+    top, left, flips = draw_crop_flip(rng, b, pad, flip)
     dev = x_u8.device
-    top = torch.from_numpy(rng.integers(0, 2 * pad + 1, size=b)).to(dev)
-    left = torch.from_numpy(rng.integers(0, 2 * pad + 1, size=b)).to(dev)
-    flips = torch.from_numpy(rng.random(b) < 0.5).to(dev) if flip else torch.zeros(b, dtype=torch.bool, device=dev)
+    return crop_flip(x_u8, torch.from_numpy(top).to(dev), torch.from_numpy(left).to(dev),
+                     torch.from_numpy(flips).to(dev), pad)
+
+
+def draw_crop_flip(rng: np.random.Generator, n: int, pad: int = 4,
+                   flip: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The random draws of :func:`augment` for ``n`` images: crop offsets and flip flags (drawn
+    ahead, e.g. for a whole epoch, they move to the device in one copy)."""
+    top = rng.integers(0, 2 * pad + 1, size=n)
+    left = rng.integers(0, 2 * pad + 1, size=n)
+    flips = rng.random(n) < 0.5 if flip else np.zeros(n, dtype=bool)
+    return top, left, flips
+
+
+def crop_flip(x_u8: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flips: torch.Tensor,
+              pad: int = 4) -> torch.Tensor:
+    """Crop each zero-padded image at (``top``, ``left``) and mirror those with ``flips`` (tensors
+    on the batch's device, one entry per image), as one gather over flattened pixels."""
+    b, c, h, w = x_u8.shape
+    dev = x_u8.device
     padded = F.pad(x_u8, (pad, pad, pad, pad)) if pad else x_u8
     ar_h = torch.arange(h, device=dev)
     ar_w = torch.arange(w, device=dev)
@@ -36,6 +54,33 @@ def augment(x_u8: torch.Tensor, rng: Union[np.random.Generator, int], pad: int =
     # one gather over flattened pixels (5x faster on CPU than broadcast advanced indexing)
     flat = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
     return padded.reshape(b, c, -1).gather(2, flat).view(b, c, h, w)
+
+
+def cutout(x: torch.Tensor, rng: Union[np.random.Generator, int], length: int = 16) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017), as DARTS applies it: zero a ``length`` x ``length`` square
+    (clipped at the border) centred on a uniformly drawn pixel of each image."""
+    rng = as_rng(rng)
+    b, _, h, w = x.shape
+    cy, cx = draw_cutout(rng, b, h, w)
+    return cutout_at(x, torch.from_numpy(cy).to(x.device), torch.from_numpy(cx).to(x.device), length)
+
+
+def draw_cutout(rng: np.random.Generator, n: int, height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The random centres of :func:`cutout` for ``n`` images."""
+    return rng.integers(0, height, size=n), rng.integers(0, width, size=n)
+
+
+def cutout_at(x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, length: int = 16) -> torch.Tensor:
+    """Zero the square ``[cy - length//2, cy + length//2) x [cx - length//2, cx + length//2)``
+    (clipped) of each image; centres are tensors on the batch's device."""
+    _, _, h, w = x.shape
+    half = int(length) // 2
+    rows = torch.arange(h, device=x.device)[None, :]
+    cols = torch.arange(w, device=x.device)[None, :]
+    in_rows = (rows >= (cy[:, None] - half)) & (rows < (cy[:, None] + half))     # [B, H]
+    in_cols = (cols >= (cx[:, None] - half)) & (cols < (cx[:, None] + half))     # [B, W]
+    hole = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]                   # [B, 1, H, W]
+    return x.masked_fill(hole, 0)
 
 
 def to_float(x_u8: torch.Tensor, mean: Sequence[float], std: Sequence[float],
