@@ -69,6 +69,21 @@ def test_mixed_op_equals_the_weighted_sum_of_its_ops(space, edge):
             assert float(w.grad[k]) == pytest.approx(float((mixed.ops[name](x) * upstream).sum()), abs=1e-9)
 
 
+def test_mixed_op_skips_a_none_between_other_ops():
+    """'none' in the middle: the running ops' weights are gathered by index, not sliced."""
+    torch.manual_seed(0)
+    ops = {"conv": torch.nn.Conv2d(2, 2, 3, padding=1).double(), "none": torch.nn.Identity(),
+           "pool": torch.nn.AvgPool2d(3, 1, 1)}
+    mixed = MixedOp(ops, group="cell", edge=0, C_in=2, C_out=2, stride=1)
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    w = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(mixed(x, w), 0.5 * ops["conv"](x) + 0.2 * ops["pool"](x))
+    mixed(x, w).sum().backward()
+    assert float(w.grad[1]) == 0.0 and float(w.grad[2]) == pytest.approx(float(ops["pool"](x).sum()))
+    with pytest.raises(ConfigError, match="not 'none'"):
+        MixedOp({"none": torch.nn.Identity()}, group="cell", edge=0, C_in=2, C_out=2, stride=1)
+
+
 def test_low_temperature_makes_the_mixture_the_argmax_op():
     net = _nb201_supernet(channels=4)
     x = torch.randn(3, 4, 8, 8, dtype=torch.float64)
@@ -121,9 +136,11 @@ def test_mixing_weights_read_out_per_edge_and_op():
     assert set(weights) == {"normal", "reduce"} and weights["normal"].shape == (14, 8)
     edges = net.edge_weights()
     assert len(edges) == 28 and edges[3].name == "3<-1" and tuple(edges[3].weights) == PRIMITIVES
-    for e in edges:
-        assert float(sum(e.weights.values()).detach()) == pytest.approx(1.0)
-        assert float(e.weights["sep_conv_3x3"]) == pytest.approx(float(weights[e.group][e.edge, 4]))
+    with torch.no_grad():
+        for e in edges:
+            assert float(sum(e.weights.values())) == pytest.approx(1.0)
+            assert float(e.weights["sep_conv_3x3"]) == pytest.approx(float(weights[e.group][e.edge, 4]))
+    assert edges[0].weights["none"].requires_grad  # differentiable: a latency term can backpropagate
     ops = list(net.mixed_ops())
     assert len(ops) == 5 * 14 and {(m.group, m.stride) for m in ops} == {("normal", 1), ("reduce", 1), ("reduce", 2)}
     reduce0 = [m for m in ops if m.group == "reduce" and m.edge == 0][0]
@@ -393,6 +410,38 @@ def test_retrain_network_aux_head_and_seeded_drop_path():
     assert net.forward_with_aux(x)[1] is None  # no auxiliary head and no drop-path in eval mode
 
 
+def _tiny_image_dataset(n=16, size=32, seed=0):
+    from raynas.data import ImageDataset, Split
+
+    g = torch.Generator().manual_seed(seed)
+    splits = {name: Split(torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8),
+                          torch.randint(0, 10, (n,), generator=g)) for name in ("train", "test")}
+    return ImageDataset("tiny", 10, size, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), splits)
+
+
+def test_retrain_trains_the_genotype_and_exports_it(tmp_path):
+    """DARTS' recipe on a tiny network: aux loss, drop-path schedule, test accuracy, and an export
+    that rebuilds the same network (a derived genotype is an ordinary, exportable raynas arch)."""
+    from raynas.differentiable.retraining import Retrainer
+    from raynas.differentiable.config import RetrainConfig
+    from raynas.export import load_exported
+
+    cfg = RetrainConfig.from_any({"space": "darts", "space_options": {"channels": 2, "layers": 3},
+                                  "arch": DARTS_V2, "epochs": 2, "batch_size": 8, "device": "cpu",
+                                  "eval_batch_size": 16, "export_dir": str(tmp_path)})
+    trainer = Retrainer(cfg, _tiny_image_dataset())
+    history = trainer.fit()
+    assert [r["drop_path_prob"] for r in history] == [0.0, 0.1]  # p·epoch/epochs, as DARTS
+    assert all(0 <= r["test_accuracy"] <= 100 for r in history)
+    assert history[-1]["params"] == create_space("darts", channels=2, layers=3).cost(DARTS_V2)["params"]
+    model, config = load_exported(history[-1]["export"])
+    assert config["arch"] == create_space("darts").validate(DARTS_V2)
+    x = _images(3, size=32, dtype=torch.float32)
+    trainer.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), trainer.model(x))
+
+
 # ------------------------------------------------------------------ search loop and Tune
 def test_search_config_errors_name_the_fix():
     with pytest.raises(ConfigError, match="order"):
@@ -403,6 +452,19 @@ def test_search_config_errors_name_the_fix():
         DartsSearchConfig.from_any({"temperature": 1})
     assert DartsSearchConfig.from_any(schedule="linear", order=2).method == "td-darts2"
     assert DartsSearchConfig.from_any().method == "darts1"
+
+
+def test_sweep_options_get_absolute_paths(tmp_path, monkeypatch):
+    """Tune runs each trial in its own folder: relative data, table and export paths are resolved
+    in the driver's working directory before they travel."""
+    from raynas.differentiable.sweep import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    out = absolute_paths({"data": "cifar10:data/c10", "table": "t.csv", "export_dir": "exp", "seed": 3,
+                          "data_options": {"cache_dir": "cache"}})
+    assert out == {"data": f"cifar10:{tmp_path / 'data/c10'}", "table": str(tmp_path / "t.csv"),
+                   "export_dir": str(tmp_path / "exp"), "seed": 3, "data_options": {"cache_dir": str(tmp_path / "cache")}}
+    assert absolute_paths({"data": "digits", "table": None}) == {"data": "digits", "table": None}
 
 
 def test_tiny_search_runs_through_tune_and_reports_every_epoch(ray_session, tmp_path):

@@ -35,7 +35,7 @@ def darts_search_trial(config: Dict[str, Any]) -> None:
 def retrain_trial(config: Dict[str, Any]) -> None:
     """Function trainable: train ``config["arch"]`` from scratch, report every epoch."""
     from raynas.differentiable.config import RetrainConfig
-    from raynas.differentiable.retrain import Retrainer
+    from raynas.differentiable.retraining import Retrainer
     from raynas.differentiable.sweep import merge_variant
 
     cfg = RetrainConfig.from_any(merge_variant(config))

@@ -68,6 +68,7 @@ def register(sub) -> None:
     r.add_argument("--drop-path", type=float, help="final drop-path probability")
     r.add_argument("--auxiliary-weight", type=float, help="weight of the auxiliary loss (0: off)")
     r.add_argument("--device", help="auto | cpu | cuda")
+    r.add_argument("--export-dir", help="export each trained model here (model.safetensors + config.json)")
     r.add_argument("--gpus-per-trial", type=float, default=None, help="default 1 if a GPU is visible, else 0")
     r.add_argument("--output", default="raynas_results", help="results folder")
     r.add_argument("--name", help="experiment name (default: retrain-<time>)")
@@ -157,7 +158,7 @@ def run_retrain(args: argparse.Namespace) -> int:
     overrides: Dict[str, Any] = dict(space=args.space, data=args.data, epochs=args.epochs,
                                      batch_size=args.batch_size, cutout=args.cutout,
                                      drop_path_prob=args.drop_path, auxiliary_weight=args.auxiliary_weight,
-                                     device=args.device)
+                                     device=args.device, export_dir=args.export_dir)
     if args.arch:
         overrides["arch"] = read_arch(args.arch)
     if args.space_option:

@@ -3,7 +3,7 @@ DARTS (TD-DARTS) over supernets of mixed operations.
 
 Modules: ``temperature`` (schedules of the softmax temperature), ``mixed`` (mixed ops and the
 supernet base), ``architect`` (the α step), ``search`` (one search in this process),
-``retrain`` (train a derived arch from scratch), ``sweep`` (many of either on Ray Tune),
+``retraining`` (train a derived arch from scratch), ``sweep`` (many of either on Ray Tune),
 ``config`` (their options). Names load on first use: ``import raynas.differentiable`` stays
 free of torch.
 """
@@ -24,8 +24,8 @@ _LAZY = {
     "Architect": "raynas.differentiable.architect",
     "DartsSearch": "raynas.differentiable.search",
     "run_search": "raynas.differentiable.search",
-    "Retrainer": "raynas.differentiable.retrain",
-    "run_retrain": "raynas.differentiable.retrain",
+    "Retrainer": "raynas.differentiable.retraining",
+    "run_retrain": "raynas.differentiable.retraining",
     "darts_search": "raynas.differentiable.sweep",
     "retrain": "raynas.differentiable.sweep",
     "SweepResult": "raynas.differentiable.sweep",

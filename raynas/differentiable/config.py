@@ -198,6 +198,9 @@ class RetrainConfig(JsonConfig):
     #: split evaluated each epoch: 'test' (the official test set; training uses every training
     #: image) or 'val' (carved from the training images, for sources without a test set)
     eval_split: str = "test"
+    #: write the trained model here as a raynas export (model.safetensors + config.json) in a
+    #: folder named <arch_id>-seed<seed>; None: do not export
+    export_dir: Optional[str] = None
 
     def check(self) -> None:
         owner = "retrain"

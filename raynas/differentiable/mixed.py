@@ -70,7 +70,13 @@ class MixedOp(nn.Module):
         self.resolution = None if resolution is None else int(resolution)
         self._active = [(k, self.ops[name]) for k, name in enumerate(self.op_names)
                         if name not in ZERO_OPS]
-        self._active_index = [k for k, _ in self._active]
+        index = [k for k, _ in self._active]
+        # the weights of the ops that run: a slice when they are contiguous (no copy), else an
+        # index kept on the module's device (a Python list index would copy it from the host, and
+        # synchronise with the GPU, at every call)
+        self._active_slice = (slice(index[0], index[-1] + 1) if index == list(range(index[0], index[-1] + 1))
+                              else None)
+        self.register_buffer("_active_index", torch.tensor(index, dtype=torch.long), persistent=False)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         if weights.shape != (len(self.op_names),):
@@ -79,7 +85,9 @@ class MixedOp(nn.Module):
         outputs = [op(x) for _, op in self._active]
         if len(outputs) == len(self.op_names):
             return _WeightedSum.apply(weights, *outputs)
-        return _WeightedSum.apply(weights[self._active_index], *outputs)
+        active = (weights[self._active_slice] if self._active_slice is not None
+                  else weights.index_select(0, self._active_index))
+        return _WeightedSum.apply(active, *outputs)
 
     def extra_repr(self) -> str:
         return (f"group={self.group!r}, edge={self.edge}, C_in={self.C_in}, C_out={self.C_out}, "

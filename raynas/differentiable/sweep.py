@@ -101,6 +101,24 @@ def _grid(base: JsonConfig, grid: Optional[Mapping[str, Sequence[Any]]],
     return grid
 
 
+def absolute_paths(options: Mapping[str, Any]) -> Dict[str, Any]:
+    """Options with relative paths made absolute: Tune runs each trial in its own directory."""
+    out = dict(options)
+    data = out.get("data")
+    if isinstance(data, str) and ":" in data:
+        kind, _, path = data.partition(":")
+        if path.strip() and not Path(path.strip()).expanduser().is_absolute():
+            out["data"] = f"{kind}:{Path(path.strip()).expanduser().resolve()}"
+    for key in ("table", "export_dir"):
+        if isinstance(out.get(key), str) and out[key]:
+            out[key] = str(Path(out[key]).expanduser().resolve())
+    data_options = out.get("data_options")
+    if isinstance(data_options, Mapping) and isinstance(data_options.get("cache_dir"), str):
+        out["data_options"] = {**data_options,
+                               "cache_dir": str(Path(data_options["cache_dir"]).expanduser().resolve())}
+    return out
+
+
 def merge_variant(config: Mapping[str, Any]) -> Dict[str, Any]:
     """A trial's config with its ``variant`` (a dict of options) merged in."""
     out = dict(config)
@@ -128,10 +146,10 @@ def _run(kind: str, trainable: Callable, base: JsonConfig, grid: Optional[Mappin
     storage = Path(storage_path).expanduser().resolve()
     directory = storage / name
     directory.mkdir(parents=True, exist_ok=True)
-    param_space = base.to_dict()
+    param_space = absolute_paths(base.to_dict())
     param_space.update({k: tune.grid_search(v) for k, v in grid.items()})
     if variants is not None:
-        param_space["variant"] = tune.grid_search([dict(v) for v in variants])
+        param_space["variant"] = tune.grid_search([absolute_paths(v) for v in variants])
     resources = {"cpu": float(cpus_per_trial), "gpu": float(gpus_per_trial)}
     collector = _Collector(progress, describe)
     if time_budget_s is not None and not time_budget_s > 0:
@@ -158,7 +176,7 @@ def _run(kind: str, trainable: Callable, base: JsonConfig, grid: Optional[Mappin
     for result in grid_result:
         trial_id = _trial_id(result, collector)
         config = merge_variant(result.config or {})
-        error = str(result.error).strip().splitlines()[-1][:500] if result.error else collector.errors.get(trial_id)
+        error = _last_line(result.error) if result.error else collector.errors.get(trial_id)
         swept = {k: config.get(k) for k in grid}
         if variants is not None:
             swept.update({k: config.get(k) for v in variants for k in v})
@@ -170,6 +188,11 @@ def _run(kind: str, trainable: Callable, base: JsonConfig, grid: Optional[Mappin
     out = SweepResult(trials, directory, kind, meta)
     atomic_write_json(directory / "darts_results.json", _jsonable({"meta": meta, "trials": trials}))
     return out
+
+
+def _last_line(error: Any) -> str:
+    lines = str(error).strip().splitlines()
+    return (lines[-1] if lines else type(error).__name__)[:500]
 
 
 def _trial_id(result: Any, collector: _Collector) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
@@ -147,11 +148,27 @@ class Retrainer:
         return {"test_loss": loss / len(self.test), "test_accuracy": 100.0 * correct / len(self.test)}
 
     def fit(self, on_epoch: Optional[EpochCallback] = None) -> List[Dict[str, Any]]:
+        """Train the remaining epochs (``on_epoch(record)`` after each), then export if asked."""
         while self.epoch < self.config.epochs:
             record = self.run_epoch()
+            if self.config.export_dir and self.epoch == self.config.epochs:
+                record["export"] = str(self.export(self.config.export_dir))
             if on_epoch is not None:
                 on_epoch(record)
         return self.history
+
+    def export(self, directory: str) -> Path:
+        """Save the trained model as a raynas export (rebuilt by ``raynas.export.load_exported``)."""
+        from raynas.export import save_exported
+
+        last = self.history[-1] if self.history else {}
+        metrics = {k: last[k] for k in ("test_accuracy", "test_loss") if k in last}
+        path = Path(directory) / f"{arch_id(self.arch)}-seed{self.config.seed}"
+        return save_exported(path, self.model, space=self.space, arch=self.arch,
+                             num_classes=self.data.num_classes, mean=self.data.mean, std=self.data.std,
+                             metrics=metrics, dataset=self.data.spec, image_size=self.data.image_size,
+                             evaluation={"split": self.config.eval_split, "epochs": self.epoch,
+                                         "seed": self.config.seed})
 
     def result(self) -> Dict[str, Any]:
         last = self.history[-1] if self.history else {}
