@@ -5,7 +5,7 @@ untrained (seeded init), scores every proxy on one fixed CIFAR-10 training minib
 reports Spearman rho / Kendall tau against ``c10_test_200ep`` next to the published values,
 a rank-aggregated ensemble, and archs/s per proxy.
 
-    python benchmarks/proxies_nb201.py --device cuda --num-archs 1000          # H100: <= 5 min
+    python benchmarks/proxies_nb201.py --device cuda --num-archs 1000 --workers 6 --threads 1
     python benchmarks/proxies_nb201.py --smoke                                  # CPU, seconds
 
 Writes benchmarks/results/proxies_nb201.json (and _scores.csv); ``--smoke`` writes *_smoke.*.
@@ -13,11 +13,9 @@ Writes benchmarks/results/proxies_nb201.json (and _scores.csv); ``--smoke`` writ
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import platform
 import sys
-import tarfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -49,41 +47,14 @@ TOLERANCE = 0.05
 #: fixed before measuring the 1,000-arch run: the proxies with the highest published rho that
 #: read different signals (path flow of |weights|, activation-pattern diversity, input Jacobians)
 DEFAULT_ENSEMBLE = ("synflow", "naswot", "jacob_cov")
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-
-
-# ---------------------------------------------------------------------- data
 def load_minibatch(data: Path, batch_size: int, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One fixed, normalised CIFAR-10 training minibatch (seeded choice of images).
+    """One fixed, normalised CIFAR-10 training minibatch (a seeded choice of training images)."""
+    from raynas.data import load_dataset, to_float
 
-    INTEGRATOR: this is the one place to switch to ``raynas.data.load_dataset("cifar10:<path>")``
-    once raynas/data lands; the private JPG-archive reader below exists only until then.
-    """
-    images, labels = _read_cifar10_jpg_train(Path(data), batch_size, seed)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
-    x = (x - torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)) / torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
-    return x.contiguous(), torch.from_numpy(labels).long()
-
-
-def _read_cifar10_jpg_train(archive: Path, count: int, seed: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Decode ``count`` seeded-random training JPGs of the CIFAR-10 archive (uint8 NHWC, labels)."""
-    from PIL import Image
-
-    if not archive.is_file():
-        raise SystemExit(f"CIFAR-10 archive not found: {archive} (pass --data PATH)")
-    with tarfile.open(archive, "r:gz") as tar:
-        members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith("train/")
-                   and m.name.endswith(".jpg")]
-        members.sort(key=lambda m: m.name)
-        rng = np.random.default_rng(seed)
-        chosen = [members[i] for i in rng.choice(len(members), size=count, replace=False)]
-        images, labels = [], []
-        for m in chosen:
-            with Image.open(io.BytesIO(tar.extractfile(m).read())) as img:
-                images.append(np.asarray(img.convert("RGB"), dtype=np.uint8))
-            labels.append(CIFAR10_CLASSES.index(m.name.split("/")[1]))
-    return np.stack(images), np.asarray(labels, dtype=np.int64)
+    dataset = load_dataset(f"cifar10:{data}", seed=seed)
+    train = dataset.split("train")
+    positions = torch.from_numpy(np.random.default_rng(seed).choice(len(train), size=batch_size, replace=False))
+    return to_float(train.take(positions), dataset.mean, dataset.std).contiguous(), train.labels[positions]
 
 
 # ---------------------------------------------------------------------- archs
@@ -209,7 +180,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--arch-file", type=Path, default=None, help="text file with one NB201 arch_str per line")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="seeds the arch sample, the minibatch and the inits")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CIFAR-10 JPG archive")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CIFAR-10: the JPG archive or a cifar-10-batches-py folder")
     p.add_argument("--table", type=Path, default=DEFAULT_TABLE, help="NB201 CIFAR-10 table (CSV)")
     p.add_argument("--proxies", default=",".join(list_proxies()), help="comma-separated proxy names")
     p.add_argument("--ensemble", default=",".join(DEFAULT_ENSEMBLE), help="proxies whose ranks are averaged")

@@ -1,14 +1,15 @@
 """Train the CIFAR ViT supernet briefly and report the largest / smallest (and a few random)
 subnets' weight-inherited accuracy (issue 4, item 5 ii; the step-throughput half is
-``vit_step_throughput.py``).
+``supernet_throughput.py --space vit_cifar``).
 
-Sampling per step (seeded by the step, as every rank would): ``uniform`` (AutoFormer: one random
-subnet) or ``sandwich`` (largest, smallest and one random subnet, losses summed). Accuracy is
-measured on a held-out validation split of the training set and on the test set; the largest
-subnet is also exported to timm and re-evaluated (must match).
+The shared trainer runs it: ``sandwich`` (largest on the labels, its logits teaching one random
+subnet and the smallest) or ``uniform`` (AutoFormer: one random subnet per step), AdamW, bf16 on
+GPU, the uint8 training set and its augmentation on the GPU. Accuracy with inherited weights on
+the held-out validation split and on the test set (``WeightInheritedEvaluator``); the largest
+subnet is also exported to timm and re-evaluated (the two must agree).
 
-    PYTHONPATH=. python benchmarks/vit_cifar_supernet.py --device cuda --budget-s 480
-    PYTHONPATH=. python benchmarks/vit_cifar_supernet.py --smoke     # synthetic data, CPU
+    PYTHONPATH=. python benchmarks/vit_cifar_supernet.py --device cuda --budget-s 70
+    PYTHONPATH=. python benchmarks/vit_cifar_supernet.py --smoke     # digits, CPU, seconds
 
 Writes benchmarks/results/vit_cifar_supernet.json (atomically).
 """
@@ -17,152 +18,133 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: siblings import
-from cifar_bench import (DeviceData, accuracy, default_data_path, device_name,  # noqa: E402
-                         load_cifar10_jpg, synthetic_data, weight_optimizer)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-from raynas import arch_id, create_space  # noqa: E402
-from raynas.io import atomic_write_json  # noqa: E402
-from raynas.rng import derive_rng  # noqa: E402
+from benchmarks.common import (CIFAR10_SPEC, RESULTS, Deadline, environment, epochs_for,  # noqa: E402
+                               resolve_data_spec, seconds_per_step, setup_device, steps_per_epoch,
+                               write_report)
 
-RESULTS = Path(__file__).parent / "results"
-SMOKE_SPACE = dict(img_size=16, embed_dims=[32, 64], depths=[2, 3], num_heads=[1, 2],
-                   mlp_ratios=[2.0, 4.0], supernet_embed_dim=64, supernet_depth=3,
-                   supernet_num_heads=2, supernet_mlp_ratio=4.0, head_dim=16)
+SMOKE_VIT = dict(img_size=16, embed_dims=[32, 64], depths=[2, 3], num_heads=[1, 2],
+                 mlp_ratios=[2.0, 4.0], supernet_embed_dim=64, supernet_depth=3,
+                 supernet_num_heads=2, supernet_mlp_ratio=4.0, head_dim=16)
 
 
-def step_archs(space, sampling: str, seed: int, step: int) -> List[Dict[str, Any]]:
-    rng = derive_rng(seed, "arch", step)
-    if sampling == "sandwich":
-        return [space.largest(), space.smallest(), space.sample(rng)]
-    return [space.sample(rng)]
-
-
-def supernet_step(net, optimizer, archs, images, labels, amp_dtype) -> torch.Tensor:
-    """One optimisation step over the given subnets (gradients summed); isolated so the shared
-    training loop's step can replace it."""
-    optimizer.zero_grad(set_to_none=True)
-    total = torch.zeros((), device=images.device)
-    for arch in archs:
-        net.activate(arch)
-        with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = F.cross_entropy(net(images), labels)
-        loss.backward()
-        total += loss.detach()
-    optimizer.step()
-    return total / len(archs)
-
-
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--data", default=str(default_data_path()))
-    parser.add_argument("--cache-dir", default=str(Path(__file__).resolve().parents[1] / ".cache"))
+    parser.add_argument("--data", default=CIFAR10_SPEC)
     parser.add_argument("--space", default="vit_cifar")
     parser.add_argument("--space-options", default="{}", help="JSON overrides of space options")
-    parser.add_argument("--sampling", choices=["uniform", "sandwich"], default="sandwich")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--sampler", choices=["uniform", "sandwich"], default="sandwich")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--eval-batch", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--val-size", type=int, default=5000)
-    parser.add_argument("--random-subnets", type=int, default=6)
-    parser.add_argument("--amp", choices=["bf16", "none"], default=None)
-    parser.add_argument("--budget-s", type=float, default=480.0,
-                        help="training stops at the end of the epoch that exceeds this")
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--warmup-epochs", type=float, default=1.0)
+    parser.add_argument("--random-subnets", type=int, default=4)
+    parser.add_argument("--eval-batch", type=int, default=500)
+    parser.add_argument("--min-epochs", type=float, default=1.0)
+    parser.add_argument("--budget-s", type=float, default=70.0, help="wall-time budget of the whole run")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="synthetic data on CPU (seconds)")
+    parser.add_argument("--smoke", action="store_true", help="digits on CPU (seconds)")
     parser.add_argument("--out", default=str(RESULTS / "vit_cifar_supernet.json"))
     args = parser.parse_args(argv)
     options = json.loads(args.space_options)
+    data, data_options = resolve_data_spec(args.data), {}
     if args.smoke:
-        args.device, args.epochs, args.batch_size, args.val_size = "cpu", 2, 64, 128
-        args.random_subnets, args.eval_batch, args.threads = 2, 128, args.threads or 1
-        options = {**SMOKE_SPACE, **options}
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    amp = args.amp or ("bf16" if device.type == "cuda" else "none")
-    amp_dtype = torch.bfloat16 if amp == "bf16" else None
-    start = time.perf_counter()
+        args.device, args.batch_size, args.random_subnets, args.eval_batch = "cpu", 32, 2, 128
+        args.threads, args.min_epochs, args.warmup_epochs = args.threads or 1, 0.05, 0.0
+        args.budget_s = min(args.budget_s, 10.0)
+        data, data_options = "digits", {"image_size": 16}
+        options = {**SMOKE_VIT, **options}
+    deadline = Deadline(args.budget_s)
+    device = setup_device(args.device, args.threads)
 
-    space = create_space(args.space, **options)
-    arrays = (synthetic_data(space.img_size, space.num_classes, args.seed) if args.smoke
-              else load_cifar10_jpg(Path(args.data), Path(args.cache_dir)))
-    x, y = arrays["train"]
-    order = derive_rng(args.seed, "val-split").permutation(len(y))
-    val, train = order[:args.val_size], order[args.val_size:]
-    data = {"train": DeviceData(x[train], y[train], device),
-            "val": DeviceData(x[val], y[val], device),
-            "test": DeviceData(*arrays["test"], device)}
+    from raynas.arch import arch_id
+    from raynas.data import load_dataset
+    from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
+    from raynas.rng import derive_rng
+    from raynas.training import SupernetTrainConfig
+    from trainables.supernet import SupernetTrainer, evaluate_accuracy
 
-    torch.manual_seed(args.seed)
-    net = space.build_supernet().to(device)
-    steps_per_epoch = len(data["train"]) // args.batch_size
-    optimizer, schedule = weight_optimizer(net.parameters(), args.lr, args.epochs * steps_per_epoch)
-    step, epoch_times, train_start = 0, [], time.perf_counter()
-    net.train()
-    for epoch in range(args.epochs):
-        epoch_start, losses = time.perf_counter(), []
-        for images, labels in data["train"].train_batches(args.batch_size,
-                                                          derive_rng(args.seed, "epoch", epoch)):
-            archs = step_archs(space, args.sampling, args.seed, step)
-            losses.append(supernet_step(net, optimizer, archs, images, labels, amp_dtype))
-            schedule.step()
-            step += 1
-        loss = float(torch.stack(losses).mean())
-        epoch_times.append(time.perf_counter() - epoch_start)
-        print(f"epoch {epoch + 1}/{args.epochs} loss {loss:.3f} ({epoch_times[-1]:.1f}s)",
-              flush=True)
-        if time.perf_counter() - start > args.budget_s:
-            break
+    stages: Dict[str, float] = {}
+    t = time.perf_counter()
+    dataset = load_dataset(data, seed=args.seed, **data_options)
+    stages["data_s"] = time.perf_counter() - t
+    work = tempfile.mkdtemp(prefix="raynas-vit-")
+    config = dict(space=args.space, space_options=options, data=data, data_options=data_options,
+                  output=work, batch_size=args.batch_size, optimizer="adamw", lr=args.lr,
+                  weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                  label_smoothing=0.1, grad_clip=5.0, sampler=args.sampler,
+                  sampler_options={"num_random": 1} if args.sampler == "sandwich" else {},
+                  device=str(device), bf16=device.type == "cuda", seed=args.seed,
+                  checkpoint_every=10 ** 6, log_every=10 ** 6, cpu_threads=args.threads)
+    t = time.perf_counter()
+    spe = steps_per_epoch(dataset, args.batch_size)
+    step_s = seconds_per_step(dict(config, epochs=1), dataset, steps=2 if args.smoke else 8,
+                              warmup=1 if args.smoke else 3)
+    stages["probe_s"] = time.perf_counter() - t
+    # the evaluation of a few subnets and the export check take about a tenth of the budget
+    epochs = epochs_for(0.85 * deadline.remaining(), step_s, spe, args.min_epochs)
+    if args.smoke:
+        epochs = 0.1
+    print(f"{step_s * 1000:.1f} ms/step -> {epochs:.2f} epochs", flush=True)
+    t = time.perf_counter()
+    trainer = SupernetTrainer(SupernetTrainConfig.from_any(dict(config, epochs=epochs)), dataset)
+    trainer.fit()
+    stages["train_s"] = time.perf_counter() - t
 
+    t = time.perf_counter()
+    space, net = trainer.space, trainer.module
     rng = derive_rng(args.seed, "eval-subnets")
     named = {"largest": space.largest(), "smallest": space.smallest()}
     named.update({f"random{i}": space.sample(rng) for i in range(args.random_subnets)})
+    common = dict(calib_batches=1, batch_size=args.eval_batch, device=device, bf16=device.type == "cuda")
+    test_split = "test" if "test" in dataset.splits else "val"  # digits (smoke) has no test set
+    on_val = WeightInheritedEvaluator.from_dataset(net, dataset, **common)
+    on_test = WeightInheritedEvaluator(net, dataset.split("calib"), dataset.split(test_split),
+                                       mean=dataset.mean, std=dataset.std, **common)
     subnets = {}
-    net.eval()
     for name, arch in named.items():
-        net.activate(arch)
-        subnets[name] = {"arch": arch, "arch_id": arch_id(arch),
-                         "params": space.cost(arch)["params"], "flops": space.cost(arch)["flops"],
-                         "val": accuracy(net, data["val"], args.eval_batch, amp_dtype),
-                         "test": accuracy(net, data["test"], args.eval_batch, amp_dtype)}
-        print(f"{name}: params {subnets[name]['params']:.0f} val {subnets[name]['val']:.2f} "
-              f"test {subnets[name]['test']:.2f}", flush=True)
-    exported = net.export(space.largest()).eval()
-    exported_test = accuracy(exported, data["test"], args.eval_batch, amp_dtype)
+        val, test = on_val.evaluate([arch])[0], on_test.evaluate([arch])[0]
+        subnets[name] = {"arch": arch, "arch_id": arch_id(arch), "params": val["params"],
+                         "flops": val["flops"], "val": val["accuracy"], "test": test["accuracy"]}
+        print(f"{name}: params {val['params']:.0f} val {val['accuracy']:.2f} test {test['accuracy']:.2f}",
+              flush=True)
+    exported = net.export(space.largest())
+    exported_test = evaluate_accuracy(exported, dataset, test_split, device, None, args.eval_batch,
+                                      bf16=device.type == "cuda")
+    stages["eval_s"] = time.perf_counter() - t
 
-    ordered = sorted(subnets.values(), key=lambda s: s["params"])
-    rank = float(np.corrcoef([s["params"] for s in ordered], [s["val"] for s in ordered])[0, 1])
+    params, accs = [s["params"] for s in subnets.values()], [s["val"] for s in subnets.values()]
+    pearson = float(np.corrcoef(params, accs)[0, 1]) if np.std(accs) > 0 else float("nan")
     report = {
-        "benchmark": "vit_cifar_supernet", "smoke": args.smoke, "space": space.spec(),
-        "device": device_name(device), "torch": torch.__version__, "amp": amp,
-        "settings": {k: getattr(args, k) for k in ("sampling", "epochs", "batch_size", "lr",
-                                                    "val_size", "budget_s", "seed")},
-        "data": "synthetic" if args.smoke else "CIFAR-10 (JPG archive)",
-        "epochs_run": len(epoch_times), "steps": step,
-        "train_s": time.perf_counter() - train_start,
-        "supernet_images_per_s": (len(data["train"]) // args.batch_size * args.batch_size
-                                  / float(np.median(epoch_times))),
-        "subnets_per_step": len(step_archs(space, args.sampling, args.seed, 0)),
+        "benchmark": "vit_cifar_supernet", "smoke": args.smoke, **environment(device),
+        "amp": "bf16" if device.type == "cuda" else "fp32", "space": space.spec(),
+        "data": args.data if not args.smoke else data,
+        "settings": {"sampler": args.sampler, "batch_size": args.batch_size, "lr": args.lr,
+                     "weight_decay": args.weight_decay, "optimizer": "adamw", "budget_s": args.budget_s,
+                     "seed": args.seed},
+        "epochs": epochs, "steps": trainer.step, "probe_ms_per_step": step_s * 1000,
+        "supernet_images_per_s": trainer.step * args.batch_size / max(stages["train_s"], 1e-9),
+        "subnets_per_step": len(trainer.strategy.plan(space, 0, args.seed)),
         "subnets": subnets, "largest_exported_test": exported_test,
-        "params_vs_val_accuracy_pearson": rank, "wall_s": time.perf_counter() - start,
+        "params_vs_val_accuracy_pearson": pearson if np.isfinite(pearson) else None,
+        "stages_s": stages, "wall_s": deadline.elapsed(),
     }
-    atomic_write_json(args.out, report)
     print(f"largest {subnets['largest']['test']:.2f}% (exported {exported_test:.2f}%), "
-          f"smallest {subnets['smallest']['test']:.2f}%; wrote {args.out}")
-    return 0
+          f"smallest {subnets['smallest']['test']:.2f}%", flush=True)
+    write_report(args.out, report)
+    return report
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -34,6 +34,13 @@ _LAZY = {
     "darts_search": "raynas.differentiable.sweep",
     "DartsSearchConfig": "raynas.differentiable.config",
     "make_schedule": "raynas.differentiable.temperature",
+    "LatencyLUT": "raynas.hardware.lut",
+    "MeasuredLatencyEvaluator": "raynas.hardware.measured",
+    "FineTuneEvaluator": "raynas.evaluators.finetune",
+    "SurrogateEvaluator": "raynas.predictors.surrogate",
+    "predict_then_verify": "raynas.predictors.guided",
+    "make_predictor": "raynas.predictors.base",
+    "load_predictor": "raynas.predictors.base",
 }
 
 

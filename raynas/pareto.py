@@ -61,6 +61,27 @@ def crowding_distance(points: np.ndarray) -> np.ndarray:
     return dist
 
 
+#: the default reference point sits this fraction of each objective's range below the worst point
+REFERENCE_MARGIN = 0.1
+
+
+def default_reference(points: np.ndarray, margin: float = REFERENCE_MARGIN) -> np.ndarray:
+    """Reference point of a maximisation matrix: the nadir (worst value of each column) moved
+    ``margin`` x the column's range further down, so the extreme points of a front still add
+    volume. A column with no spread moves by ``margin`` x max(1, |value|).
+
+    Hypervolumes are comparable only under one reference point: to compare runs, compute it once
+    (e.g. over all runs' points, or over the whole space when a table gives it) and pass it.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or len(pts) == 0:
+        raise ValueError("default_reference needs a non-empty (n, objectives) matrix")
+    low, high = pts.min(axis=0), pts.max(axis=0)
+    span = high - low
+    span = np.where(span > 0, span, np.maximum(1.0, np.abs(low)))
+    return low - margin * span
+
+
 def hypervolume(points: np.ndarray, reference: Sequence[float]) -> float:
     """Exact hypervolume dominated by ``points`` above ``reference`` (maximisation).
 

@@ -25,6 +25,11 @@ from raynas.errors import ConfigError, EvaluationError
 from raynas.evaluators.base import Evaluator, Metrics
 
 EvaluatorFactory = Callable[[], Evaluator]
+#: most archs a worker gets at once (the unit of work the dispatcher hands out)
+DEFAULT_MAX_CHUNK = 8
+#: Tune trials feeding a pool at once: one being evaluated, the next queued behind it, and one
+#: being prepared or reported by Tune
+TRIALS_IN_FLIGHT = 3
 # CPUs left free on a CPU-only machine for the Tune trials (0.01 CPU each) that relay batches
 TRIAL_CPU_RESERVE = 0.1
 
@@ -178,14 +183,18 @@ class _Dispatcher:
 class PoolEvaluator(Evaluator):
     """The picklable face of a pool that Tune trials hold: a handle to the dispatcher."""
 
-    def __init__(self, dispatcher, num_workers: int, metrics: Sequence[str] = ()) -> None:
+    def __init__(self, dispatcher, num_workers: int, metrics: Sequence[str] = (),
+                 max_chunk: int = DEFAULT_MAX_CHUNK) -> None:
         self.dispatcher = dispatcher
         self.num_workers = num_workers
         self.metrics = tuple(metrics)
-        # several archs per trial and two trials per worker keep every worker busy while Tune
-        # (tens of ms per trial) prepares the next ones
-        self.preferred_batch_size = 4
-        self.preferred_concurrency = max(2, 2 * num_workers)
+        # Tune spends tenths of a second per trial on a busy head node, and every trial in
+        # flight is a process. So: a few large trials, each a full chunk for every worker; while
+        # one trial's chunks run, the next trials' chunks wait in the dispatcher's queue, and Tune
+        # has a whole chunk's evaluation time to turn a finished trial into a new one
+        # (benchmarks/orchestration.py measures the pool's utilisation with these defaults).
+        self.preferred_batch_size = max(1, num_workers * max_chunk)
+        self.preferred_concurrency = TRIALS_IN_FLIGHT
         self.trial_resources = {"cpu": 0.01}
 
     def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
@@ -207,7 +216,7 @@ class SupernetPool:
 
     def __init__(self, factory: EvaluatorFactory, num_actors: Optional[int] = None, *,
                  gpus_per_actor: Optional[float] = None, cpus_per_actor: Optional[float] = None,
-                 max_retries: int = 3, max_chunk: int = 8, spread: bool = True, metrics: Sequence[str] = (),
+                 max_retries: int = 3, max_chunk: int = DEFAULT_MAX_CHUNK, spread: bool = True, metrics: Sequence[str] = (),
                  resources: Optional[Mapping[str, float]] = None, address: Optional[str] = None) -> None:
         from raynas.runtime import ensure_ray
 
@@ -237,6 +246,7 @@ class SupernetPool:
         cpu_threads = max(1, min(int(cpus_per_actor + 0.05), cores // num_actors)) if gpus_per_actor == 0 else None
         dispatcher_cls = ray.remote(_Dispatcher).options(num_cpus=0, max_concurrency=10_000)
         self.num_actors = int(num_actors)
+        self.max_chunk = int(max_chunk)
         self.dispatcher = dispatcher_cls.remote(factory, self.num_actors, options, cpu_threads, max_retries, max_chunk)
         self._metrics = tuple(metrics)
 
@@ -262,7 +272,7 @@ class SupernetPool:
         return cls(factory, metrics=("accuracy", "params", "macs", "flops"), **pool_options)
 
     def evaluator(self) -> PoolEvaluator:
-        return PoolEvaluator(self.dispatcher, self.num_actors, self._metrics)
+        return PoolEvaluator(self.dispatcher, self.num_actors, self._metrics, self.max_chunk)
 
     def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
         return ray.get(self.dispatcher.evaluate.remote(list(archs)))

@@ -19,13 +19,16 @@ def best_record(result: SearchResult, space) -> Dict[str, Any]:
 
 
 def write_search_artifacts(result: SearchResult, space, top: int = 10, quiet: bool = False) -> Dict[str, Path]:
-    """Write results.parquet, best.json and (with >= 2 objectives) pareto.png; print a table."""
+    """Write results.parquet, best.json and (with >= 2 objectives) pareto.png and pareto.json
+    (the front, its reference point and hypervolume); print a table."""
     paths: Dict[str, Path] = {"results": result.to_parquet()}
     if len(result.ok):
         paths["best"] = Path(result.path) / "best.json"
         atomic_write_json(paths["best"], best_record(result, space))
     if len(result.objectives) >= 2 and len(result.ok):
         paths["pareto"] = result.plot_pareto()
+        paths["front"] = Path(result.path) / "pareto.json"
+        atomic_write_json(paths["front"], result.pareto_record())
     if not quiet:
         failed = len(result.df) - len(result.ok)
         print(f"\n{len(result.df)} archs evaluated ({failed} failed) -> {result.path}")

@@ -16,7 +16,7 @@ from raynas.arch import Arch, arch_from_json, canonical_json
 from raynas.errors import ConfigError
 from raynas.io import atomic_path, atomic_write_json
 from raynas.objectives import Objective, parse_objectives
-from raynas.pareto import hypervolume, pareto_mask, to_maximisation
+from raynas.pareto import default_reference, hypervolume, pareto_mask, to_maximisation
 
 RESULTS_FILE = "results.parquet"
 META_FILE = "search.json"
@@ -76,13 +76,43 @@ class SearchResult:
         front = ok[pareto_mask(points)]
         return front.sort_values(objs[0].metric, ascending=(objs[0].mode == "min"), kind="stable")
 
-    def hypervolume(self, reference: Sequence[float], objectives: Optional[Sequence[Any]] = None) -> float:
-        """Hypervolume of the front w.r.t. ``reference`` (given in the metrics' own units)."""
+    def hypervolume(self, reference: Optional[Sequence[float]] = None,
+                    objectives: Optional[Sequence[Any]] = None) -> float:
+        """Hypervolume of the front w.r.t. ``reference`` (given in the metrics' own units;
+        default :meth:`reference_point`, which depends on this run's points: pass one
+        reference to compare runs)."""
         objs = parse_objectives(objectives) if objectives is not None else self.objectives
+        if reference is None:
+            reference = self.reference_point(objs)
         front = self.pareto(objs)
         points = to_maximisation(front[[o.metric for o in objs]].to_numpy(), objs)
         ref = to_maximisation(np.asarray(reference, dtype=np.float64)[None, :], objs)[0]
         return hypervolume(points, ref)
+
+    def reference_point(self, objectives: Optional[Sequence[Any]] = None) -> List[float]:
+        """The default hypervolume reference, in the metrics' units: each objective's worst
+        evaluated value moved 10% of its range further (see :func:`raynas.pareto.default_reference`)."""
+        objs = parse_objectives(objectives) if objectives is not None else self.objectives
+        ok = self.ok.dropna(subset=[o.metric for o in objs])
+        if ok.empty:
+            raise ConfigError("no successful evaluation reported every objective "
+                              f"({', '.join(o.metric for o in objs)}): no reference point")
+        ref = default_reference(to_maximisation(ok[[o.metric for o in objs]].to_numpy(), objs))
+        return [float(o.sign * r) for o, r in zip(objs, ref)]
+
+    def pareto_record(self, reference: Optional[Sequence[float]] = None,
+                      objectives: Optional[Sequence[Any]] = None) -> Dict[str, Any]:
+        """The front as JSON-able data: objectives, reference point, hypervolume and one entry
+        (arch_id, arch, objective values) per front member, best first by the first objective."""
+        objs = parse_objectives(objectives) if objectives is not None else self.objectives
+        reference = list(reference) if reference is not None else self.reference_point(objs)
+        front = self.pareto(objs)
+        members = [{"arch_id": row["arch_id"], "arch": arch_from_json(row["arch"]),
+                    "metrics": {o.metric: float(row[o.metric]) for o in objs}}
+                   for _, row in front.iterrows()]
+        return {"objectives": [str(o) for o in objs], "reference": [float(r) for r in reference],
+                "hypervolume": self.hypervolume(reference, objs), "num_evaluated": int(len(self.ok)),
+                "front": members}
 
     def _objective(self, metric: Optional[str], mode: Optional[str]) -> Objective:
         if metric is None:

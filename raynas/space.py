@@ -107,6 +107,11 @@ class SearchSpace(ABC):
             spec["module"] = self.module
         return spec
 
+    def equivalence_key(self, arch: Arch) -> str:
+        """Equal for archs that compute the same function (e.g. isomorphic cells), so a search
+        evaluates one of them only; spaces with such symmetries override it. Default: ``arch_id``."""
+        return arch_id(self.validate(arch))
+
     def is_valid(self, arch: Arch) -> bool:
         try:
             self.validate(arch)

@@ -17,6 +17,7 @@ from raynas.evaluators.base import Evaluator, FunctionEvaluator
 from raynas.objectives import parse_objectives
 from raynas.registry import create_space
 from raynas.results import ResultsCollector, SearchResult, write_search_meta
+from raynas.schedulers import check_scheduler, resolve_scheduler
 from raynas.runtime import ensure_ray
 from raynas.searchers import ArchSearcher, make_searcher
 from raynas.space import SearchSpace
@@ -56,7 +57,8 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
         batch_size: archs per Tune trial (default: the evaluator's preference); Tune costs tens of
             milliseconds per trial, so cheap evaluations should come in batches.
         max_concurrent: trials in flight (default: the evaluator's preference).
-        scheduler: a Tune scheduler (e.g. ``ASHAScheduler``) for multi-fidelity evaluators.
+        scheduler: ``"asha"``, ``"hyperband"`` or a Tune scheduler, for multi-fidelity evaluators
+            (one arch per trial, one report per fidelity; see :mod:`raynas.schedulers`).
         cost_functions: extra pre-evaluation metrics (e.g. a latency lookup table).
         tune_loggers: keep Tune's CSV/JSON/TensorBoard loggers (for dashboards).
 
@@ -75,6 +77,7 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
         raise ConfigError(f"num_samples must be a positive number of archs, got {num_samples}")
     check_constraints_feasible(space, cost_model, constraints, np.random.default_rng(seed))
 
+    scheduler = resolve_scheduler(scheduler, evaluator.num_fidelities)
     multi_fidelity = scheduler is not None and evaluator.num_fidelities > 1
     if multi_fidelity:
         batch_size = 1
@@ -82,6 +85,7 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
     ensure_ray(address)
     resources = dict(trial_resources or evaluator.trial_resources)
     max_concurrent = int(max_concurrent or evaluator.preferred_concurrency)
+    check_scheduler(scheduler, max_concurrent, int(num_samples))
 
     searcher = make_searcher(strategy, strategy_options)
     searcher.setup(space, objectives, constraints=constraints, cost_model=cost_model, budget=int(num_samples),

@@ -314,6 +314,11 @@ class OFAMobileNetV3Space(SearchSpace):
         arch = self.validate(arch)
         return self.config.network(arch, self._classes(num_classes)).lut_keys(arch["resolution"])
 
+    def build_layer(self, descriptor: str) -> Tuple[nn.Module, Tuple[int, ...]]:
+        """(module, batch-1 input shape) of one ``layer_descriptors`` key, to time it alone."""
+        from spaces.mbconv_latency import layer_from_lut_key
+        return layer_from_lut_key(descriptor)
+
     def describe(self, arch: Arch) -> str:
         """Compact form for tables: resolution, depth per stage, kernels and expands per block."""
         arch = self.validate(arch)

@@ -314,9 +314,13 @@ def test_validate_proxies_recommends_or_falls_back():
     assert report.recommended == "synflow" and not report.fallback and report.passed == ["synflow"]
     assert report.correlations["params"]["spearman"] == pytest.approx(1.0)
     inverted = FunctionEvaluator(lambda a: {"accuracy": -space.cost(a)["params"]})
-    with pytest.warns(RuntimeWarning, match="falling back"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         report = validate_proxies(space, inverted, archs, proxies=["synflow"], threshold=0.3, data_free=True,
                                   batch_size=2)
+    warned = [str(w.message) for w in caught if w.category is RuntimeWarning]
+    assert warned == report.messages and len(warned) == 3
+    assert "'synflow'" in warned[0] and "falling back" in warned[1] and "weight-inherited" in warned[2]
     assert report.fallback and report.failed == ["synflow"] and report.recommended in ("params", "flops")
     assert "below threshold" in report.summary()
     with pytest.raises(ConfigError):

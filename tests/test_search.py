@@ -103,25 +103,47 @@ def _drive(searcher, space, n, results):
     return out
 
 
-@pytest.mark.parametrize("strategy", ["random", "evolution", "optuna", "optuna:nsga2"])
+SAVE_RESTORE_CASES = {
+    # strategy: (options, steps before the save, steps after)
+    "random": (None, 12, 8),
+    "evolution": ({"population_size": 6, "sample_size": 3}, 12, 8),
+    "mo_evolution": ({"population_size": 6, "sample_size": 3}, 12, 8),
+    "reinforce": ({"learning_rate": 0.2, "entropy_coef": 0.01}, 12, 8),
+    "local_search": ({"num_init": 4}, 12, 8),
+    "local_search:first": ({"num_init": 4, "first_improvement": True, "restart_samples": 2}, 12, 8),
+    "grid": ({"shuffle": True}, 12, 8),
+    "optuna": (None, 12, 8),
+    "optuna:nsga2": (None, 12, 8),
+    "optuna:cmaes": (None, 12, 8),
+    "optuna:gp": ({"sampler_options": {"n_startup_trials": 8}}, 4, 1),
+}
+MULTI_OBJECTIVE = ("optuna:nsga2", "mo_evolution")
+
+
+@pytest.mark.parametrize("strategy", list(SAVE_RESTORE_CASES))
 def test_searcher_save_restore_gives_identical_next_suggestions(strategy, space, tmp_path):
-    objectives = parse_objectives(["score:max", "params:min"] if strategy == "optuna:nsga2" else "score")
+    if strategy == "optuna:cmaes":
+        pytest.importorskip("cmaes", reason="Optuna's CMA-ES sampler needs the cmaes package")
+    options, before, after = SAVE_RESTORE_CASES[strategy]
+    objectives = parse_objectives(["score:max", "params:min"] if strategy in MULTI_OBJECTIVE else "score")
+    # grid enumerates the space up front: give it a small one
+    target = create_space("synthetic", num_layers=4, num_choices=3, seed=3) if strategy == "grid" else space
 
     def fresh():
-        opts = {"population_size": 6, "sample_size": 3} if strategy == "evolution" else None
-        return make_searcher(strategy, opts).setup(space, objectives, budget=200, batch_size=2,
-                                                   max_concurrent=4, seed=11)
+        return make_searcher(strategy.split(":first")[0], options).setup(
+            target, objectives, budget=200, batch_size=2, max_concurrent=4, seed=11)
 
     a = fresh()
     history = []
-    _drive(a, space, 12, history)
+    _drive(a, target, before, history)
     a.save(str(tmp_path / "state.json"))
     json.loads((tmp_path / "state.json").read_text())  # plain JSON
     b = fresh()
     b.restore(str(tmp_path / "state.json"))
-    after_a = _drive(a, space, 8, list(history))
-    after_b = _drive(b, space, 8, list(history))
+    after_a = _drive(a, target, after, list(history))
+    after_b = _drive(b, target, after, list(history))
     assert after_a == after_b
+    assert len({k for batch in history + after_a for k in batch}) == 2 * (before + after)  # no repeats
 
 
 def test_constraint_and_objective_parsing():

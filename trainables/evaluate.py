@@ -8,15 +8,20 @@ ASHA can stop the trial early.
 """
 from __future__ import annotations
 
+import json
 import math
+import tempfile
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ray import tune
 
 from raynas.arch import Arch
 from raynas.evaluators.base import Evaluator
+
+FIDELITY_FILE = "fidelity.json"
 
 
 def sanitize_metrics(metrics: Any) -> Dict[str, Any]:
@@ -80,12 +85,7 @@ def evaluate_archs(config: Dict[str, Any], evaluator: Evaluator, metric: str, mo
     """Function trainable: ``config`` holds ``archs`` and ``arch_ids`` from the searcher."""
     archs, ids = config["archs"], config["arch_ids"]
     if multi_fidelity and len(archs) == 1:
-        start = time.perf_counter()
-        for level, metrics in enumerate(evaluator.evaluate_fidelities(archs[0]), start=1):
-            row = {**sanitize_metrics(metrics), "arch_id": ids[0], "fidelity": float(level),
-                   "eval_seconds": time.perf_counter() - start}
-            tune.report({**_summary([row], metric, mode), **{k: v for k, v in row.items() if k != "arch_id"},
-                         "batch": [row]})
+        _evaluate_fidelities(evaluator, archs[0], ids[0], metric, mode)
         return
     start = time.perf_counter()
     rows = _evaluate_batch(evaluator, archs)
@@ -94,3 +94,27 @@ def evaluate_archs(config: Dict[str, Any], evaluator: Evaluator, metric: str, mo
         row["arch_id"] = key
         row["eval_seconds"] = seconds
     tune.report({**_summary(rows, metric, mode), "batch": rows})
+
+
+def _evaluate_fidelities(evaluator: Evaluator, arch: Arch, key: str, metric: str, mode: str) -> None:
+    """Report once per fidelity, each report with a checkpoint naming the fidelity reached.
+
+    Schedulers that pause trials (HyperBand) restart the function from its last checkpoint:
+    the fidelities already reported are then skipped, so a resumed trial continues where it
+    paused instead of reporting its first fidelities again.
+    """
+    done = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            done = int(json.loads((Path(folder) / FIDELITY_FILE).read_text())["level"])
+    start = time.perf_counter()
+    for level, metrics in enumerate(evaluator.evaluate_fidelities(arch), start=1):
+        if level <= done:
+            continue  # reported before the pause
+        row = {**sanitize_metrics(metrics), "arch_id": key, "fidelity": float(level),
+               "eval_seconds": time.perf_counter() - start}
+        with tempfile.TemporaryDirectory(prefix="raynas-fidelity-") as folder:
+            (Path(folder) / FIDELITY_FILE).write_text(json.dumps({"level": level, "arch_id": key}))
+            tune.report({**_summary([row], metric, mode), **{k: v for k, v in row.items() if k != "arch_id"},
+                         "batch": [row]}, checkpoint=tune.Checkpoint.from_directory(folder))

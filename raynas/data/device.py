@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from raynas.data.dataset import Split
-from raynas.data.transforms import crop_flip, cutout_at, draw_crop_flip, draw_cutout, to_float
+from raynas.data.transforms import apply_augment, augment_params, cutout_at, draw_cutout, to_float
 from raynas.errors import ConfigError
 
 
@@ -49,7 +49,7 @@ class DeviceSplit:
         order = torch.from_numpy(rng.permutation(len(self))[:n]).to(self.device)
         if augment:
             top, left, flips = (torch.from_numpy(a).to(self.device)
-                                for a in draw_crop_flip(rng, n, pad, flip))
+                                for a in augment_params(rng, n, pad, flip))
         if cutout:
             h, w = self.images.shape[-2:]
             cy, cx = (torch.from_numpy(a).to(self.device) for a in draw_cutout(rng, n, h, w))
@@ -58,7 +58,7 @@ class DeviceSplit:
             idx = order[part]
             x = self.images.index_select(0, idx)
             if augment:
-                x = crop_flip(x, top[part], left[part], flips[part], pad)
+                x = apply_augment(x, top[part], left[part], flips[part], pad)
             x = to_float(x, self.mean, self.std)
             if cutout:
                 x = cutout_at(x, cy[part], cx[part], cutout)

@@ -12,6 +12,39 @@ import torch.nn.functional as F
 from raynas.rng import as_rng
 
 
+def augment_params(rng: Union[np.random.Generator, int], batch: int, pad: int = 4,
+                   flip: bool = True):
+    """The random crop offsets (top, left) and flip flags of :func:`augment` for ``batch`` images,
+    as numpy arrays drawn from ``rng`` in a fixed order. Data-parallel ranks draw them for the
+    global batch and each applies its own slice, so a split batch is augmented exactly as the
+    whole batch would be."""
+    rng = as_rng(rng)
+    pad = max(int(pad), 0)
+    top = rng.integers(0, 2 * pad + 1, size=batch)
+    left = rng.integers(0, 2 * pad + 1, size=batch)
+    flips = rng.random(batch) < 0.5 if flip else np.zeros(batch, dtype=bool)
+    return top, left, flips
+
+
+def apply_augment(x_u8: torch.Tensor, top, left, flips, pad: int = 4) -> torch.Tensor:
+    """Crop (after zero padding ``pad``) at the given offsets and flip where ``flips`` is set,
+    per image, in one gather. Returns a tensor of the same shape and dtype."""
+    b, c, h, w = x_u8.shape
+    pad = max(int(pad), 0)
+    dev = x_u8.device
+    top_t = torch.as_tensor(top).to(dev)
+    left_t = torch.as_tensor(left).to(dev)
+    flips_t = torch.as_tensor(flips).to(dev)
+    padded = F.pad(x_u8, (pad, pad, pad, pad)) if pad else x_u8
+    ar_h = torch.arange(h, device=dev)
+    ar_w = torch.arange(w, device=dev)
+    rows = top_t[:, None] + ar_h[None, :]                                     # [B, H]
+    cols = left_t[:, None] + torch.where(flips_t[:, None], (w - 1) - ar_w[None, :], ar_w[None, :])  # [B, W]
+    # one gather over flattened pixels (5x faster on CPU than broadcast advanced indexing)
+    flat = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+    return padded.reshape(b, c, -1).gather(2, flat).view(b, c, h, w)
+
+
 def augment(x_u8: torch.Tensor, rng: Union[np.random.Generator, int], pad: int = 4,
             flip: bool = True) -> torch.Tensor:
     """Random crop with zero padding ``pad`` and random horizontal flip, per image, in one gather.
@@ -23,37 +56,7 @@ def augment(x_u8: torch.Tensor, rng: Union[np.random.Generator, int], pad: int =
     b = x_u8.shape[0]
     if b == 0 or (pad <= 0 and not flip):
         return x_u8.clone()
-    pad = max(int(pad), 0)
-    top, left, flips = draw_crop_flip(rng, b, pad, flip)
-    dev = x_u8.device
-    return crop_flip(x_u8, torch.from_numpy(top).to(dev), torch.from_numpy(left).to(dev),
-                     torch.from_numpy(flips).to(dev), pad)
-
-
-def draw_crop_flip(rng: np.random.Generator, n: int, pad: int = 4,
-                   flip: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The random draws of :func:`augment` for ``n`` images: crop offsets and flip flags (drawn
-    ahead, e.g. for a whole epoch, they move to the device in one copy)."""
-    top = rng.integers(0, 2 * pad + 1, size=n)
-    left = rng.integers(0, 2 * pad + 1, size=n)
-    flips = rng.random(n) < 0.5 if flip else np.zeros(n, dtype=bool)
-    return top, left, flips
-
-
-def crop_flip(x_u8: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flips: torch.Tensor,
-              pad: int = 4) -> torch.Tensor:
-    """Crop each zero-padded image at (``top``, ``left``) and mirror those with ``flips`` (tensors
-    on the batch's device, one entry per image), as one gather over flattened pixels."""
-    b, c, h, w = x_u8.shape
-    dev = x_u8.device
-    padded = F.pad(x_u8, (pad, pad, pad, pad)) if pad else x_u8
-    ar_h = torch.arange(h, device=dev)
-    ar_w = torch.arange(w, device=dev)
-    rows = top[:, None] + ar_h[None, :]                                     # [B, H]
-    cols = left[:, None] + torch.where(flips[:, None], (w - 1) - ar_w[None, :], ar_w[None, :])  # [B, W]
-    # one gather over flattened pixels (5x faster on CPU than broadcast advanced indexing)
-    flat = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
-    return padded.reshape(b, c, -1).gather(2, flat).view(b, c, h, w)
+    return apply_augment(x_u8, *augment_params(rng, b, pad, flip), pad=pad)
 
 
 def cutout(x: torch.Tensor, rng: Union[np.random.Generator, int], length: int = 16) -> torch.Tensor:

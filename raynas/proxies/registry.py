@@ -232,7 +232,7 @@ def _loss_weight_grads(ctx: ProxyContext, with_fisher: bool, with_grasp: bool) -
         handles = [m.register_forward_hook(make_hook(n)) for n, m in layers]
     weights = [m.weight for _, m in layers]
     for w in weights:
-        w.requires_grad_(True)  # restored by preserved_state
+        w.requires_grad_(True)  # the caller's snapshot restores the flags
     try:
         loss = ctx.objective(model(ctx.inputs))
         grads = torch.autograd.grad(loss, weights, allow_unused=True, create_graph=with_grasp)

@@ -5,13 +5,23 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from raynas.errors import ConfigError
 from raynas.searchers.base import ArchSearcher
+
+DEDUP_MODES = ("equivalence", "arch")
 from raynas.searchers.evolution import RegularizedEvolution
+from raynas.searchers.grid import GridSearcher
+from raynas.searchers.local_search import LocalSearch
+from raynas.searchers.mo_evolution import MultiObjectiveEvolution
 from raynas.searchers.optuna_search import OptunaArchSearcher
 from raynas.searchers.random_search import RandomSearcher
+from raynas.searchers.reinforce import ReinforceSearcher
 
 _STRATEGIES: Dict[str, Callable[..., ArchSearcher]] = {
     "random": RandomSearcher,
     "evolution": RegularizedEvolution,
+    "mo_evolution": MultiObjectiveEvolution,
+    "reinforce": ReinforceSearcher,
+    "local_search": LocalSearch,
+    "grid": GridSearcher,
     "optuna": OptunaArchSearcher,
 }
 
@@ -41,11 +51,17 @@ def make_searcher(strategy: Union[str, ArchSearcher], options: Optional[Mapping[
         raise ConfigError(f"strategy '{strategy}': only 'optuna:<sampler>' takes a variant")
     if name not in _STRATEGIES:
         raise ConfigError(f"unknown strategy '{strategy}'; available: {', '.join(list_strategies())}")
+    dedup = options.pop("dedup", ArchSearcher.dedup)   # an option of every strategy
+    if dedup not in DEDUP_MODES:
+        raise ConfigError(f"strategy option dedup must be one of {DEDUP_MODES}, got {dedup!r}")
     try:
-        return _STRATEGIES[name](**options)
+        searcher = _STRATEGIES[name](**options)
     except TypeError as exc:
         raise ConfigError(f"bad options for strategy '{name}': {exc}") from exc
+    searcher.dedup = dedup
+    return searcher
 
 
-__all__ = ["ArchSearcher", "RandomSearcher", "RegularizedEvolution", "OptunaArchSearcher",
+__all__ = ["ArchSearcher", "RandomSearcher", "RegularizedEvolution", "MultiObjectiveEvolution",
+           "ReinforceSearcher", "LocalSearch", "GridSearcher", "OptunaArchSearcher",
            "make_searcher", "register_strategy", "list_strategies"]

@@ -36,6 +36,13 @@ class ArchSearcher(Searcher):
     strategy_name = "base"
     #: True when the strategy handles several objectives itself (Pareto-based)
     multi_objective = False
+    #: after many duplicate proposals in a row, try uniform samples (off for strategies that
+    #: walk the space systematically, e.g. grid)
+    random_fallback = True
+    #: "equivalence" skips archs equivalent to one already proposed (the space's
+    #: ``equivalence_key``); "arch" skips only identical archs (e.g. to reproduce a protocol
+    #: that queries isomorphic cells separately). Set through the strategy option ``dedup``.
+    dedup = "equivalence"
 
     def __init__(self) -> None:
         super().__init__(metric=None, mode=None)
@@ -89,8 +96,12 @@ class ArchSearcher(Searcher):
         return True
 
     # ------------------------------------------------------------------ strategy hooks
-    def propose(self) -> Arch:
-        """Next candidate (may be a duplicate or infeasible; the base filters)."""
+    def propose(self) -> Optional[Arch]:
+        """Next candidate (may be a duplicate or infeasible; the base filters).
+
+        ``None`` means "nothing to propose now": the current trial's batch closes early; with
+        no trial in flight either, the search is over (e.g. a grid ran out).
+        """
         raise NotImplementedError
 
     def observe(self, arch: Arch, metrics: Optional[Mapping[str, float]]) -> None:
@@ -102,6 +113,18 @@ class ArchSearcher(Searcher):
     def fitness(self, metrics: Optional[Mapping[str, float]]) -> float:
         """'Higher is better' value of the primary objective (-inf for failures)."""
         return scalar_fitness(metrics or {}, self.objectives[0])
+
+    def dedup_key(self, arch: Arch) -> str:
+        """Archs with equal keys are evaluated once: the space's ``equivalence_key`` (isomorphic
+        cells compute the same function; ``arch_id`` for spaces without symmetries)."""
+        key_fn = getattr(self.space, "equivalence_key", None)   # spaces not derived from SearchSpace
+        if self.dedup == "arch" or not callable(key_fn):
+            return arch_id(arch)
+        return key_fn(arch)
+
+    def is_seen(self, arch: Arch) -> bool:
+        """Whether ``arch`` (or an equivalent arch) was already proposed."""
+        return self.dedup_key(arch) in self._seen
 
     # ------------------------------------------------------------------ Tune protocol
     def suggest(self, trial_id: str):
@@ -119,8 +142,10 @@ class ArchSearcher(Searcher):
                 break
             batch.append((arch_id(arch), arch))
         if not batch:
+            if self._live:
+                return None  # the strategy waits for results in flight
             self._exhausted = True
-            return Searcher.FINISHED if not self._live else None
+            return Searcher.FINISHED
         self._proposed += len(batch)
         self._live[trial_id] = batch
         return {"archs": [a for _, a in batch], "arch_ids": [i for i, _ in batch]}
@@ -128,12 +153,14 @@ class ArchSearcher(Searcher):
     def _next_arch(self) -> Optional[Arch]:
         duplicates = infeasible = 0
         for attempt in range(self.max_tries):
-            if duplicates >= DUPLICATE_FALLBACK:
+            if duplicates >= DUPLICATE_FALLBACK and self.random_fallback:
                 arch = self.space.sample(self.rng)
             else:
                 arch = self.propose()
+                if arch is None:
+                    return None
             arch = self.space.validate(arch)
-            key = arch_id(arch)
+            key = self.dedup_key(arch)
             if key in self._seen:
                 duplicates += 1
                 self.on_rejected(arch, "duplicate")
@@ -168,6 +195,12 @@ class ArchSearcher(Searcher):
             metrics = None
             if row is not None and not row.get("error"):
                 metrics = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                # objectives may be cost metrics known before evaluation (a latency table,
+                # params): the evaluator need not report them
+                missing = [o.metric for o in self.objectives if o.metric not in metrics]
+                if missing and self.cost_model is not None:
+                    costs = self.cost_model(arch)
+                    metrics.update({m: costs[m] for m in missing if m in costs})
             self._num_observed += 1
             self.observe(arch, metrics)
 

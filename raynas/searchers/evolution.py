@@ -7,7 +7,7 @@ oldest member dies. Works asynchronously: children come from whatever has been o
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Deque, Dict, Mapping, Optional, Tuple
+from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -42,12 +42,15 @@ class RegularizedEvolution(ArchSearcher):
             return self.space.sample(self.rng)
         members = list(self.population)
         k = min(self.sample_size, len(members))
-        picked = sorted(self.rng.choice(len(members), size=k, replace=False),
-                        key=lambda i: members[i][1], reverse=True)
+        picked = self.rank_sample(members, [int(i) for i in self.rng.choice(len(members), size=k, replace=False)])
         parent = members[picked[0]][0]
         if self.crossover_prob > 0 and k > 1 and self.rng.random() < self.crossover_prob:
             parent = self.space.crossover(parent, members[picked[1]][0], self.rng)
         return self.space.mutate(parent, self.rng, self.mutation_prob)
+
+    def rank_sample(self, members: List[Tuple[Arch, Any]], picked: List[int]) -> List[int]:
+        """The tournament: order the sampled members best first (the first becomes the parent)."""
+        return sorted(picked, key=lambda i: members[i][1], reverse=True)
 
     def observe(self, arch: Arch, metrics: Optional[Mapping[str, float]]) -> None:
         fitness = self.fitness(metrics)

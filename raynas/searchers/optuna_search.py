@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import pickle
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -17,6 +18,7 @@ from raynas.errors import ConfigError
 from raynas.searchers.base import ArchSearcher
 
 SAMPLERS = ("tpe", "nsga2", "cmaes", "gp", "random", "qmc")
+ENCODINGS = ("categorical", "ordinal")
 
 
 def make_optuna_sampler(name: str, seed: int, multi_objective: bool, options: Optional[Mapping[str, Any]] = None):
@@ -37,7 +39,11 @@ def make_optuna_sampler(name: str, seed: int, multi_objective: bool, options: Op
     if name == "cmaes":
         if multi_objective:
             raise ConfigError("CMA-ES is single-objective; use 'optuna:nsga2' or 'optuna:tpe' for several objectives")
-        # CMA-ES needs numeric parameters; categorical decisions fall back to its independent sampler
+        try:
+            import cmaes  # noqa: F401 - Optuna imports it lazily, on the first relative sample
+        except ImportError:
+            raise ConfigError("Optuna's CMA-ES sampler needs the 'cmaes' package: pip install cmaes") from None
+        # CMA-ES samples numbers only; the wrapper gives it each decision as an ordinal index
         return optuna.samplers.CmaEsSampler(seed=seed, **options)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, **options)
@@ -54,17 +60,24 @@ class OptunaArchSearcher(ArchSearcher):
     strategy_name = "optuna"
     multi_objective = True
 
-    def __init__(self, sampler: str = "tpe", sampler_options: Optional[Mapping[str, Any]] = None) -> None:
+    def __init__(self, sampler: str = "tpe", sampler_options: Optional[Mapping[str, Any]] = None,
+                 encoding: Optional[str] = None) -> None:
         super().__init__()
         if sampler.lower() not in SAMPLERS:
             raise ConfigError(f"unknown Optuna sampler '{sampler}'; choose one of {', '.join(SAMPLERS)}")
         self.sampler_name = sampler.lower()
         self.sampler_options = dict(sampler_options or {})
+        # CMA-ES samples numbers only (it hands categorical parameters to a random sampler), so it
+        # sees each decision as the index of its choice: choices run from smallest to largest cost,
+        # which makes the index an ordinal the search distribution can move along.
+        self.encoding = encoding or ("ordinal" if self.sampler_name == "cmaes" else "categorical")
+        if self.encoding not in ENCODINGS:
+            raise ConfigError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
         self.inner = None
         self._counter = 0
-        self._pending: Dict[str, str] = {}          # arch_id -> inner trial id awaiting its result
+        self._pending: Dict[str, str] = {}          # dedup key -> inner trial id awaiting its result
         self._last_inner: Optional[Tuple[str, Arch]] = None
-        self._known: Dict[str, List[float]] = {}    # arch_id -> objective values already observed
+        self._known: Dict[str, List[float]] = {}    # dedup key -> objective values already observed
 
     def on_setup(self) -> None:
         from ray import tune
@@ -72,34 +85,62 @@ class OptunaArchSearcher(ArchSearcher):
 
         multi = len(self.objectives) > 1
         sampler = make_optuna_sampler(self.sampler_name, self.seed, multi, self.sampler_options)
-        space = {d.name: tune.choice(list(d.choices)) for d in self.space.decisions()}
+        if self.encoding == "ordinal":
+            space = {d.name: tune.randint(0, len(d.choices)) for d in self.space.decisions()}
+        else:
+            space = {d.name: tune.choice(list(d.choices)) for d in self.space.decisions()}
         metric = [o.metric for o in self.objectives] if multi else self.objectives[0].metric
         mode = [o.mode for o in self.objectives] if multi else self.objectives[0].mode
-        self.inner = OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler, seed=self.seed)
+        # Tune warns that a space given here bypasses its automatic conversion and that the
+        # sampler's seed wins: both are what this wrapper intends
+        quiet = logging.getLogger(OptunaSearch.__module__)
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            self.inner = OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
+        finally:
+            quiet.setLevel(level)
 
     def propose(self) -> Arch:
         self._counter += 1
         inner_id = f"raynas_{self._counter}"
         values = self.inner.suggest(inner_id)
+        if self.encoding == "ordinal":
+            values = {d.name: d.choices[int(values[d.name])] for d in self.space.decisions()}
         arch = self.space.from_decisions(values)
+        key = self.dedup_key(arch)
         self._last_inner = (inner_id, arch)
-        self._pending[arch_id(arch)] = inner_id
+        # an equivalent arch already in flight keeps its own Optuna trial
+        self._pending.setdefault(key, inner_id)
         return arch
 
     def on_rejected(self, arch: Arch, reason: str) -> None:
-        key = arch_id(arch)
-        inner_id = self._pending.pop(key, None)
-        if inner_id is None:
-            return
+        # the base rejects the proposal it was just given, i.e. the last one
+        if self._last_inner is None or arch_id(self._last_inner[1]) != arch_id(arch):
+            return  # not one of Optuna's proposals (the base's random fallback)
+        inner_id = self._last_inner[0]
+        self._last_inner = None
+        key = self.dedup_key(arch)
+        if self._pending.get(key) == inner_id:
+            del self._pending[key]
         known = self._known.get(key)
         if reason == "duplicate" and known is not None:
             self._tell(inner_id, known)
+        elif reason == "infeasible" and self._known:
+            # A failed trial teaches a sampler nothing, so it would keep proposing the same
+            # infeasible region; the worst value seen so far pushes it away.
+            self._tell(inner_id, self._worst_known())
         else:
-            # infeasible, or a duplicate still being evaluated: Optuna ignores failed trials
+            # a duplicate still being evaluated, or nothing known yet: Optuna ignores failures
             self.inner.on_trial_complete(inner_id, result=None, error=True)
 
+    def _worst_known(self) -> List[float]:
+        values = list(self._known.values())
+        return [min(v[i] for v in values) if o.mode == "max" else max(v[i] for v in values)
+                for i, o in enumerate(self.objectives)]
+
     def observe(self, arch: Arch, metrics: Optional[Mapping[str, float]]) -> None:
-        key = arch_id(arch)
+        key = self.dedup_key(arch)
         inner_id = self._pending.pop(key, None)
         values = None
         if metrics is not None and all(o.metric in metrics for o in self.objectives):

@@ -11,9 +11,23 @@ from typing import Any, Dict, Mapping, Optional, Union
 from raynas.errors import ConfigError
 
 
+#: options that define what is trained; a resumed run must match the checkpoint in all of them
+TRAINING_FIELDS = ("space", "space_options", "supernet_options", "data", "data_options", "epochs",
+                   "batch_size", "lr", "optimizer", "momentum", "weight_decay", "warmup_epochs",
+                   "label_smoothing", "grad_clip", "kd_temperature", "alpha_lr", "sampler",
+                   "sampler_options", "standalone", "augment", "seed")
+OPTIMIZERS = ("sgd", "adamw")
+DDP_SYNC_MODES = ("no_sync", "every")
+
+
 @dataclass
 class SupernetTrainConfig:
-    """Options of ``raynas train`` / :func:`trainables.supernet.train_supernet`."""
+    """Options of ``raynas train`` / :func:`trainables.supernet.train_supernet`.
+
+    ``batch_size`` is the global batch: with ``num_workers`` data-parallel workers each rank
+    trains ``batch_size / num_workers`` images of every step, and with ``sync_bn`` the run
+    computes what one process with the whole batch computes.
+    """
 
     space: str = "ofa_mbv3_cifar"
     space_options: Dict[str, Any] = field(default_factory=dict)
@@ -21,26 +35,42 @@ class SupernetTrainConfig:
     data: str = "digits"
     data_options: Dict[str, Any] = field(default_factory=dict)
     output: str = "raynas_results/supernet"
-    epochs: int = 10
+    epochs: float = 10
     batch_size: int = 64
     lr: float = 0.05
+    optimizer: str = "sgd"            # sgd (nesterov momentum) | adamw
     momentum: float = 0.9
     weight_decay: float = 3e-5
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.1
     grad_clip: Optional[float] = 5.0
     kd_temperature: float = 1.0
+    alpha_lr: float = 5e-3            # Adam on architecture logits (hybrid convex / weighted modes)
     sampler: str = "sandwich"
     sampler_options: Dict[str, Any] = field(default_factory=dict)
+    standalone: bool = False          # train the fixed sampler's arch as a static model from scratch
     augment: bool = True
     seed: int = 0
     device: str = "auto"
-    bf16: bool = True            # autocast on CUDA only
+    bf16: bool = True                 # autocast on CUDA only
     channels_last: bool = False
     compile: bool = False
-    cpu_threads: Optional[int] = None  # torch CPU threads (None: torch's default)
+    data_on_device: bool = True       # keep the uint8 training images on the GPU
+    # ---- data parallelism (Ray Train)
+    num_workers: int = 0              # 0: train in this process; N: Ray Train TorchTrainer, N ranks
+    use_gpu: Optional[bool] = None    # Ray Train workers on GPUs (default: when device is not cpu and Ray has GPUs)
+    cpu_threads: Optional[int] = None  # torch CPU threads per process (None: torch's default)
+    sync_bn: bool = True              # batch statistics over the global batch (exact DDP = 1 process)
+    ddp_sync: str = "no_sync"         # no_sync: one gradient all-reduce per step; every: one per subnet
+    max_failures: int = 0             # Ray Train restarts from the latest checkpoint
+    storage_path: Optional[str] = None  # Ray Train storage (shared by all nodes); default OUTPUT/ray_train
+    # ---- run control
     max_steps: Optional[int] = None   # stop early (tests, smoke runs)
     checkpoint_every: int = 1         # epochs
+    checkpoint_every_steps: Optional[int] = None
+    log_every: int = 50               # steps between loss read-backs (a device sync)
+    record_subnets: bool = False      # each rank writes the subnets it activated (OUTPUT/subnets)
+    fail_at_step: Optional[int] = None  # testing: raise once at this step to exercise recovery
     eval_calib_batches: int = 4
     eval_batch_size: int = 256
 
@@ -73,14 +103,40 @@ class SupernetTrainConfig:
 
     def check(self) -> None:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-                    "checkpoint_every": self.checkpoint_every}
+                    "checkpoint_every": self.checkpoint_every, "log_every": self.log_every,
+                    "alpha_lr": self.alpha_lr}
         for key, value in positive.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"training option '{key}' must be a positive number, got {value!r}")
-        if self.max_steps is not None and self.max_steps <= 0:
-            raise ConfigError(f"max_steps must be positive, got {self.max_steps}")
+        for key in ("max_steps", "checkpoint_every_steps", "cpu_threads", "fail_at_step"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"training option '{key}' must be a positive integer or null, got {value!r}")
+        for key in ("num_workers", "max_failures"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"training option '{key}' must be an integer >= 0, got {value!r}")
+        if self.num_workers > 1 and self.batch_size % self.num_workers:
+            raise ConfigError(f"batch_size {self.batch_size} (the global batch) must be divisible by "
+                              f"num_workers {self.num_workers}; pick a multiple of {self.num_workers}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.ddp_sync not in DDP_SYNC_MODES:
+            raise ConfigError(f"ddp_sync must be one of {DDP_SYNC_MODES}, got {self.ddp_sync!r}")
+        if self.standalone and self.sampler != "fixed":
+            raise ConfigError("standalone training trains one arch: set sampler='fixed' and "
+                              "sampler_options={'arch': ...}")
+        for key in ("space_options", "supernet_options", "data_options", "sampler_options"):
+            if not isinstance(getattr(self, key), dict):
+                raise ConfigError(f"training option '{key}' must be a mapping, got {getattr(self, key)!r}")
+
+    def training_differences(self, other: "SupernetTrainConfig") -> Dict[str, Any]:
+        """Fields that define the training and differ between two configs: {name: (self, other)}."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: (mine[k], theirs[k]) for k in TRAINING_FIELDS
+                if json.dumps(mine[k], sort_keys=True) != json.dumps(theirs[k], sort_keys=True)}
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

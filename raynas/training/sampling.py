@@ -1,89 +1,172 @@
-"""Which subnets one training step trains, and with which target.
+"""Which subnets one training step trains, and with which targets.
 
-A strategy turns a step number into a list of :class:`SubnetTask`. The subnets come from an RNG
-seeded by (seed, step, k) only, never from global state, so every data-parallel rank trains the
-same subnets at the same step and a resumed run continues with the same choices.
+A strategy declares the run's phases (:meth:`SamplingStrategy.phases`; one for most) and turns a
+global step into a list of :class:`SubnetTask` (:meth:`SamplingStrategy.plan`). The subnets come
+from an RNG seeded by (seed, step, k) only, never from global state, so every data-parallel rank
+trains the same subnets at the same step and a resumed run continues with the same choices.
+
+Strategies here: ``uniform`` (SPOS), ``sandwich`` (BigNAS in-place distillation), ``fixed`` (one
+arch: stand-alone training, or the hybrid space's mixed modes at fixed widths); OFA progressive
+shrinking and PreNAS preferred sampling live in their own modules and register here.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from raynas.arch import Arch
 from raynas.errors import ConfigError
 from raynas.rng import derive_rng
+from raynas.training.schedule import Phase, single_phase
 
 
 @dataclass(frozen=True)
 class SubnetTask:
-    """Train ``arch`` on ``target``: ``"labels"`` (cross-entropy) or ``"teacher"`` (distillation
-    from the logits of the step's teacher task, or from a fixed teacher model when one is set).
-    ``is_teacher`` marks the task whose detached logits teach the others."""
+    """Train ``arch`` on ``label_weight`` x cross-entropy(labels) + ``distill_weight`` x
+    distillation from the step's teacher logits.
+
+    ``is_teacher`` marks the task whose detached logits teach the later tasks of the step
+    (in-place distillation); phases with a fixed teacher model take the teacher's logits instead.
+    ``regularize`` keeps dropout on for this task (BigNAS regularises only the largest subnet);
+    label smoothing applies to every label loss.
+    """
 
     arch: Arch
-    target: str = "labels"
+    label_weight: float = 1.0
+    distill_weight: float = 0.0
     is_teacher: bool = False
+    regularize: bool = True
 
     def __post_init__(self) -> None:
-        if self.target not in ("labels", "teacher"):
-            raise ConfigError(f"a subnet task's target is 'labels' or 'teacher', got {self.target!r}")
+        for key in ("label_weight", "distill_weight"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"a subnet task's {key} must be a number >= 0, got {value!r}")
+        if self.label_weight == 0 and self.distill_weight == 0:
+            raise ConfigError("a subnet task needs a label or a distillation loss (both weights are 0)")
+
+    @classmethod
+    def labels(cls, arch: Arch, **kw: Any) -> "SubnetTask":
+        return cls(arch, 1.0, 0.0, **kw)
+
+    @classmethod
+    def distill(cls, arch: Arch, weight: float = 1.0, **kw: Any) -> "SubnetTask":
+        return cls(arch, 0.0, weight, **kw)
 
 
 class SamplingStrategy(ABC):
-    """Picks the subnets of each step. Subclasses are small and stateless but for their options."""
+    """Picks the subnets of each step. Subclasses hold only their options: anything that changes
+    during training is a function of the step, so nothing needs saving to resume."""
 
     name = "base"
 
+    def bind(self, space) -> None:
+        """Check the options against the space once, before training (raise ConfigError)."""
+
+    def phases(self, epochs: float, lr: float, warmup_epochs: float) -> List[Phase]:
+        """The run's phases; by default one of ``epochs`` at peak ``lr`` (the config's)."""
+        return single_phase(epochs, lr, warmup_epochs)
+
     @abstractmethod
-    def plan(self, space, step: int, seed: int) -> List[SubnetTask]:
-        """Tasks of training step ``step`` (teacher tasks first)."""
+    def plan(self, space, step: int, seed: int, phase: Optional[Phase] = None) -> List[SubnetTask]:
+        """Tasks of training step ``step`` (a task marked ``is_teacher`` comes first)."""
 
     def state_dict(self) -> Dict[str, Any]:
-        """JSON-able state to checkpoint (strategies that carry a schedule override this)."""
-        return {}
+        """JSON-able state to checkpoint (the built-in strategies have none beyond the step)."""
+        return {"name": self.name}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        pass
+        if state and state.get("name") not in (None, self.name):
+            raise ConfigError(f"the checkpoint was trained with sampling strategy "
+                              f"'{state.get('name')}', not '{self.name}'")
 
 
 class UniformSampling(SamplingStrategy):
-    """Single-path one-shot (SPOS, Guo et al. 2020): one uniformly random subnet on the labels."""
+    """Single-path one-shot (SPOS, Guo et al. 2020; AutoFormer): ``num_subnets`` uniformly random
+    subnets per step (one by default), each on the labels."""
 
     name = "uniform"
 
-    def plan(self, space, step: int, seed: int) -> List[SubnetTask]:
-        return [SubnetTask(space.sample(derive_rng(seed, "subnet", step, 0)), "labels")]
+    def __init__(self, num_subnets: int = 1) -> None:
+        if isinstance(num_subnets, bool) or not isinstance(num_subnets, int) or num_subnets < 1:
+            raise ConfigError(f"num_subnets must be an integer >= 1, got {num_subnets!r}")
+        self.num_subnets = num_subnets
+
+    def plan(self, space, step: int, seed: int, phase: Optional[Phase] = None) -> List[SubnetTask]:
+        return [SubnetTask.labels(space.sample(derive_rng(seed, "subnet", step, k)))
+                for k in range(self.num_subnets)]
 
 
 class SandwichSampling(SamplingStrategy):
     """Sandwich rule with in-place distillation (BigNAS / AttentiveNAS).
 
-    The largest subnet learns from the labels; its detached logits teach ``num_random`` random
-    subnets and the smallest one. All backward passes accumulate into one optimizer step.
+    The largest subnet learns from the labels (with label smoothing, and the only one with
+    dropout); its detached logits teach ``num_random`` random subnets and the smallest one. All
+    backward passes accumulate into one optimizer step. ``distill=False`` trains every subnet
+    on the labels instead.
     """
 
     name = "sandwich"
 
     def __init__(self, num_random: int = 2, distill: bool = True) -> None:
-        if num_random < 0:
-            raise ConfigError(f"num_random must be >= 0, got {num_random}")
-        self.num_random = int(num_random)
+        if isinstance(num_random, bool) or not isinstance(num_random, int) or num_random < 0:
+            raise ConfigError(f"num_random must be an integer >= 0, got {num_random!r}")
+        self.num_random = num_random
         self.distill = bool(distill)
 
-    def plan(self, space, step: int, seed: int) -> List[SubnetTask]:
-        target = "teacher" if self.distill else "labels"
-        tasks = [SubnetTask(space.largest(), "labels", is_teacher=self.distill)]
-        tasks += [SubnetTask(space.sample(derive_rng(seed, "subnet", step, k)), target)
+    def plan(self, space, step: int, seed: int, phase: Optional[Phase] = None) -> List[SubnetTask]:
+        def student(arch: Arch) -> SubnetTask:
+            return (SubnetTask.distill(arch, regularize=False) if self.distill
+                    else SubnetTask.labels(arch, regularize=False))
+
+        tasks = [SubnetTask.labels(space.largest(), is_teacher=self.distill, regularize=True)]
+        tasks += [student(space.sample(derive_rng(seed, "subnet", step, k)))
                   for k in range(1, self.num_random + 1)]
-        tasks.append(SubnetTask(space.smallest(), target))
+        tasks.append(student(space.smallest()))
         return tasks
+
+
+class FixedArchSampling(SamplingStrategy):
+    """Always the same arch on the labels: ``"largest"``, ``"smallest"`` or an arch dict.
+
+    Stand-alone training of one arch uses it, and so do the hybrid space's mixed modes, where the
+    supernet itself draws each layer's op and the arch only sets the widths.
+    """
+
+    name = "fixed"
+
+    def __init__(self, arch: Union[str, Arch] = "largest") -> None:
+        if not (arch in ("largest", "smallest") or isinstance(arch, dict)):
+            raise ConfigError(f"fixed sampling takes arch='largest', 'smallest' or an arch dict, got {arch!r}")
+        self.arch = arch
+        self._resolved: Optional[Arch] = None
+
+    def bind(self, space) -> None:
+        if self.arch == "largest":
+            self._resolved = space.largest()
+        elif self.arch == "smallest":
+            self._resolved = space.smallest()
+        else:
+            self._resolved = space.validate(self.arch)
+
+    def plan(self, space, step: int, seed: int, phase: Optional[Phase] = None) -> List[SubnetTask]:
+        if self._resolved is None:
+            self.bind(space)
+        return [SubnetTask.labels(self._resolved)]
 
 
 _STRATEGIES: Dict[str, Callable[..., SamplingStrategy]] = {
     "uniform": UniformSampling,
     "spos": UniformSampling,
     "sandwich": SandwichSampling,
+    "fixed": FixedArchSampling,
+}
+_LAZY = {
+    "progressive_shrinking": "raynas.training.progressive",
+    "ofa": "raynas.training.progressive",
+    "preferred": "raynas.training.preferred",
+    "prenas": "raynas.training.preferred",
 }
 
 
@@ -92,10 +175,14 @@ def register_sampling_strategy(name: str, factory: Callable[..., SamplingStrateg
 
 
 def list_sampling_strategies() -> List[str]:
-    return sorted(_STRATEGIES)
+    return sorted(set(_STRATEGIES) | set(_LAZY))
 
 
 def make_sampling_strategy(name: str, **options: Any) -> SamplingStrategy:
+    if name not in _STRATEGIES and name in _LAZY:
+        import importlib
+
+        importlib.import_module(_LAZY[name])
     if name not in _STRATEGIES:
         raise ConfigError(f"unknown sampling strategy '{name}'; available: {', '.join(list_sampling_strategies())}")
     try:

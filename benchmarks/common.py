@@ -1,0 +1,216 @@
+"""Shared pieces of the training benchmarks: data spec defaults, device names, reports, wall-time
+budgets, probing a recipe's seconds per step, and training stand-alone nets concurrently.
+
+Everything trains through the shared loop (``trainables.supernet``): supernets, stand-alone nets
+(``train_standalone``) and the probes that size epochs to a wall-time budget.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from raynas.io import atomic_write_json  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+CIFAR10_SPEC = "cifar10:../shared/data/cifar10/cifar10_jpg.tar.gz"  # relative to the project root
+# the digits at 8x8 and an OFA space a hundredth of the CIFAR one: what --smoke trains on CPU
+SMOKE_DATA = ("digits", {"image_size": 8})
+SMOKE_OFA = dict(width_mult=0.1, resolutions=[6, 8], depth_choices=[1, 2], kernel_choices=[3, 5],
+                 expand_choices=[2, 3])
+
+
+def resolve_data_spec(spec: str) -> str:
+    """A relative ``kind:path`` spec is read from the project root (where the defaults point)."""
+    kind, sep, path = spec.partition(":")
+    if sep and path and not Path(path).is_absolute() and not Path(path).exists() \
+            and (ROOT / path).exists():
+        return f"{kind}:{ROOT / path}"
+    return spec
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def environment(device: torch.device) -> Dict[str, Any]:
+    return {"device": device_name(device), "torch": torch.__version__,
+            "python": sys.version.split()[0], "threads": torch.get_num_threads()}
+
+
+def write_report(path: str, report: Mapping[str, Any]) -> None:
+    atomic_write_json(path, dict(report))
+    print(f"wrote {path}", flush=True)
+
+
+def setup_device(name: str, threads: Optional[int]) -> torch.device:
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # static shapes per subnet: autotune once each
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+class Deadline:
+    """A wall-time budget that started when this object was made."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.start, self.budget = time.perf_counter(), float(budget_s)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def remaining(self) -> float:
+        return self.budget - self.elapsed()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_step(config: Mapping[str, Any], dataset, steps: int = 8, warmup: int = 3) -> float:
+    """Wall seconds of one training step of ``config`` (a throwaway trainer, after warm-up)."""
+    from raynas.training import SupernetTrainConfig
+    from trainables.supernet import SupernetTrainer
+
+    trainer = SupernetTrainer(SupernetTrainConfig.from_any(dict(config)), dataset)
+    for _ in range(warmup):
+        trainer.run_step()
+        trainer.step += 1
+    _sync(trainer.device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.run_step()
+        trainer.step += 1
+    _sync(trainer.device)
+    return (time.perf_counter() - start) / steps
+
+
+def epochs_for(budget_s: float, step_s: float, steps_per_epoch: int, minimum: float,
+               maximum: Optional[float] = None) -> float:
+    """Epochs (in steps of 1/steps_per_epoch) that fit ``budget_s`` at ``step_s`` per step."""
+    steps = int(max(0.0, budget_s) / max(step_s, 1e-9))
+    epochs = max(minimum, steps / steps_per_epoch)
+    return min(epochs, maximum) if maximum is not None else epochs
+
+
+def steps_per_epoch(dataset, batch_size: int) -> int:
+    return len(dataset.split("train")) // batch_size
+
+
+# ----------------------------------------------------------------- stand-alone nets, concurrently
+class StandaloneWorker:
+    """Trains stand-alone nets with the shared loop; as a Ray actor, one per GPU share."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        from raynas.data import load_dataset
+
+        self.config = dict(config)
+        setup_device(self.config.get("device", "cpu"), self.config.get("cpu_threads"))
+        self.dataset = load_dataset(self.config["data"], seed=self.config.get("seed", 0),
+                                    **self.config.get("data_options", {}))
+
+    def probe(self, archs: Sequence[Dict[str, Any]], steps: int = 6, warmup: int = 3) -> List[float]:
+        """Seconds per step of each arch (what the epoch budget is sized with)."""
+        return [seconds_per_step(dict(self.config, sampler="fixed", sampler_options={"arch": a},
+                                      standalone=True), self.dataset, steps=steps, warmup=warmup)
+                for a in archs]
+
+    def train(self, archs: Sequence[Dict[str, Any]], epochs: float, output: str) -> List[Dict[str, Any]]:
+        from raynas.arch import arch_id
+        from trainables.supernet import train_standalone
+
+        out = []
+        for arch in archs:
+            start = time.perf_counter()
+            _, metrics = train_standalone(arch, dict(self.config, epochs=epochs,
+                                                     output=str(Path(output) / arch_id(arch))),
+                                          dataset=self.dataset)
+            out.append({"arch_id": arch_id(arch), "accuracy": metrics["accuracy"],
+                        "steps": metrics["steps"], "seconds": time.perf_counter() - start})
+        return out
+
+
+def _assign(archs: Sequence[Dict[str, Any]], costs: Sequence[float], workers: int) -> List[List[int]]:
+    """Longest-processing-time-first assignment of archs to workers (balanced total cost)."""
+    bins: List[List[int]] = [[] for _ in range(workers)]
+    loads = [0.0] * workers
+    for i in sorted(range(len(archs)), key=lambda i: -costs[i]):
+        w = loads.index(min(loads))
+        bins[w].append(i)
+        loads[w] += costs[i]
+    return [b for b in bins if b]
+
+
+def train_standalone_many(archs: Sequence[Dict[str, Any]], costs: Sequence[float],
+                          config: Mapping[str, Any], budget_s: float, procs: int, output: str,
+                          min_epochs: float, max_epochs: Optional[float] = None,
+                          probe_steps: int = 6) -> Dict[str, Any]:
+    """Train every arch from scratch with the same recipe and the same number of epochs, sized
+    so the slowest worker finishes inside ``budget_s``.
+
+    ``procs`` > 0: that many Ray actor processes share the device (small CIFAR nets cannot keep
+    an H100 busy one at a time: several processes launch kernels in parallel); 0: in this
+    process, one after another. Returns per-arch results (input order), epochs and timings.
+    """
+    deadline = Deadline(budget_s)
+    spe = None
+    if procs <= 0:
+        worker = StandaloneWorker(config)
+        spe = steps_per_epoch(worker.dataset, config["batch_size"])
+        probes = worker.probe(archs, steps=probe_steps, warmup=min(3, probe_steps))
+        wall_per_epoch = sum(probes) * spe
+        epochs = epochs_for(deadline.remaining(), wall_per_epoch / spe, spe, min_epochs, max_epochs)
+        results = worker.train(archs, epochs, output)
+        groups = [list(range(len(archs)))]
+    else:
+        import ray
+
+        from raynas.runtime import ensure_ray
+
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+        ensure_ray()
+        groups = _assign(archs, costs, min(procs, len(archs)))
+        gpu = str(config.get("device", "cpu")).startswith("cuda")
+        share = {"num_gpus": 1.0 / len(groups), "num_cpus": 1} if gpu else {"num_cpus": 1}
+        actor_cls = ray.remote(**share)(StandaloneWorker)
+        actors = [actor_cls.remote(dict(config)) for _ in groups]
+        probes_per_group = ray.get([a.probe.remote([archs[i] for i in g], probe_steps, min(3, probe_steps))
+                                    for a, g in zip(actors, groups)])
+        from raynas.data import load_dataset  # cheap: the workers filled the decode cache
+
+        spe = steps_per_epoch(load_dataset(config["data"], seed=config.get("seed", 0),
+                                           **config.get("data_options", {})), config["batch_size"])
+        wall_per_epoch = max(sum(p) for p in probes_per_group) * spe
+        epochs = epochs_for(deadline.remaining() * 0.95, wall_per_epoch / spe, spe, min_epochs, max_epochs)
+        done = ray.get([a.train.remote([archs[i] for i in g], epochs, output)
+                        for a, g in zip(actors, groups)])
+        for a in actors:
+            ray.kill(a)
+        results = [None] * len(archs)
+        for g, rows in zip(groups, done):
+            for i, row in zip(g, rows):
+                results[i] = row
+        probes = [None] * len(archs)
+        for g, rows in zip(groups, probes_per_group):
+            for i, t in zip(g, rows):
+                probes[i] = t
+    return {"results": results, "epochs": epochs, "steps_per_epoch": spe,
+            "probe_seconds_per_step": probes, "workers": len(groups),
+            "estimated_wall_per_epoch_s": wall_per_epoch, "seconds": deadline.elapsed()}

@@ -1,0 +1,60 @@
+"""Cheap evaluators without a model, for testing orchestration and schedulers.
+
+:class:`ScoreFidelityEvaluator` reports a space's analytic ``score`` (the ``synthetic`` space has
+one) at several fidelities whose gap to the final score closes linearly, so low fidelities rank
+archs as the final one does -- a stand-in for fine-tuning epochs. :class:`SleepEvaluator`
+sleeps a fixed time per arch and reports a hash-derived score: it measures how busy an
+orchestration keeps its workers.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterator, List, Sequence
+
+from raynas.arch import Arch, arch_id
+from raynas.errors import ConfigError
+from raynas.evaluators.base import Evaluator, Metrics
+
+
+class ScoreFidelityEvaluator(Evaluator):
+    """``score`` at fidelity k of ``levels``: ``space.score(arch) - gap * (levels - k)``."""
+
+    metrics = ("score",)
+
+    def __init__(self, space, levels: int = 4, gap: float = 0.5) -> None:
+        if not callable(getattr(space, "score", None)):
+            raise ConfigError(f"space '{space.name}' has no analytic score(arch); use the 'synthetic' space")
+        if levels < 1:
+            raise ConfigError(f"levels must be >= 1, got {levels}")
+        self.space, self.levels, self.gap = space, int(levels), float(gap)
+
+    @property
+    def num_fidelities(self) -> int:
+        return self.levels
+
+    def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
+        return [{"score": self.space.score(a)} for a in archs]
+
+    def evaluate_fidelities(self, arch: Arch) -> Iterator[Metrics]:
+        final = self.space.score(arch)
+        for level in range(1, self.levels + 1):
+            yield {"score": final - self.gap * (self.levels - level)}
+
+
+class SleepEvaluator(Evaluator):
+    """Sleeps ``delay_s`` per arch (like a device busy evaluating) and reports ``score`` in [0, 1)
+    derived from the arch id, so strategies still see distinct values."""
+
+    metrics = ("score",)
+
+    def __init__(self, delay_s: float) -> None:
+        if delay_s < 0:
+            raise ConfigError(f"delay_s must be >= 0, got {delay_s}")
+        self.delay_s = float(delay_s)
+
+    def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
+        out = []
+        for arch in archs:
+            time.sleep(self.delay_s)
+            out.append({"score": int(arch_id(arch)[:8], 16) / 16 ** 8})
+        return out

@@ -1,0 +1,87 @@
+"""The --smoke modes of the training benchmarks: each runs its whole pipeline on CPU in seconds
+(digits, tiny spaces) and writes a report whose numbers are consistent."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _read(path):
+    return json.loads(path.read_text())
+
+
+def test_supernet_ranking_smoke(tmp_path):
+    from benchmarks import supernet_ranking
+    from raynas import create_space
+    from benchmarks.common import SMOKE_OFA
+
+    out = tmp_path / "ranking.json"
+    supernet_ranking.main(["--smoke", "--out", str(out)])
+    report = _read(out)
+    space = create_space("ofa_mbv3_cifar", **SMOKE_OFA)
+    macs = [s["macs"] for s in report["subnets"]]
+    assert len(macs) == 4 and macs == sorted(macs) and len(set(macs)) == 4
+    assert report["subnets"][0]["arch"] == space.smallest()
+    assert report["subnets"][-1]["arch"] == space.largest()
+    for s in report["subnets"]:
+        assert 0 <= s["inherited_accuracy"] <= 100 and 0 <= s["standalone_accuracy"] <= 100
+    assert report["kendall_tau"] is None or -1 <= report["kendall_tau"] <= 1
+    assert report["supernet"]["steps"] == round(0.05 * report["supernet"]["steps_per_epoch"])
+    assert set(report["stages_s"]) >= {"data_s", "supernet_train_s", "inherited_eval_s", "standalone_s"}
+
+
+def test_supernet_throughput_smoke(tmp_path):
+    from benchmarks import supernet_throughput
+
+    out = tmp_path / "throughput.json"
+    supernet_throughput.main(["--smoke", "--out", str(out)])
+    report = _read(out)
+    timings = report["seconds_per_step"]
+    statics = [k for k in timings if k.startswith("static:")]
+    assert len(statics) == 3  # largest, one random, smallest (sandwich with num_random=1)
+    assert all(t > 0 for t in timings.values())
+    assert math.isclose(report["slicing_overhead"],
+                        timings["supernet_largest"] / timings["static_largest"])
+    assert math.isclose(report["sandwich_ratio"], timings["sandwich"] / sum(timings[k] for k in statics))
+    assert [s["role"] for s in report["sandwich_subnets"]] == ["teacher", "student", "student"]
+    assert all(s["slicing_overhead"] > 0 for s in report["sandwich_subnets"])
+
+
+def test_vit_cifar_supernet_smoke(tmp_path):
+    from benchmarks import vit_cifar_supernet
+
+    out = tmp_path / "vit.json"
+    vit_cifar_supernet.main(["--smoke", "--out", str(out)])
+    report = _read(out)
+    assert set(report["subnets"]) == {"largest", "smallest", "random0", "random1"}
+    assert report["subnets"]["largest"]["params"] > report["subnets"]["smallest"]["params"]
+    # the timm export of the largest subnet scores what the supernet scores (fp32, no BN)
+    assert report["largest_exported_test"] == pytest.approx(report["subnets"]["largest"]["test"], abs=0.3)
+
+
+def test_hybrid_modes_smoke(tmp_path):
+    from benchmarks import hybrid_modes
+
+    out = tmp_path / "hybrid.json"
+    hybrid_modes.main(["--smoke", "--out", str(out)])
+    report = _read(out)
+    modes = report["modes"]
+    assert set(modes) == {"convex", "uniform", "weighted"}
+    assert len({m["steps"] for m in modes.values()}) == 1  # equal steps per mode
+    assert modes["uniform"]["alpha"]["final"] == [0.5, 0.5, 0.5]  # uniform sampling never trains α
+    for mode in ("convex", "weighted"):
+        assert modes[mode]["alpha"]["final"] != [0.5, 0.5, 0.5]
+        assert modes[mode]["ops"] == ["conv" if a > 0.5 else "attn" for a in modes[mode]["alpha"]["final"]]
+    assert len(modes["uniform"]["candidates_val"]) == 2
+    assert all(0 <= m["standalone"]["val"] <= 100 for m in modes.values())
+    assert (tmp_path / "hybrid_alpha.png").stat().st_size > 1000
