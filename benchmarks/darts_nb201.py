@@ -18,6 +18,12 @@ leaves every mixture near uniform and DARTS never reaches its characteristic col
     PYTHONPATH=. python benchmarks/darts_nb201.py --device cuda --budget-s 200
     PYTHONPATH=. python benchmarks/darts_nb201.py --smoke      # digits, CPU, tiny, seconds
 
+A reduced CPU run (2 cores, ~20 min; recorded in benchmarks/results/darts_nb201_cpu.json)::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/darts_nb201.py --device cpu --methods darts1,td-darts1 \
+        --seeds 0,1,2 --epochs 5 --half-size 2560 --channels 8 --cells-per-stage 1 --budget-s 1800 \
+        --out benchmarks/results/darts_nb201_cpu.json
+
 Writes benchmarks/results/darts_nb201.json (atomically).
 """
 from __future__ import annotations
@@ -61,6 +67,16 @@ def device_name(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return platform.processor() or platform.machine()
+
+
+def machine_description(device: str) -> str:
+    """Where the numbers come from, in words (timings on a shared CPU are not GPU timings)."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"1x {torch.cuda.get_device_name(0)}"
+    gpu = "no GPU" if not torch.cuda.is_available() else "GPU unused"
+    return f"{os.cpu_count()}-core CPU, {gpu}"
 
 
 def base_config(args: argparse.Namespace, half_size: int) -> Dict[str, Any]:
@@ -228,8 +244,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         for other in ("darts1", "darts2"):
             if summary.get(other, {}).get("test_accuracy_mean") is not None:
                 checks[f"td_darts_above_{other}"] = td["test_accuracy_mean"] > summary[other]["test_accuracy_mean"]
+    per_seed = [{"method": t["method"], "seed": t["seed"], "epochs_run": len(t["history"]),
+                 "arch_str": t["history"][-1]["arch_str"] if t["history"] else None,
+                 "c10_test_200ep": t["history"][-1]["test_accuracy"] if t["history"] else None,
+                 "skip_connections": t["history"][-1]["skip_connections"] if t["history"] else None,
+                 "seconds_per_search_epoch": [round(r["epoch_seconds"], 2) for r in t["history"]],
+                 "error": t["error"]} for t in sorted(trials, key=lambda t: (t["method"], t["seed"]))]
     report = {
         "benchmark": "darts_nb201", "smoke": args.smoke, "device": device_name(args.device),
+        "machine": machine_description(args.device), "command": " ".join(["python", *sys.argv]),
+        "trials_concurrent": n_trials, "cpu_threads_per_trial": 1, "per_seed": per_seed,
         "torch": torch.__version__, "data": args.data_spec if args.smoke else "CIFAR-10 (JPG archive)",
         "settings": {"epochs": args.epochs, "seeds": args.seeds, "methods": {m: METHODS[m] for m in methods},
                      "half_size": half_size, "steps_per_epoch": steps_per_epoch, "batch_size": args.batch_size,
