@@ -18,4 +18,5 @@ BUILTIN_SPACES = {
     "hybrid": "spaces.hybrid",
     "hybrid_cifar": "spaces.hybrid",
     "nb201": "spaces.nb201",
+    "darts": "spaces.darts",
 }

@@ -225,6 +225,14 @@ class NB201Space(SearchSpace):
         return NB201Network(_edges(arch), num_classes=self.num_classes if num_classes is None else num_classes,
                             channels=self.channels, cells_per_stage=self.cells_per_stage)
 
+    def build_search_network(self, num_classes: int | None = None, **options):
+        """The differentiable (DARTS) supernet of this cell space (spaces/nb201_supernet.py)."""
+        from spaces.nb201_supernet import NB201Supernet
+
+        options = {"channels": self.channels, "cells_per_stage": self.cells_per_stage, **options}
+        return NB201Supernet(self, num_classes=self.num_classes if num_classes is None else num_classes,
+                             resolution=self.resolution, **options)
+
     def input_resolution(self, arch: Arch) -> int:
         return self.resolution
 

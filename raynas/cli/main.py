@@ -16,6 +16,8 @@ raynas: neural architecture search on Ray Tune.
   raynas train  --space S --data D  train a weight-sharing supernet
   raynas search --checkpoint C ...  search it (or a table / proxies) with a Tune strategy
   raynas export --checkpoint C --arch A   write a standalone subnet (safetensors + config.json)
+  raynas darts --space nb201 --schedule linear   differentiable search (DARTS, TD-DARTS)
+  raynas retrain --arch A --data D  train an arch from scratch (DARTS' recipe by default)
 
 Without --address an embedded local Ray starts; --address auto (or RAY_ADDRESS) joins a cluster.
 Run 'raynas <command> --help' for the options of a command.
@@ -41,7 +43,7 @@ def _optional_commands():
     import importlib
 
     out = []
-    for name in ("raynas.cli.proxies_cmd", "raynas.cli.specialize_cmd"):
+    for name in ("raynas.cli.proxies_cmd", "raynas.cli.specialize_cmd", "raynas.cli.darts_cmd"):
         try:
             out.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:

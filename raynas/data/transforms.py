@@ -3,7 +3,7 @@ normalisation and resizing. Evaluation and exported models share :func:`prepare_
 exported model sees exactly the inputs its reported accuracy was measured on."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -57,6 +57,33 @@ def augment(x_u8: torch.Tensor, rng: Union[np.random.Generator, int], pad: int =
     if b == 0 or (pad <= 0 and not flip):
         return x_u8.clone()
     return apply_augment(x_u8, *augment_params(rng, b, pad, flip), pad=pad)
+
+
+def cutout(x: torch.Tensor, rng: Union[np.random.Generator, int], length: int = 16) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017), as DARTS applies it: zero a ``length`` x ``length`` square
+    (clipped at the border) centred on a uniformly drawn pixel of each image."""
+    rng = as_rng(rng)
+    b, _, h, w = x.shape
+    cy, cx = draw_cutout(rng, b, h, w)
+    return cutout_at(x, torch.from_numpy(cy).to(x.device), torch.from_numpy(cx).to(x.device), length)
+
+
+def draw_cutout(rng: np.random.Generator, n: int, height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The random centres of :func:`cutout` for ``n`` images."""
+    return rng.integers(0, height, size=n), rng.integers(0, width, size=n)
+
+
+def cutout_at(x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, length: int = 16) -> torch.Tensor:
+    """Zero the square ``[cy - length//2, cy + length//2) x [cx - length//2, cx + length//2)``
+    (clipped) of each image; centres are tensors on the batch's device."""
+    _, _, h, w = x.shape
+    half = int(length) // 2
+    rows = torch.arange(h, device=x.device)[None, :]
+    cols = torch.arange(w, device=x.device)[None, :]
+    in_rows = (rows >= (cy[:, None] - half)) & (rows < (cy[:, None] + half))     # [B, H]
+    in_cols = (cols >= (cx[:, None] - half)) & (cols < (cx[:, None] + half))     # [B, W]
+    hole = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]                   # [B, 1, H, W]
+    return x.masked_fill(hole, 0)
 
 
 def to_float(x_u8: torch.Tensor, mean: Sequence[float], std: Sequence[float],

@@ -1,0 +1,234 @@
+"""One differentiable architecture search (DARTS / TD-DARTS), run in the current process.
+
+The training set is split into two halves: the weights train on one, the architecture (α) on
+the other, alternating one α step and one weight step per batch pair as in DARTS. Each epoch
+runs at the temperature its schedule gives, then derives the discrete arch and logs it
+(temperature, arch, skip connections, supernet train/val accuracy; optionally the arch's
+accuracy from a benchmark table).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from raynas.arch import Arch, arch_id, canonical_json
+from raynas.data import ImageDataset, Split, load_dataset
+from raynas.data.device import DeviceSplit
+from raynas.data.splits import stratified_split
+from raynas.differentiable.architect import Architect
+from raynas.differentiable.config import DartsSearchConfig
+from raynas.differentiable.mixed import mean_normalised_entropy
+from raynas.differentiable.temperature import make_schedule
+from raynas.errors import ConfigError
+from raynas.registry import create_space
+from raynas.rng import derive_rng
+
+SKIP_OP = "skip_connect"
+EpochCallback = Callable[[Dict[str, Any]], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' was asked for but CUDA is not available here; use 'cpu' or 'auto'")
+    return device
+
+
+def count_op(arch: Any, op: str = SKIP_OP) -> int:
+    """How many times ``op`` names an edge anywhere in an arch (any space's JSON)."""
+    if isinstance(arch, str):
+        return int(arch == op)
+    if isinstance(arch, dict):
+        return sum(count_op(v, op) for v in arch.values())
+    if isinstance(arch, (list, tuple)):
+        return sum(count_op(v, op) for v in arch)
+    return 0
+
+
+def split_halves(dataset: ImageDataset, half_size: Optional[int], seed: int) -> Tuple[Split, Split]:
+    """Two disjoint class-stratified halves of the training split (weights, α)."""
+    full = dataset.split("train")
+    half = len(full) // 2 if half_size is None else int(half_size)
+    if half < 1 or 2 * half > len(full):
+        raise ConfigError(f"half_size {half_size} does not fit twice in the {len(full)} training images")
+    idx = stratified_split(full.labels.numpy(), {"val": half}, derive_rng(seed, "darts-halves"),
+                           rest="train", rest_size=half, source=f"dataset '{dataset.spec}'")
+
+    def part(rows):
+        positions = torch.from_numpy(rows)
+        return Split(full.take(positions).contiguous(), full.labels.index_select(0, positions))
+
+    return part(idx["train"]), part(idx["val"])
+
+
+class DartsSearch:
+    """Holds the supernet, both optimizers, the architect and the two data halves."""
+
+    def __init__(self, config: DartsSearchConfig, dataset: Optional[ImageDataset] = None) -> None:
+        self.config = config
+        cfg = config
+        self.device = resolve_device(cfg.device)
+        if cfg.cpu_threads:
+            torch.set_num_threads(int(cfg.cpu_threads))
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.space = create_space(cfg.space, **cfg.space_options)
+        if not callable(getattr(self.space, "build_search_network", None)):
+            raise ConfigError(f"space '{self.space.name}' has no differentiable supernet "
+                              "(build_search_network); differentiable search supports nb201 and darts")
+        self.data = dataset or load_dataset(cfg.data, seed=cfg.data_seed, val_size=0, calib_size=0,
+                                            **cfg.data_options)
+        train, val = split_halves(self.data, cfg.half_size, cfg.data_seed)
+        self.train = DeviceSplit(train, self.device, self.data.mean, self.data.std)
+        self.val = DeviceSplit(val, self.device, self.data.mean, self.data.std)
+        self.steps_per_epoch = min(self.train.steps(cfg.batch_size), self.val.steps(cfg.batch_size))
+        if self.steps_per_epoch < 1:
+            raise ConfigError(f"batch_size {cfg.batch_size} exceeds the {len(train)} images of a half")
+        if cfg.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
+
+        # initial weights from a forked torch generator (the global one is left as it was)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = self.space.build_search_network(self.data.num_classes, **cfg.supernet_options)
+        alpha_seed = int(derive_rng(cfg.seed, "alpha-init").integers(2 ** 62))
+        model.init_alphas(torch.Generator().manual_seed(alpha_seed), cfg.alpha_init_scale)
+        self.model = model.to(self.device)
+        self.weight_optimizer = torch.optim.SGD(self.model.weight_parameters(), lr=cfg.lr,
+                                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=cfg.arch_lr,
+                                               betas=tuple(cfg.arch_betas),
+                                               weight_decay=cfg.arch_weight_decay)
+        self.architect = Architect(self.model, self.arch_optimizer, cfg.order, self._autocast)
+        self.schedule = make_schedule(cfg.schedule)
+        self.table = None
+        if cfg.table:
+            from raynas.evaluators.tabular import TabularEvaluator
+
+            self.table = TabularEvaluator(cfg.table, space=self.space, key=cfg.table_key,
+                                          metrics=cfg.table_metrics or None).check()
+        self.epoch = 0
+        self.history: List[Dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ helpers
+    def _autocast(self):
+        if self.config.bf16 and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def learning_rate(self, epoch: int) -> float:
+        """DARTS' cosine schedule per epoch, from ``lr`` down to ``lr_min``."""
+        cfg = self.config
+        return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * epoch / cfg.epochs))
+
+    def derive(self) -> Arch:
+        """The discrete arch of the current α at ``derive_temperature`` (default: the current T)."""
+        return self.model.derive(self.config.derive_temperature)
+
+    # ------------------------------------------------------------------ one epoch
+    def run_epoch(self) -> Dict[str, Any]:
+        cfg, model, epoch = self.config, self.model, self.epoch
+        if epoch >= cfg.epochs:
+            raise ConfigError(f"the search already ran its {cfg.epochs} epochs")
+        start = time.perf_counter()
+        model.temperature = self.schedule.at(epoch, cfg.epochs)
+        lr = self.learning_rate(epoch)
+        for group in self.weight_optimizer.param_groups:
+            group["lr"] = lr
+        # sums on the device, read once per epoch: no synchronisation per step
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        model.train()
+        batches = zip(
+            self.train.epoch(cfg.batch_size, derive_rng(cfg.seed, "darts-train", epoch),
+                             steps=self.steps_per_epoch, augment=cfg.augment),
+            self.val.epoch(cfg.batch_size, derive_rng(cfg.seed, "darts-val", epoch),
+                           steps=self.steps_per_epoch, augment=cfg.augment))
+        for train, val in batches:
+            val_loss, val_logits = self.architect.step(train, val, self.weight_optimizer)
+            x, y = train
+            self.weight_optimizer.zero_grad(set_to_none=True)
+            with model.alphas_frozen(), self._autocast():
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.weight_parameters(), cfg.grad_clip)
+            self.weight_optimizer.step()
+            sums += torch.stack([loss.detach().double(), (logits.argmax(1) == y).sum().double(),
+                                 val_loss.double(), (val_logits.argmax(1) == val[1]).sum().double()])
+        train_loss, train_correct, val_loss, val_correct = sums.tolist()
+        n = self.steps_per_epoch * cfg.batch_size
+        self.epoch += 1
+        record = self._record(epoch, lr, start)
+        record.update(train_loss=train_loss / self.steps_per_epoch, train_accuracy=100.0 * train_correct / n,
+                      val_loss=val_loss / self.steps_per_epoch, val_accuracy=100.0 * val_correct / n)
+        self.history.append(record)
+        return record
+
+    def _record(self, epoch: int, lr: float, start: float) -> Dict[str, Any]:
+        arch = self.derive()
+        skips = {key: count_op(value) for key, value in arch.items()}
+        record: Dict[str, Any] = {
+            "epoch": epoch + 1, "temperature": self.model.temperature, "lr": lr,
+            "arch": arch, "arch_id": arch_id(arch), "arch_str": self.space.describe(arch),
+            "skip_connections": sum(skips.values()),
+            "alpha_entropy": mean_normalised_entropy(self.model.mixing_weights()),
+            "steps": self.steps_per_epoch,
+        }
+        if len(skips) > 1:
+            record.update({f"skip_connections_{k}": v for k, v in skips.items()})
+        if self.table is not None:
+            record.update(self.table.lookup(arch))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        record["epoch_seconds"] = time.perf_counter() - start
+        return record
+
+    def fit(self, on_epoch: Optional[EpochCallback] = None) -> List[Dict[str, Any]]:
+        """Run the remaining epochs, calling ``on_epoch(record)`` after each."""
+        while self.epoch < self.config.epochs:
+            record = self.run_epoch()
+            if on_epoch is not None:
+                on_epoch(record)
+        return self.history
+
+    def result(self) -> Dict[str, Any]:
+        """The derived arch, α, final mixing weights and the per-epoch history (JSON-able)."""
+        arch = self.history[-1]["arch"] if self.history else self.derive()
+        return {"method": self.config.method, "config": self.config.to_dict(),
+                "arch": arch, "arch_id": arch_id(arch), "arch_str": self.space.describe(arch),
+                "temperature": self.model.temperature, "alphas": self.model.alpha_state(),
+                "mixing_weights": {g: w.detach().cpu().tolist()
+                                   for g, w in self.model.mixing_weights().items()},
+                "history": [dict(r) for r in self.history]}
+
+
+def run_search(config: Any = None, dataset: Optional[ImageDataset] = None,
+               on_epoch: Optional[EpochCallback] = None, **overrides: Any) -> Dict[str, Any]:
+    """Run one search in this process and return :meth:`DartsSearch.result`.
+
+    ``run_search({"space": "nb201", "schedule": "linear", "data": "cifar10:<path>"})``.
+    """
+    search = DartsSearch(DartsSearchConfig.from_any(config, **overrides), dataset)
+    search.fit(on_epoch)
+    return search.result()
+
+
+def flat_record(record: Dict[str, Any]) -> Dict[str, Any]:
+    """A record for Tune: the arch as canonical JSON text, everything else as it is."""
+    out = dict(record)
+    out["arch"] = canonical_json(record["arch"])
+    return out
+
+
+def arch_from_record(record: Dict[str, Any]) -> Arch:
+    value = record["arch"]
+    return json.loads(value) if isinstance(value, str) else value

@@ -1,0 +1,60 @@
+"""The DARTS benchmarks' smoke modes: every part runs (through Tune) and the report holds what
+the GPU runs report, with values that make sense."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT_ROOT, shared_data_path
+
+sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+
+
+def test_nb201_benchmark_smoke(ray_session, tmp_path):
+    import darts_nb201
+
+    table = shared_data_path("nb201/nb201_cifar10.csv")
+    out = tmp_path / "nb201.json"
+    assert darts_nb201.main(["--smoke", "--table", str(table), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["methods"]) == {"darts1", "darts2", "td-darts1"}
+    for method, summary in report["methods"].items():
+        assert summary["completed"] == 1 and not summary["errors"]
+        assert len(summary["curve"]) == 2 and 10.0 <= summary["test_accuracy_mean"] <= 94.38
+    temperatures = [c["temperature"] for c in report["methods"]["td-darts1"]["curve"]]
+    assert temperatures == pytest.approx([10.0, 0.1])
+    assert set(report["checks"]) == {"td_darts_mean_at_least_93", "td_darts_above_darts1",
+                                     "td_darts_above_darts2"}
+    assert report["published"]["optimum"] == 94.37
+
+
+def test_darts_space_benchmark_smoke(ray_session, tmp_path):
+    import darts_space
+
+    out = tmp_path / "space.json"
+    assert darts_space.main(["--smoke", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["timing"]) == {"order1", "order2"}
+    assert report["timing"]["order2"]["seconds_per_step"] > 0
+    from raynas import create_space
+    arch = create_space("darts").validate(report["search"]["arch"])
+    assert [h["epoch"] for h in report["search"]["history"]] == [1, 2]
+    assert report["retrain"]["params"] > 0 and 0 <= report["retrain"]["test_accuracy"] <= 100
+    assert report["retrain"]["history"][0]["arch_id"] == __import__("raynas").arch_id(arch)
+
+
+def test_full_protocol_file_is_valid():
+    """configs/darts_full.json holds DARTS' protocol: 50 search epochs, 600 retrain epochs."""
+    from raynas.differentiable.config import DartsSearchConfig, RetrainConfig
+    from spaces.darts import DARTS_V2
+
+    protocol = json.loads((PROJECT_ROOT / "configs" / "darts_full.json").read_text())
+    search = DartsSearchConfig.from_any(protocol["search"])
+    retrain = RetrainConfig.from_any({**protocol["retrain"], "arch": DARTS_V2})
+    assert (search.epochs, search.batch_size, search.supernet_options) == (50, 64, {"channels": 16, "layers": 8})
+    assert search.method == "td-darts2" and search.half_size is None
+    assert (retrain.epochs, retrain.cutout, retrain.drop_path_prob, retrain.auxiliary_weight) == (600, 16, 0.2, 0.4)
+    assert retrain.space_options == {"channels": 36, "layers": 20, "auxiliary": True}
