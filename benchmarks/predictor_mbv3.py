@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from raynas.io import atomic_write_json  # noqa: E402
+from raynas.io import atomic_write_json, json_safe  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 SMOKE_SPACE = {"width_mult": 0.25, "stage_strides": [2, 2, 2, 1, 2], "resolutions": [16, 24]}
@@ -154,19 +154,6 @@ def build_tables(space, args: argparse.Namespace, workdir: Path) -> List[Dict[st
     return tables
 
 
-def json_safe(value: Any) -> Any:
-    """NaN/inf become None (strict JSON), numpy scalars plain numbers, tuples lists."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:

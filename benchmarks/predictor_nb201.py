@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from raynas.io import atomic_write_json  # noqa: E402
+from raynas.io import atomic_write_json, json_safe  # noqa: E402
 from raynas.registry import create_space  # noqa: E402
 
 DEFAULT_TABLE = ROOT.parent / "shared" / "data" / "nb201" / "nb201_cifar10.csv"
@@ -194,19 +194,6 @@ def search_comparison(space, evaluator, args: argparse.Namespace) -> Dict[str, A
             "per_seed": {m: [{str(q): list(v) for q, v in s.items()} for s in per_seed[m]] for m in methods}}
 
 
-def json_safe(value: Any) -> Any:
-    """NaN/inf become None (strict JSON), numpy scalars plain numbers, tuples lists."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:

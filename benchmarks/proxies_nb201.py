@@ -26,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from raynas.io import json_safe as _json_safe  # noqa: E402
 from raynas.io import atomic_path, atomic_write_json  # noqa: E402
 from raynas.proxies import ProxyEvaluator, list_proxies, rank_correlations, rank_ensemble  # noqa: E402
 from spaces.nb201 import from_arch_str  # noqa: E402
@@ -112,15 +113,6 @@ def print_report(report: Dict[str, Dict]) -> None:
               f" (best single {e['best_single_spearman']:.3f})")
 
 
-def _json_safe(value):
-    """NaN / inf -> None (strict JSON), recursively."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def write_scores_csv(path: Path, rows: List[Dict]) -> None:

@@ -390,6 +390,18 @@ class PoolEvaluator(Evaluator):
         return ray.get(self.dispatcher.evaluate.remote(list(archs)))
 
 
+def _cpu_share(num_actors: int) -> float:
+    """Default CPUs of a CPU worker. On one machine: an equal share of it, leaving
+    TRIAL_CPU_RESERVE for the Tune trials that only relay batches to the dispatcher (the share is
+    also the worker's torch threads). On a cluster: 1 CPU, Ray's default for an actor, so that a
+    replacement for a worker whose node was lost still fits beside the workers of a live node
+    (a large share could leave it unplaceable, and the pool short of a worker for good)."""
+    nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU")]
+    if len(nodes) != 1:
+        return 1.0
+    return max(0.1, min(8.0, (nodes[0] - TRIAL_CPU_RESERVE) / num_actors))
+
+
 class SupernetPool:
     """A pool of Ray actors serving evaluations (weight-inherited accuracy, proxies, ...).
 
@@ -427,10 +439,7 @@ class SupernetPool:
             raise ConfigError(f"need max_retries >= 0, max_chunk >= 1 and chunk_timeout_s > 0 (or None); got "
                               f"{max_retries}, {max_chunk}, {chunk_timeout_s}")
         if cpus_per_actor is None:
-            # CPU workers share the machine, leaving TRIAL_CPU_RESERVE for the Tune trials that
-            # only relay batches to the dispatcher
-            cpus_per_actor = 1.0 if gpus_per_actor > 0 else max(
-                0.1, min(8.0, (cluster_cpus - TRIAL_CPU_RESERVE) / num_actors))
+            cpus_per_actor = 1.0 if gpus_per_actor > 0 else _cpu_share(num_actors)
         options: Dict[str, Any] = {"num_cpus": cpus_per_actor, "num_gpus": gpus_per_actor, "max_restarts": 0}
         if resources:
             options["resources"] = dict(resources)
@@ -453,6 +462,10 @@ class SupernetPool:
         self.dispatcher = dispatcher_cls.remote(factory, self.num_actors, options, cpu_threads, max_retries,
                                                 max_chunk, chunk_timeout_s)
         self._metrics = tuple(metrics)
+        # The driver owns the objects the factory refers to (checkpoint, data): holding their refs
+        # here keeps them alive for the pool's lifetime, so a replacement worker started long after
+        # (or by a restarted dispatcher) can still fetch them.
+        self._pinned = [a for a in getattr(factory, "args", ()) if isinstance(a, ray.ObjectRef)]
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str, data: Optional[str] = None, *, seed: int = 0,

@@ -109,7 +109,13 @@ def check_checkpoint_through_object_store(cluster, nodes, work: Path):
     after = pool.evaluate(archs[9:])
     assert all("accuracy" in m for m in after), (after, pool.health())
     got_after = [m["accuracy"] for m in after]
-    health = pool.wait_ready().health()
+    # the live worker may have answered everything before the lost one was noticed: health probes
+    # notice it (a node's loss takes seconds to be declared) and replace it on a live node
+    deadline = time.monotonic() + 120
+    health = pool.health(probe_timeout_s=5)
+    while not (health["restarts"] >= 1 and health["alive"] == 2) and time.monotonic() < deadline:
+        time.sleep(1)
+        health = pool.health(probe_timeout_s=5)
     pool.shutdown()
     assert got_after == expected[9:], (got_after, expected[9:])
     assert health["restarts"] >= 1 and health["alive"] == 2 and not health["failures"], health
@@ -150,8 +156,11 @@ def check_node_loss_mid_search(cluster, spare, work: Path):
     assert removed.is_set(), "no pool actor was on the removed node, or the search ended first"
     assert len(df) == budget and df["arch_id"].is_unique and df["error"].isna().all(), df
     assert all(row.score == space.score(arch) for row, arch in zip(df.itertuples(), result.archs()))
-    assert health["restarts"] >= 1 and health["alive"] == 2, health
-    return {"archs": len(df), "restarts": health["restarts"], "retries": health["retries"]}
+    # the lost node held a worker (replaced: restarts) or also the dispatcher (Ray restarted it,
+    # and it started fresh workers: its counters start again at 0)
+    assert health["alive"] == 2 and (health["restarts"] >= 1 or health["dispatcher_reconstructed"]), health
+    return {"archs": len(df), "restarts": health["restarts"], "retries": health["retries"],
+            "dispatcher_reconstructed": health["dispatcher_reconstructed"]}
 
 
 def check_cli_against_cluster(address: str, work: Path):

@@ -24,13 +24,7 @@ from conftest import shared_data_path
 TABLE = "nb201/nb201_cifar10.csv"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models: extra intra-op threads cost more than they save (and the CPUs are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _nb201_supernet(channels=2, cells=1, seed=0, dtype=torch.float64):

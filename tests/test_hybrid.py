@@ -18,13 +18,7 @@ TINY = dict(img_size=16, channels=16, num_layers=3, expand_ratios=[2, 4], num_he
             head_dim=8, mlp_ratios=[2.0, 4.0])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models: extra intra-op threads cost more than they save (and the CPUs are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _space():

@@ -39,7 +39,9 @@ def test_search_on_the_pool_then_export_reproduces_accuracy(ray_session, checkpo
     assert health["evaluated"] == 16 and health["alive"] == health["workers"]
 
     paths = write_search_artifacts(result, space, quiet=True)
-    assert set(paths) == {"results", "best", "pareto"}
+    assert set(paths) == {"results", "best", "pareto", "front"}
+    front = json.loads(paths["front"].read_text())
+    assert front["front"] and all(m["arch_id"] == raynas.arch_id(m["arch"]) for m in front["front"])
     best = json.loads(paths["best"].read_text())
     assert best["arch_id"] == raynas.arch_id(best["arch"])
 

@@ -24,13 +24,7 @@ ALL = ["fisher", "flops", "grad_norm", "gradsign", "grasp", "jacob_cov", "naswot
        "snip_layernorm", "synflow", "zen"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny nets: one thread avoids oversubscribing a shared CPU
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def seeded(module: nn.Module, seed: int) -> nn.Module:

@@ -21,13 +21,7 @@ PUBLISHED_PARAMS = {"T": 5.8e6, "S": 22.9e6, "B": 53.7e6}
 PRESETS = {"T": AUTOFORMER_TINY, "S": AUTOFORMER_SMALL, "B": AUTOFORMER_BASE}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models: extra intra-op threads cost more than they save (and the CPUs are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

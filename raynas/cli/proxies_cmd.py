@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from raynas.io import json_safe as _json_safe
 from raynas.cli.common import parse_kv_options
 from raynas.cli.main import add_ray_options
 
@@ -384,14 +385,6 @@ def _json_float(x: Any) -> Optional[float]:
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else float(x)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ---------------------------------------------------------------------- select

@@ -7,8 +7,6 @@ p·epoch/epochs), the auxiliary loss weighted by ``auxiliary_weight``; then test
 """
 from __future__ import annotations
 
-import contextlib
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -21,7 +19,7 @@ from raynas.arch import arch_id
 from raynas.data import ImageDataset, load_dataset
 from raynas.data.device import DeviceSplit
 from raynas.differentiable.config import RetrainConfig
-from raynas.differentiable.search import resolve_device
+from raynas.differentiable.search import bf16_autocast, cosine_lr, resolve_device
 from raynas.errors import ConfigError
 from raynas.registry import create_space
 from raynas.rng import derive_rng
@@ -73,13 +71,10 @@ class Retrainer:
         self.history: List[Dict[str, Any]] = []
 
     def _autocast(self):
-        if self.config.bf16 and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return bf16_autocast(self.config.bf16, self.device)
 
     def learning_rate(self, epoch: int) -> float:
-        cfg = self.config
-        return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * epoch / cfg.epochs))
+        return cosine_lr(epoch, self.config)
 
     def _forward(self, x: torch.Tensor):
         with_aux = getattr(self.model, "forward_with_aux", None)

@@ -33,6 +33,18 @@ SKIP_OP = "skip_connect"
 EpochCallback = Callable[[Dict[str, Any]], None]
 
 
+def bf16_autocast(enabled: bool, device: torch.device):
+    """bf16 autocast on CUDA when enabled; a no-op context elsewhere (CPU bf16 is slower)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def cosine_lr(epoch: int, config: Any) -> float:
+    """Cosine schedule per epoch from ``config.lr`` down to ``config.lr_min`` over ``config.epochs``."""
+    return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * epoch / config.epochs))
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -120,14 +132,11 @@ class DartsSearch:
 
     # ------------------------------------------------------------------ helpers
     def _autocast(self):
-        if self.config.bf16 and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return bf16_autocast(self.config.bf16, self.device)
 
     def learning_rate(self, epoch: int) -> float:
         """DARTS' cosine schedule per epoch, from ``lr`` down to ``lr_min``."""
-        cfg = self.config
-        return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * epoch / cfg.epochs))
+        return cosine_lr(epoch, self.config)
 
     def derive(self) -> Arch:
         """The discrete arch of the current α at ``derive_temperature`` (default: the current T)."""
