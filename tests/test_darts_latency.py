@@ -214,3 +214,12 @@ def test_lambda_sweep_runs_one_tune_trial_per_lambda(ray_session, tmp_path):
         assert [r["epoch"] for r in history] == [1, 2] and all(r["latency_lambda"] == lam for r in history)
     assert by_lambda[10.0][-1]["expected_latency_ms"] < by_lambda[0.0][-1]["expected_latency_ms"]
     assert "nor_conv_3x3" not in json.loads(by_lambda[10.0][-1]["arch"])["edges"]
+
+
+def test_sweep_resolves_table_paths_but_not_measure(tmp_path, monkeypatch):
+    from raynas.differentiable.sweep import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_paths({"latency_table": "lut.json"}) == {"latency_table": str(tmp_path / "lut.json")}
+    assert absolute_paths({"latency_table": "measure"}) == {"latency_table": "measure"}
+    assert absolute_paths({"latency_table": None}) == {"latency_table": None}
