@@ -204,6 +204,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--gpus", type=float, default=1.0, help="GPUs the searches share (cuda)")
     parser.add_argument("--budget-s", type=float, default=1500.0, help="guard: trials stop after this")
     parser.add_argument("--machine", default=None, help="machine description for the report")
+    parser.add_argument("--note", default=None, help="free text stored in the report (e.g. a pilot's outcome)")
     parser.add_argument("--smoke", action="store_true", help="digits on CPU, tiny supernet (seconds)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -298,7 +299,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "latency_column": args.latency_column, "lambda_scale": scale, "lambdas": lambdas,
         "rows": rows, "monotonicity": monotone, "trials_concurrent": n, "cpu_threads_per_trial": 1,
         "search_wall_s": search_s, "wall_s": time.perf_counter() - start,
-        "plot": png.name if png.exists() else None,
+        "plot": png.name if png.exists() else None, "note": args.note,
     }
     atomic_write_json(out, report)
     print(f"\n{'λ':>9} {'x unit':>7} {args.latency_column:>14} {'table ms':>9} {'c10 200ep':>9}  cell")
