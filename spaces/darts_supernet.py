@@ -5,7 +5,7 @@ type. BN inside cells is affine-free (DARTS): α alone scales each op's contribu
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -112,3 +112,14 @@ class DartsSupernet(DifferentiableSupernet):
         that near T = 0 the ranking is not decided by float32 rounding.
         """
         return derive_genotype(self.mixing_weights_numpy(temperature), PRIMITIVES)
+
+    def latency_choices(self, arch: Arch) -> Dict[str, List[str]]:
+        """Per cell type, the op of each α row: the genotype's two kept inputs of node k + 2 are its
+        entries 2k and 2k + 1; every other edge is dropped (``none``)."""
+        out = {}
+        for cell in ("normal", "reduce"):
+            ops = ["none"] * len(EDGES)
+            for k, (op, source) in enumerate(arch[cell]):
+                ops[EDGES.index((k // 2 + 2, int(source)))] = op
+            out[cell] = ops
+        return out

@@ -7,7 +7,7 @@ residual reduction blocks, BN-ReLU, global pooling, classifier.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -101,3 +101,7 @@ class NB201Supernet(DifferentiableSupernet):
         """The argmax op of every edge. It is the same at every temperature T > 0 (softmax(α/T)
         keeps the order of α); ``temperature`` is accepted for the common interface."""
         return derive_cell(self.mixing_weights_numpy(temperature)[GROUP])
+
+    def latency_choices(self, arch: Arch) -> Dict[str, List[str]]:
+        """Every edge of the cell, in α row order (the NB201 arch lists all six)."""
+        return {GROUP: list(arch["edges"])}

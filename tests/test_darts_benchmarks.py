@@ -58,3 +58,22 @@ def test_full_protocol_file_is_valid():
     assert search.method == "td-darts2" and search.half_size is None
     assert (retrain.epochs, retrain.cutout, retrain.drop_path_prob, retrain.auxiliary_weight) == (600, 16, 0.2, 0.4)
     assert retrain.space_options == {"channels": 36, "layers": 20, "auxiliary": True}
+
+
+def test_latency_front_benchmark_smoke(ray_session, tmp_path):
+    import darts_latency_front
+
+    table = shared_data_path("nb201/nb201_cifar10.csv")
+    latency = shared_data_path("hw/nb201_latency.csv")
+    out = tmp_path / "front.json"
+    assert darts_latency_front.main(["--smoke", "--table", str(table), "--latency-csv", str(latency),
+                                     "--lambda-multipliers", "0,3", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert [r["lambda_multiplier"] for r in rows] == pytest.approx([0.0, 3.0])
+    assert all(r["epochs_run"] == 2 and not r["error"] and 10.0 <= r["c10_test_200ep"] <= 94.38 for r in rows)
+    assert all(r["real_latency_ms"] > 0 and r["table_latency_ms"] >= 0 for r in rows)
+    assert report["latency_table"]["agreement_with_measured"]["archs"] == 15625
+    assert set(report["monotonicity"]) == {"real_latency_non_increasing", "table_latency_non_increasing",
+                                           "expected_latency_non_increasing"}
+    assert (tmp_path / "front.png").stat().st_size > 1000 and (tmp_path / "front_op_table.json").is_file()

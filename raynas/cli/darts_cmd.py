@@ -38,6 +38,10 @@ def register(sub) -> None:
     p.add_argument("--table", help="benchmark table to look derived archs up in (e.g. nb201_cifar10.csv)")
     p.add_argument("--table-metric", action="append", metavar="NAME=COLUMN",
                    help="reported name and table column, e.g. test_accuracy=c10_test_200ep")
+    p.add_argument("--latency-table", help="per-op latency table (JSON saved by OperatorLatencyTable.save) "
+                                           "of the expected-latency loss, or 'measure' to time the supernet's ops")
+    p.add_argument("--latency-lambda", default=None,
+                   help="λ of the α loss CE + λ·E[latency ms]; comma-separated to sweep, e.g. 0,0.1,1")
     p.add_argument("--device", help="auto | cpu | cuda")
     p.add_argument("--gpus-per-trial", type=float, default=None,
                    help="GPU share of each search (e.g. 0.25: four searches per GPU); default 1 if a "
@@ -123,7 +127,7 @@ def run_search(args: argparse.Namespace) -> int:
 
     overrides: Dict[str, Any] = dict(space=args.space, data=args.data, epochs=args.epochs,
                                      batch_size=args.batch_size, half_size=args.half_size,
-                                     table=args.table, device=args.device)
+                                     table=args.table, device=args.device, latency_table=args.latency_table)
     if args.space_option:
         overrides["space_options"] = parse_kv_options(args.space_option, "space")
     if args.supernet_option:
@@ -133,6 +137,7 @@ def run_search(args: argparse.Namespace) -> int:
     grid: Dict[str, List[Any]] = {}
     _split_grid(overrides, grid, "order", _csv(args.order, int))
     _split_grid(overrides, grid, "seed", _csv(args.seed, int))
+    _split_grid(overrides, grid, "latency_lambda", _csv(args.latency_lambda, float))
     names = _csv(args.schedule, str)
     if names is None and (args.t0 is not None or args.t_end is not None or args.t is not None):
         raise ConfigError("--t0/--t-end/--t need --schedule")
@@ -145,8 +150,9 @@ def run_search(args: argparse.Namespace) -> int:
     result = darts_search(args.config, grid=grid, scheduler=scheduler, gpus_per_trial=_default_gpus(args.gpus_per_trial),
                           name=args.name, storage_path=args.output, address=args.address,
                           num_cpus=args.num_cpus, progress=not args.quiet, **overrides)
-    columns = [c for c in ["method", "seed", "epochs_run", "temperature", "val_accuracy", "skip_connections",
-                           *(overrides.get("table_metrics") or {}), "arch_str", "error"] if c in result.table]
+    columns = [c for c in ["method", "seed", "latency_lambda", "epochs_run", "temperature", "val_accuracy",
+                           "skip_connections", *(overrides.get("table_metrics") or {}), "expected_latency_ms",
+                           "derived_latency_ms", "arch_str", "error"] if c in result.table]
     print(result.table[columns].to_string(index=False))
     print(f"results: {result.directory / 'darts_results.json'}")
     return 0 if all(not t["error"] for t in result.trials) else 1

@@ -4,7 +4,7 @@ DARTS (TD-DARTS) over supernets of mixed operations.
 Modules: ``temperature`` (schedules of the softmax temperature), ``mixed`` (mixed ops and the
 supernet base), ``architect`` (the α step), ``search`` (one search in this process),
 ``retraining`` (train a derived arch from scratch), ``sweep`` (many of either on Ray Tune),
-``config`` (their options). Names load on first use: ``import raynas.differentiable`` stays
+``config`` (their options), ``latency`` (the expected-latency loss: its table and checks). Names load on first use: ``import raynas.differentiable`` stays
 free of torch.
 """
 from __future__ import annotations
@@ -29,6 +29,8 @@ _LAZY = {
     "darts_search": "raynas.differentiable.sweep",
     "retrain": "raynas.differentiable.sweep",
     "SweepResult": "raynas.differentiable.sweep",
+    "build_supernet_latency_table": "raynas.differentiable.latency",
+    "resolve_latency_table": "raynas.differentiable.latency",
 }
 
 

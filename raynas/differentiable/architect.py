@@ -54,7 +54,7 @@ class Architect:
 
     def __init__(self, model, optimizer: torch.optim.Optimizer, order: int = 1,
                  autocast: Callable[[], ContextManager] = contextlib.nullcontext,
-                 fd_scale: float = FD_SCALE) -> None:
+                 fd_scale: float = FD_SCALE, penalty: Optional[Callable[[], torch.Tensor]] = None) -> None:
         if order not in (1, 2):
             raise ConfigError(f"DARTS order must be 1 (first order) or 2 (second order), got {order!r}")
         alphas = {id(p) for p in model.arch_parameters()}
@@ -66,6 +66,8 @@ class Architect:
             raise ConfigError(f"fd_scale must be positive, got {fd_scale!r}")
         self.model, self.optimizer, self.order, self.autocast = model, optimizer, order, autocast
         self.fd_scale = float(fd_scale)
+        #: a term of α alone added to the α loss (e.g. λ·E[latency]); its gradient adds directly
+        self.penalty = penalty
 
     # ------------------------------------------------------------------ public
     def step(self, train: Batch, val: Batch, weight_optimizer: Optional[torch.optim.Optimizer] = None
@@ -80,17 +82,24 @@ class Architect:
 
     def gradient(self, train: Batch, val: Batch, weight_optimizer: Optional[torch.optim.Optimizer] = None
                  ) -> Tuple[List[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """The α gradient of this order, without stepping (also what the tests check)."""
+        """The α gradient of this order, without stepping (also what the tests check), plus the
+        penalty's gradient if there is one; the returned loss is the validation CE alone."""
         if self.order == 1:
             with self.autocast():
                 loss, logits = _loss(self.model, val)
-            grads = torch.autograd.grad(loss, self.model.arch_parameters())
-            return list(grads), loss.detach(), logits.detach()
-        if not isinstance(weight_optimizer, torch.optim.SGD):
-            raise ConfigError("second-order DARTS unrolls one step of the weight optimizer, which "
-                              f"must be torch.optim.SGD, got {type(weight_optimizer).__name__}")
-        with full_precision():
-            return self._second_order(train, val, weight_optimizer)
+            grads = list(torch.autograd.grad(loss, self.model.arch_parameters()))
+            loss, logits = loss.detach(), logits.detach()
+        else:
+            if not isinstance(weight_optimizer, torch.optim.SGD):
+                raise ConfigError("second-order DARTS unrolls one step of the weight optimizer, which "
+                                  f"must be torch.optim.SGD, got {type(weight_optimizer).__name__}")
+            with full_precision():
+                grads, loss, logits = self._second_order(train, val, weight_optimizer)
+        if self.penalty is not None:
+            # the penalty depends on α only: the unrolled weights w' do not enter it
+            extra = _grads(self.penalty(), self.model.arch_parameters())
+            grads = [g + e.to(g.dtype) for g, e in zip(grads, extra)]
+        return grads, loss, logits
 
     # ------------------------------------------------------------------ second order
     def _second_order(self, train: Batch, val: Batch, optimizer: torch.optim.SGD

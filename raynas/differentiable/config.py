@@ -116,6 +116,11 @@ class DartsSearchConfig(JsonConfig):
     table_key: str = "arch_str"
     #: reported name -> table column, e.g. {"test_accuracy": "c10_test_200ep"}
     table_metrics: Dict[str, str] = field(default_factory=dict)
+    #: per-operator latency table of the expected-latency loss: the path of a table saved by
+    #: OperatorLatencyTable.save, or "measure" to time the configured supernet's ops on ``device``
+    latency_table: Optional[str] = None
+    #: λ of the α loss CE + λ·E[latency] (per ms); 0: plain DARTS (latency only reported)
+    latency_lambda: float = 0.0
 
     def check(self) -> None:
         from raynas.differentiable.temperature import make_schedule
@@ -146,6 +151,23 @@ class DartsSearchConfig(JsonConfig):
         make_schedule(self.schedule)  # fails now, with the schedule's own message
         if self.table_metrics and not self.table:
             raise ConfigError("darts search option 'table_metrics' needs 'table' (the table's path)")
+        self._check_latency()
+
+    def _check_latency(self) -> None:
+        _non_negative("darts search", latency_lambda=self.latency_lambda)
+        spec = self.latency_table
+        if spec is not None:
+            if not isinstance(spec, str) or not spec:
+                raise ConfigError(f"darts search option 'latency_table' must be a table file or 'measure', "
+                                  f"got {spec!r}")
+            if spec != "measure" and not Path(spec).is_file():
+                raise ConfigError(f"darts search option 'latency_table': file {spec} does not exist; give "
+                                  "a table saved by OperatorLatencyTable.save (e.g. from "
+                                  "raynas.differentiable.latency.build_supernet_latency_table), or "
+                                  "'measure' to time the configured supernet's ops")
+        elif self.latency_lambda > 0:
+            raise ConfigError(f"darts search option 'latency_lambda' = {self.latency_lambda} needs "
+                              "'latency_table' (a table file, or 'measure')")
 
     @property
     def method(self) -> str:

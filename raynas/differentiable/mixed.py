@@ -213,6 +213,11 @@ class DifferentiableSupernet(nn.Module):
         """The discrete arch the current α select (see the subclass for the rule)."""
         raise NotImplementedError
 
+    def latency_choices(self, arch: Arch) -> Dict[str, List[str]]:
+        """The op of every α row (group -> one op name per edge) that a derived ``arch`` uses,
+        ``none`` on edges it drops: what a per-operator latency table prices (subclasses)."""
+        raise ConfigError(f"{type(self).__name__} does not map archs to table choices (latency_choices)")
+
     def alpha_state(self) -> Dict[str, List[List[float]]]:
         """α as nested lists (JSON-able, for logs and results)."""
         return {g: a.detach().cpu().tolist() for g, a in self.alphas.items()}

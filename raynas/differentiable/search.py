@@ -119,7 +119,16 @@ class DartsSearch:
         self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=cfg.arch_lr,
                                                betas=tuple(cfg.arch_betas),
                                                weight_decay=cfg.arch_weight_decay)
-        self.architect = Architect(self.model, self.arch_optimizer, cfg.order, self._autocast)
+        self.latency_table = None
+        penalty = None
+        if cfg.latency_table:
+            from raynas.differentiable.latency import latency_penalty, resolve_latency_table
+
+            self.latency_table = resolve_latency_table(cfg.latency_table, self.model, device=str(self.device),
+                                                       threads=cfg.cpu_threads or 1)
+            if cfg.latency_lambda > 0:  # λ = 0 leaves the α step exactly as plain DARTS
+                penalty = latency_penalty(self.model, self.latency_table, cfg.latency_lambda)
+        self.architect = Architect(self.model, self.arch_optimizer, cfg.order, self._autocast, penalty=penalty)
         self.schedule = make_schedule(cfg.schedule)
         self.table = None
         if cfg.table:
@@ -196,6 +205,11 @@ class DartsSearch:
             record.update({f"skip_connections_{k}": v for k, v in skips.items()})
         if self.table is not None:
             record.update(self.table.lookup(arch))
+        if self.latency_table is not None:
+            from raynas.differentiable.latency import latency_record
+
+            record["latency_lambda"] = float(self.config.latency_lambda)
+            record.update(latency_record(self.model, self.latency_table, arch))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         record["epoch_seconds"] = time.perf_counter() - start
@@ -217,7 +231,8 @@ class DartsSearch:
                 "temperature": self.model.temperature, "alphas": self.model.alpha_state(),
                 "mixing_weights": {g: w.detach().cpu().tolist()
                                    for g, w in self.model.mixing_weights().items()},
-                "history": [dict(r) for r in self.history]}
+                "history": [dict(r) for r in self.history],
+                **({"latency_table": self.latency_table.to_json()} if self.latency_table is not None else {})}
 
 
 def run_search(config: Any = None, dataset: Optional[ImageDataset] = None,

@@ -109,8 +109,8 @@ def absolute_paths(options: Mapping[str, Any]) -> Dict[str, Any]:
         kind, _, path = data.partition(":")
         if path.strip() and not Path(path.strip()).expanduser().is_absolute():
             out["data"] = f"{kind}:{Path(path.strip()).expanduser().resolve()}"
-    for key in ("table", "export_dir"):
-        if isinstance(out.get(key), str) and out[key]:
+    for key in ("table", "export_dir", "latency_table"):
+        if isinstance(out.get(key), str) and out[key] and not (key == "latency_table" and out[key] == "measure"):
             out[key] = str(Path(out[key]).expanduser().resolve())
     data_options = out.get("data_options")
     if isinstance(data_options, Mapping) and isinstance(data_options.get("cache_dir"), str):
@@ -225,7 +225,14 @@ def _describe_search(config: Dict[str, Any], result: Dict[str, Any]) -> str:
     return (f"[{result.get('method')} seed {config.get('seed')}] epoch {result.get('epoch')}/"
             f"{config.get('epochs')} T {result.get('temperature', float('nan')):.3g} train "
             f"{result.get('train_accuracy', float('nan')):.1f} val {result.get('val_accuracy', float('nan')):.1f} "
-            f"skip {result.get('skip_connections')}{extra} {result.get('arch_str')}")
+            f"skip {result.get('skip_connections')}{extra}{_latency_text(config, result)} {result.get('arch_str')}")
+
+
+def _latency_text(config: Dict[str, Any], result: Dict[str, Any]) -> str:
+    if "derived_latency_ms" not in result:
+        return ""
+    return (f" λ {config.get('latency_lambda', 0.0):g} E[lat] {result['expected_latency_ms']:.3f} "
+            f"lat {result['derived_latency_ms']:.3f} ms")
 
 
 def _describe_retrain(config: Dict[str, Any], result: Dict[str, Any]) -> str:
