@@ -135,6 +135,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     t = time.perf_counter()
     dataset = load_dataset(data, seed=args.seed, **data_options)
     stages["data_s"] = time.perf_counter() - t
+    calib_images = len(dataset.split("calib"))
+    if args.calib_batches * args.eval_batch > calib_images:
+        # fail before the training budget is spent, not after
+        parser.error(f"--calib-batches {args.calib_batches} x --eval-batch {args.eval_batch} exceeds the "
+                     f"{calib_images} calibration images of {data}; lower one of them")
     work = tempfile.mkdtemp(prefix="raynas-ranking-")
     base = recipe(args, device, data, data_options, space_options, work)
     supernet_config = dict(base, sampler="sandwich", sampler_options={"num_random": args.num_random},
