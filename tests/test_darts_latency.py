@@ -135,8 +135,12 @@ def test_measured_table_fits_the_configured_supernet(tmp_path):
     net = _supernet().float()
     table = build_supernet_latency_table(net, warmup=1, repeats=2)
     assert table.tables["cell"].shape == (6, 5) and (table.tables["cell"] >= 0).all()
-    # every edge of this cell sees the same shapes: the 3x3 conv is the slowest op on each
-    assert (table.tables["cell"].argmax(axis=1) == SLOW).all()
+    # every edge of this cell sees the same shapes: each op is timed once and shared by all edges
+    cell = table.tables["cell"]
+    assert (cell == cell[0]).all()
+    # a convolution costs far more than an identity (not 3x3 vs 1x1: too close to order reliably)
+    ops = list(table.op_names["cell"])
+    assert cell[0, ops.index("nor_conv_3x3")] > 3 * cell[0, ops.index("skip_connect")]
     check_table_matches(table, net)
     search = DartsSearch(_search_config(tmp_path, latency_table="measure", latency_lambda=0.5, epochs=1))
     assert search.latency_table.tables["cell"].shape == (6, 5)
