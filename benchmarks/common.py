@@ -65,6 +65,42 @@ def setup_device(name: str, threads: Optional[int]) -> torch.device:
     return device
 
 
+class EpochRecorder:
+    """A ``fit`` callback: after every epoch (and the last step), the accuracies that matter --
+    the trainer's own final report (:meth:`SupernetTrainer.evaluate_extremes`: BN recalibrated
+    on the calibration split, top-1 on the validation split)."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.records: List[Dict[str, Any]] = []
+        self.quiet = quiet
+        self.eval_seconds = 0.0
+        self.start = time.perf_counter()
+
+    def __call__(self, trainer) -> None:
+        if trainer.step % trainer.steps_per_epoch and trainer.step != trainer.stop_step:
+            return
+        t = time.perf_counter()
+        record = {"epoch": trainer.step / trainer.steps_per_epoch, "step": trainer.step,
+                  "train_seconds": t - self.start - self.eval_seconds,
+                  "train_loss": trainer.history[-1]["train_loss"] if trainer.history else None}
+        metrics = trainer.evaluate_extremes()
+        trainer.module.train()
+        record.update({NAMES[k]: v for k, v in metrics.items() if k in NAMES})
+        self.records.append(record)
+        self.eval_seconds += time.perf_counter() - t
+        if not self.quiet:
+            print(f"    step {trainer.step:5d}  " + "  ".join(
+                f"{k} {record[k]:.2f}" for k in NAMES.values() if k in record), flush=True)
+
+
+#: the trainer's report keys -> the names the benchmarks record
+NAMES = {"largest_accuracy": "largest", "smallest_accuracy": "smallest", "accuracy": "accuracy"}
+
+
+def load_average() -> Optional[List[float]]:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
 class Deadline:
     """A wall-time budget that started when this object was made."""
 
@@ -78,27 +114,11 @@ class Deadline:
         return self.budget - self.elapsed()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def seconds_per_step(config: Mapping[str, Any], dataset, steps: int = 8, warmup: int = 3) -> float:
     """Wall seconds of one training step of ``config`` (a throwaway trainer, after warm-up)."""
-    from raynas.training import SupernetTrainConfig
-    from trainables.supernet import SupernetTrainer
+    from trainables.timing import seconds_per_step as measure
 
-    trainer = SupernetTrainer(SupernetTrainConfig.from_any(dict(config)), dataset)
-    for _ in range(warmup):
-        trainer.run_step()
-        trainer.step += 1
-    _sync(trainer.device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.run_step()
-        trainer.step += 1
-    _sync(trainer.device)
-    return (time.perf_counter() - start) / steps
+    return measure(dict(config), dataset, steps=steps, warmup=warmup)
 
 
 def epochs_for(budget_s: float, step_s: float, steps_per_epoch: int, minimum: float,
@@ -132,17 +152,23 @@ class StandaloneWorker:
                 for a in archs]
 
     def train(self, archs: Sequence[Dict[str, Any]], epochs: float, output: str) -> List[Dict[str, Any]]:
+        """Each arch from scratch; validation accuracy after every epoch."""
         from raynas.arch import arch_id
-        from trainables.supernet import train_standalone
+        from raynas.training import SupernetTrainConfig
+        from trainables.supernet import SupernetTrainer
 
         out = []
         for arch in archs:
             start = time.perf_counter()
-            _, metrics = train_standalone(arch, dict(self.config, epochs=epochs,
-                                                     output=str(Path(output) / arch_id(arch))),
-                                          dataset=self.dataset)
-            out.append({"arch_id": arch_id(arch), "accuracy": metrics["accuracy"],
-                        "steps": metrics["steps"], "seconds": time.perf_counter() - start})
+            config = SupernetTrainConfig.from_any(dict(
+                self.config, epochs=epochs, output=str(Path(output) / arch_id(arch)), sampler="fixed",
+                sampler_options={"arch": arch}, standalone=True))
+            trainer = SupernetTrainer(config, self.dataset)
+            recorder = EpochRecorder(quiet=True)
+            trainer.fit(callback=recorder)
+            out.append({"arch_id": arch_id(arch), "accuracy": recorder.records[-1]["accuracy"],
+                        "steps": trainer.step, "seconds": time.perf_counter() - start,
+                        "per_epoch": recorder.records})
         return out
 
 
@@ -160,9 +186,9 @@ def _assign(archs: Sequence[Dict[str, Any]], costs: Sequence[float], workers: in
 def train_standalone_many(archs: Sequence[Dict[str, Any]], costs: Sequence[float],
                           config: Mapping[str, Any], budget_s: float, procs: int, output: str,
                           min_epochs: float, max_epochs: Optional[float] = None,
-                          probe_steps: int = 6) -> Dict[str, Any]:
+                          probe_steps: int = 6, epochs: Optional[float] = None) -> Dict[str, Any]:
     """Train every arch from scratch with the same recipe and the same number of epochs, sized
-    so the slowest worker finishes inside ``budget_s``.
+    so the slowest worker finishes inside ``budget_s`` (or ``epochs``, fixed: no probing).
 
     ``procs`` > 0: that many Ray actor processes share the device (small CIFAR nets cannot keep
     an H100 busy one at a time: several processes launch kernels in parallel); 0: in this
@@ -173,9 +199,11 @@ def train_standalone_many(archs: Sequence[Dict[str, Any]], costs: Sequence[float
     if procs <= 0:
         worker = StandaloneWorker(config)
         spe = steps_per_epoch(worker.dataset, config["batch_size"])
-        probes = worker.probe(archs, steps=probe_steps, warmup=min(3, probe_steps))
-        wall_per_epoch = sum(probes) * spe
-        epochs = epochs_for(deadline.remaining(), wall_per_epoch / spe, spe, min_epochs, max_epochs)
+        probes, wall_per_epoch = None, None
+        if epochs is None:
+            probes = worker.probe(archs, steps=probe_steps, warmup=min(3, probe_steps))
+            wall_per_epoch = sum(probes) * spe
+            epochs = epochs_for(deadline.remaining(), wall_per_epoch / spe, spe, min_epochs, max_epochs)
         results = worker.train(archs, epochs, output)
         groups = [list(range(len(archs)))]
     else:
@@ -191,14 +219,16 @@ def train_standalone_many(archs: Sequence[Dict[str, Any]], costs: Sequence[float
         share = {"num_gpus": 1.0 / len(groups), "num_cpus": 1} if gpu else {"num_cpus": 1}
         actor_cls = ray.remote(**share)(StandaloneWorker)
         actors = [actor_cls.remote(dict(config)) for _ in groups]
-        probes_per_group = ray.get([a.probe.remote([archs[i] for i in g], probe_steps, min(3, probe_steps))
-                                    for a, g in zip(actors, groups)])
         from raynas.data import load_dataset  # cheap: the workers filled the decode cache
 
         spe = steps_per_epoch(load_dataset(config["data"], seed=config.get("seed", 0),
                                            **config.get("data_options", {})), config["batch_size"])
-        wall_per_epoch = max(sum(p) for p in probes_per_group) * spe
-        epochs = epochs_for(deadline.remaining() * 0.95, wall_per_epoch / spe, spe, min_epochs, max_epochs)
+        probes_per_group, wall_per_epoch = [[None] * len(g) for g in groups], None
+        if epochs is None:
+            probes_per_group = ray.get([a.probe.remote([archs[i] for i in g], probe_steps, min(3, probe_steps))
+                                        for a, g in zip(actors, groups)])
+            wall_per_epoch = max(sum(p) for p in probes_per_group) * spe
+            epochs = epochs_for(deadline.remaining() * 0.95, wall_per_epoch / spe, spe, min_epochs, max_epochs)
         done = ray.get([a.train.remote([archs[i] for i in g], epochs, output)
                         for a, g in zip(actors, groups)])
         for a in actors:

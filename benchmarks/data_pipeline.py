@@ -16,7 +16,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -59,7 +59,7 @@ def bench_pipeline(ds, device: torch.device, batch_size: int, budget_s: float,
 
 
 def bench_evaluator(ds, space_name: str, device: torch.device, batch_size: int, archs: int,
-                    calib_batches: int, bf16: bool, budget_s: float) -> Dict[str, Any]:
+                    calib_images: Optional[int], bf16: bool, budget_s: float) -> Dict[str, Any]:
     from raynas import create_space
     from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
 
@@ -68,7 +68,7 @@ def bench_evaluator(ds, space_name: str, device: torch.device, batch_size: int, 
     supernet = space.build_supernet(ds.num_classes)
     small = ds.eval_splits()
     t0 = time.perf_counter()
-    evaluator = WeightInheritedEvaluator.from_dataset(supernet, small, calib_batches=calib_batches,
+    evaluator = WeightInheritedEvaluator.from_dataset(supernet, small, calib_images=calib_images,
                                                       batch_size=batch_size, device=device, bf16=bf16)
     _sync(device)
     setup_s = time.perf_counter() - t0
@@ -85,7 +85,8 @@ def bench_evaluator(ds, space_name: str, device: torch.device, batch_size: int, 
         if time.perf_counter() - start > budget_s:
             break
     return {"space": space_name, "archs": len(times), "setup_s": round(setup_s, 4),
-            "calib_batches": len(evaluator._calib), "val_images": evaluator.num_val,
+            "calib_batches": len(evaluator._calib), "calib_images": evaluator.calib_images,
+            "val_images": evaluator.num_val,
             "batch_size": batch_size, "bf16": evaluator.bf16,
             "s_per_arch_mean": round(float(np.mean(times)), 4),
             "s_per_arch_median": round(float(np.median(times)), 4),
@@ -101,7 +102,7 @@ def main(argv=None) -> Dict[str, Any]:
     parser.add_argument("--max-batches", type=int, default=10_000)
     parser.add_argument("--space", default=None, help="registered space with a supernet (optional)")
     parser.add_argument("--archs", type=int, default=20)
-    parser.add_argument("--calib-batches", type=int, default=None)
+    parser.add_argument("--calib-images", type=int, default=None, help="BN-calibration images (default: the calib split)")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="seconds-long CPU run on digits")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "data_pipeline.json"))
@@ -127,7 +128,7 @@ def main(argv=None) -> Dict[str, Any]:
     result["pipeline_on_device"] = bench_pipeline(ds, device, args.batch_size, share / 2, args.max_batches, True)
     if args.space:
         result["evaluator"] = bench_evaluator(ds, args.space, device, args.batch_size, args.archs,
-                                              args.calib_batches, args.bf16, share)
+                                              args.calib_images, args.bf16, share)
     result["wall_s"] = round(time.perf_counter() - started, 3)
     atomic_write_json(args.out, result)
     print(result)

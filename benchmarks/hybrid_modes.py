@@ -172,7 +172,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
         trainer.fit(callback=record)
         train_s = time.perf_counter() - t
-        evaluate = dict(calib_batches=args.calib_batches, batch_size=args.eval_batch, device=device,
+        evaluate = dict(calib_images=min(len(dataset.split("calib")), args.calib_batches * args.eval_batch),
+                        batch_size=args.eval_batch, device=device,
                         bf16=device.type == "cuda")
         on_val = WeightInheritedEvaluator.from_dataset(net, dataset, **evaluate)
         test_split = "test" if "test" in dataset.splits else "val"

@@ -5,18 +5,26 @@
    with a stride-2 first stage, see ``DEFAULT_SPACE_OPTIONS``).
 2. Pick ``--subnets`` (>= 12) archs spread evenly over the MACs range (smallest and largest
    included).
-3. Weight-inherited accuracy of each: BN recalibrated on 2,000 held-out training images, top-1
-   on the 5,000-image validation split that training never saw (``WeightInheritedEvaluator``).
+3. Weight-inherited accuracy of each: BN recalibrated on the 2,000 held-out calibration images,
+   top-1 on the 5,000-image validation split that training never saw (one image = 0.02 points;
+   ``WeightInheritedEvaluator``, the pool's evaluation).
 4. Train each arch stand-alone from scratch with the same recipe (optimizer, lr schedule,
-   batch, augmentation) and the same number of epochs, ``--procs`` processes sharing the GPU;
-   top-1 on the same validation split.
-5. Kendall tau and Spearman rho between the two accuracies (target tau >= 0.6), the largest and
-   smallest subnets' accuracies, and the wall time of every stage.
+   batch, augmentation) and the same number of epochs, ``--procs`` processes sharing the GPU
+   (0: one after another in this process); top-1 on the same validation split after every epoch.
+5. Kendall tau and Spearman rho between the two accuracies (target tau >= 0.6) with bootstrap
+   confidence intervals (subnets resampled with replacement), the largest and smallest subnets'
+   accuracies, and the wall time of every stage.
 
 Epochs are sized to the wall-time budget from a short probe of the step time, so the script fits
-``--budget-s`` on any device.
+``--budget-s`` on any device; ``--supernet-epochs`` and ``--standalone-epochs`` fix them instead
+(the CPU protocol: a shared CPU's speed drifts, a step count does not).
 
     PYTHONPATH=. python benchmarks/supernet_ranking.py --device cuda --budget-s 400
+    # CPU (1 thread, a few hours of one core): width 0.25, 20,000 training images
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/supernet_ranking.py --device cpu --threads 1 \
+        --procs 0 --space-options '{"width_mult": 0.25, "stage_strides": [2, 2, 2, 1, 2]}' \
+        --train-size 20000 --batch-size 128 --lr 0.1 --supernet-epochs 10 --standalone-epochs 5 \
+        --out benchmarks/results/supernet_ranking_cpu.json
     PYTHONPATH=. python benchmarks/supernet_ranking.py --smoke       # CPU, digits, seconds
 
 Writes benchmarks/results/supernet_ranking.json (atomically).
@@ -37,9 +45,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.common import (CIFAR10_SPEC, RESULTS, SMOKE_DATA, SMOKE_OFA, Deadline,  # noqa: E402
-                               environment, epochs_for, resolve_data_spec, seconds_per_step,
-                               setup_device, steps_per_epoch, train_standalone_many,
-                               write_report)
+                               EpochRecorder, environment, epochs_for, load_average,
+                               resolve_data_spec, seconds_per_step, setup_device, steps_per_epoch,
+                               train_standalone_many, write_report)
 
 TARGET_TAU = 0.6
 # A stride-2 first stage (the demo's choice) cuts the preset's MACs 3.6x (largest 50M, smallest
@@ -73,6 +81,30 @@ def _finite(value: float) -> Optional[float]:
     return value if np.isfinite(value) else None
 
 
+def rank_agreement(inherited: List[float], alone: List[float], resamples: int, seed: int) -> Dict[str, Any]:
+    """Kendall tau and Spearman rho with percentile bootstrap 95% intervals (the subnets
+    resampled with replacement; resamples where a side ties everywhere are skipped)."""
+    from scipy.stats import kendalltau, spearmanr
+
+    a, b = np.asarray(inherited, dtype=float), np.asarray(alone, dtype=float)
+    # undefined (None) when one side ties everywhere, as barely trained smoke nets can
+    out: Dict[str, Any] = {"kendall_tau": _finite(kendalltau(a, b).statistic),
+                           "spearman_rho": _finite(spearmanr(a, b).statistic), "bootstrap": resamples}
+    rng = np.random.default_rng(seed)
+    taus, rhos = [], []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(a), len(a))
+        if np.ptp(a[idx]) == 0 or np.ptp(b[idx]) == 0:
+            continue
+        taus.append(kendalltau(a[idx], b[idx]).statistic)
+        rhos.append(spearmanr(a[idx], b[idx]).statistic)
+    for name, values in (("kendall_tau_ci95", taus), ("spearman_rho_ci95", rhos)):
+        values = [v for v in values if np.isfinite(v)]
+        out[name] = [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if values else None
+    out["bootstrap_used"] = len(taus)
+    return out
+
+
 def recipe(args, device: torch.device, data: str, data_options: Dict[str, Any],
            space_options: Dict[str, Any], output: str) -> Dict[str, Any]:
     """The training recipe shared by the supernet and every stand-alone net."""
@@ -81,20 +113,29 @@ def recipe(args, device: torch.device, data: str, data_options: Dict[str, Any],
                 data_options=data_options, output=output, batch_size=args.batch_size, lr=args.lr,
                 optimizer="sgd", momentum=0.9, weight_decay=args.weight_decay,
                 warmup_epochs=args.warmup_epochs, label_smoothing=0.1, grad_clip=5.0,
-                device=str(device), bf16=cuda, channels_last=cuda, seed=args.seed,
+                device=str(device), bf16=cuda, channels_last=True, seed=args.seed,
                 checkpoint_every=10 ** 6, log_every=10 ** 6, eval_batch_size=args.eval_batch,
-                cpu_threads=args.threads)
+                calib_images=args.calib_images, cpu_threads=args.threads)
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--data", default=CIFAR10_SPEC, help="dataset spec (default: CIFAR-10 JPGs)")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="training images (default: all that the val and calib splits leave)")
     parser.add_argument("--space-options", default=json.dumps(DEFAULT_SPACE_OPTIONS),
                         help="JSON overrides of ofa_mbv3_cifar options ('{}': the preset as is)")
+    parser.add_argument("--sampler", default="sandwich")
+    parser.add_argument("--sampler-options", default=None,
+                        help="JSON options of the sampling strategy (default: the strategy's defaults)")
     parser.add_argument("--budget-s", type=float, default=400.0, help="wall-time budget of the whole run")
     parser.add_argument("--supernet-share", type=float, default=0.42,
                         help="share of the budget left after loading the data for supernet training")
+    parser.add_argument("--supernet-epochs", type=float, default=None,
+                        help="fixed supernet epochs (instead of sizing them to the budget)")
+    parser.add_argument("--standalone-epochs", type=float, default=None,
+                        help="fixed epochs of every stand-alone net (instead of sizing them to the budget)")
     parser.add_argument("--subnets", type=int, default=13)
     parser.add_argument("--procs", type=int, default=13,
                         help="processes training stand-alone nets concurrently (0: in this process)")
@@ -102,64 +143,71 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--lr", type=float, default=0.2)
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
-    parser.add_argument("--num-random", type=int, default=2, help="random subnets per sandwich step")
     parser.add_argument("--min-epochs", type=float, default=2.0)
     parser.add_argument("--probe-steps", type=int, default=8, help="timed steps that size the epochs")
     parser.add_argument("--eval-batch", type=int, default=250)
-    parser.add_argument("--calib-batches", type=int, default=8, help="BN recalibration batches (8 x 250 = 2000 images)")
+    parser.add_argument("--calib-images", type=int, default=None,
+                        help="BN-calibration images (default: the whole calibration split, 2,000 on CIFAR-10)")
+    parser.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples of the rank CIs")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run on digits (seconds)")
     parser.add_argument("--out", default=str(RESULTS / "supernet_ranking.json"))
     args = parser.parse_args(argv)
     space_options = json.loads(args.space_options)
-    data, data_options = resolve_data_spec(args.data), {}
+    sampler_options = json.loads(args.sampler_options) if args.sampler_options else {}
+    data = resolve_data_spec(args.data)
+    data_options = {"train_size": args.train_size} if args.train_size else {}
     if args.smoke:
         args.device, args.batch_size, args.subnets, args.procs = "cpu", 16, 4, 0
-        args.lr, args.min_epochs, args.eval_batch, args.calib_batches = 0.05, 0.05, 64, 1
-        args.threads, args.num_random, args.warmup_epochs = args.threads or 1, 1, 0.0
+        args.lr, args.min_epochs, args.eval_batch, args.calib_images = 0.05, 0.05, 64, 64
+        args.threads, args.warmup_epochs, args.bootstrap = args.threads or 1, 0.0, 200
         args.probe_steps = 1
         args.budget_s = min(args.budget_s, 20.0)
+        args.supernet_epochs, args.standalone_epochs = 0.05, 0.03
         data, data_options = SMOKE_DATA[0], dict(SMOKE_DATA[1])
         space_options = {**SMOKE_OFA, **space_options}
+        sampler_options = {"num_random": 1, **sampler_options}
     deadline = Deadline(args.budget_s)
     device = setup_device(args.device, args.threads)
     stages: Dict[str, float] = {}
 
     from raynas.data import load_dataset
-    from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
+    from raynas.evaluators.weight_inherited import WeightInheritedEvaluator, resolve_calib_images
     from raynas.registry import create_space
-    from raynas.training import SupernetTrainConfig
+    from raynas.training import SupernetTrainConfig, make_sampling_strategy
     from trainables.supernet import SupernetTrainer
 
+    make_sampling_strategy(args.sampler, **sampler_options)  # bad options fail before any work
     t = time.perf_counter()
     dataset = load_dataset(data, seed=args.seed, **data_options)
     stages["data_s"] = time.perf_counter() - t
-    calib_images = len(dataset.split("calib"))
-    if args.calib_batches * args.eval_batch > calib_images:
-        # fail before the training budget is spent, not after
-        parser.error(f"--calib-batches {args.calib_batches} x --eval-batch {args.eval_batch} exceeds the "
-                     f"{calib_images} calibration images of {data}; lower one of them")
+    try:  # fail before the training budget is spent, not after
+        calib_images = resolve_calib_images(len(dataset.split("calib")), args.calib_images)
+    except Exception as exc:  # noqa: BLE001 - ConfigError, reported as a usage error
+        parser.error(str(exc))
     work = tempfile.mkdtemp(prefix="raynas-ranking-")
     base = recipe(args, device, data, data_options, space_options, work)
-    supernet_config = dict(base, sampler="sandwich", sampler_options={"num_random": args.num_random},
+    supernet_config = dict(base, sampler=args.sampler, sampler_options=sampler_options,
                            output=str(Path(work) / "supernet"))
 
-    # ---- 1. supernet, epochs sized from a probe of the step time
-    t = time.perf_counter()
+    # ---- 1. supernet, epochs fixed or sized from a probe of the step time
     spe = steps_per_epoch(dataset, args.batch_size)
-    step_s = seconds_per_step(dict(supernet_config, epochs=1), dataset, steps=args.probe_steps,
-                              warmup=min(3, args.probe_steps))
-    stages["probe_s"] = time.perf_counter() - t
-    supernet_budget = args.supernet_share * deadline.remaining()
-    epochs = epochs_for(supernet_budget, step_s, spe, args.min_epochs)
-    if args.smoke:
-        epochs = 0.05
-    print(f"supernet: {step_s * 1000:.1f} ms/step, {spe} steps/epoch -> {epochs:.2f} epochs", flush=True)
+    step_s = None
+    if args.supernet_epochs is not None:
+        epochs = args.supernet_epochs
+    else:
+        t = time.perf_counter()
+        step_s = seconds_per_step(dict(supernet_config, epochs=1), dataset, steps=args.probe_steps,
+                                  warmup=min(3, args.probe_steps))
+        stages["probe_s"] = time.perf_counter() - t
+        epochs = epochs_for(args.supernet_share * deadline.remaining(), step_s, spe, args.min_epochs)
+        print(f"supernet: {step_s * 1000:.1f} ms/step, {spe} steps/epoch -> {epochs:.2f} epochs", flush=True)
     t = time.perf_counter()
     trainer = SupernetTrainer(SupernetTrainConfig.from_any(dict(supernet_config, epochs=epochs)), dataset)
-    trainer.fit()
-    stages["supernet_train_s"] = time.perf_counter() - t
+    recorder = EpochRecorder(quiet=args.smoke)
+    trainer.fit(callback=recorder)
+    stages["supernet_train_s"] = recorder.records[-1]["train_seconds"]
 
     # ---- 2-3. subnets over the MACs range, weight-inherited accuracy
     t = time.perf_counter()
@@ -169,62 +217,66 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     stages["select_s"] = time.perf_counter() - t
     t = time.perf_counter()
     evaluator = WeightInheritedEvaluator.from_dataset(
-        trainer.module, dataset, calib_batches=args.calib_batches, batch_size=args.eval_batch,
+        trainer.module, dataset, calib_images=calib_images, batch_size=args.eval_batch,
         device=device, bf16=device.type == "cuda")
     inherited = [m["accuracy"] for m in evaluator.evaluate(archs)]
     stages["inherited_eval_s"] = time.perf_counter() - t
     supernet_summary = {"epochs": epochs, "steps": trainer.step, "steps_per_epoch": spe,
-                        "probe_ms_per_step": step_s * 1000,
+                        "probe_ms_per_step": None if step_s is None else step_s * 1000,
                         "images_per_s": trainer.step * args.batch_size / max(stages["supernet_train_s"], 1e-9),
-                        "final_train_loss": trainer.history[-1]["train_loss"] if trainer.history else None}
+                        "final_train_loss": trainer.history[-1]["train_loss"] if trainer.history else None,
+                        "per_epoch": recorder.records}
     del evaluator, trainer
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
-    # ---- 4. stand-alone nets, concurrently, same recipe and epochs for all
+    # ---- 4. stand-alone nets, same recipe and epochs for all
     t = time.perf_counter()
     standalone_config = dict(base, output=str(Path(work) / "standalone"))
     standalone = train_standalone_many(
         archs, [c["macs"] for c in costs], standalone_config,
         budget_s=deadline.remaining() - (5.0 if args.smoke else 20.0), procs=args.procs,
         output=str(Path(work) / "standalone"), min_epochs=args.min_epochs,
-        max_epochs=0.03 if args.smoke else None, probe_steps=args.probe_steps)
+        probe_steps=args.probe_steps, epochs=args.standalone_epochs)
     stages["standalone_s"] = time.perf_counter() - t
     alone = [r["accuracy"] for r in standalone["results"]]
 
     # ---- 5. rank agreement
-    from scipy.stats import kendalltau, spearmanr
-
-    # undefined (None) when one side ties everywhere, as barely trained smoke nets can
-    tau = _finite(kendalltau(inherited, alone).statistic)
-    rho = _finite(spearmanr(inherited, alone).statistic)
+    agreement = rank_agreement(inherited, alone, args.bootstrap, args.seed)
+    tau = agreement["kendall_tau"]
     stages["total_s"] = deadline.elapsed()
     from raynas.arch import arch_id
 
     subnets = [{"arch": a, "arch_id": arch_id(a), "macs": c["macs"], "params": c["params"],
                 "inherited_accuracy": i, "standalone_accuracy": s,
-                "standalone_seconds": r["seconds"]}
+                "standalone_seconds": r["seconds"], "standalone_per_epoch": r.get("per_epoch")}
                for a, c, i, s, r in zip(archs, costs, inherited, alone, standalone["results"])]
     report = {
-        "benchmark": "supernet_ranking", "smoke": args.smoke, **environment(device),
-        "space": space.spec(), "data": args.data if not args.smoke else data,
+        "benchmark": "supernet_ranking", "smoke": args.smoke,
+        "command": "python benchmarks/supernet_ranking.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        **environment(device), "load_average_end": load_average(),
+        "space": space.spec(), "data": args.data if not args.smoke else data, "data_options": data_options,
+        "dataset_sizes": dataset.sizes,
         "recipe": {k: base[k] for k in ("batch_size", "lr", "optimizer", "weight_decay",
                                         "warmup_epochs", "label_smoothing", "bf16", "channels_last")},
-        "sampler": {"name": "sandwich", "num_random": args.num_random, "distill": True},
+        "sampler": {"name": args.sampler, "options": sampler_options},
         "budget_s": args.budget_s, "stages_s": stages, "supernet": supernet_summary,
         "standalone": {k: standalone[k] for k in ("epochs", "steps_per_epoch", "workers",
                                                    "estimated_wall_per_epoch_s", "seconds")},
         "evaluation": {"split": "val", "val_images": len(dataset.split("val")),
-                       "calib_images": args.calib_batches * args.eval_batch},
-        "subnets": subnets, "kendall_tau": tau, "spearman_rho": rho, "target_tau": TARGET_TAU,
+                       "points_per_image": 100.0 / len(dataset.split("val")),
+                       "calib_images": calib_images, "batch_size": args.eval_batch},
+        "subnets": subnets, **agreement, "target_tau": TARGET_TAU,
         "passed": tau is not None and tau >= TARGET_TAU,
         "largest_subnet": {k: subnets[-1][k] for k in ("macs", "inherited_accuracy", "standalone_accuracy")},
         "smallest_subnet": {k: subnets[0][k] for k in ("macs", "inherited_accuracy", "standalone_accuracy")},
     }
-    print(f"Kendall tau {tau}, Spearman rho {rho} over {len(archs)} subnets; largest "
-          f"{subnets[-1]['inherited_accuracy']:.2f}% inherited / {subnets[-1]['standalone_accuracy']:.2f}% "
-          f"stand-alone; smallest {subnets[0]['inherited_accuracy']:.2f}% / "
-          f"{subnets[0]['standalone_accuracy']:.2f}%; {stages['total_s']:.0f}s", flush=True)
+    ci = agreement["kendall_tau_ci95"]
+    print(f"Kendall tau {tau} (95% CI {ci}), Spearman rho {agreement['spearman_rho']} over {len(archs)} "
+          f"subnets; largest {subnets[-1]['inherited_accuracy']:.2f}% inherited / "
+          f"{subnets[-1]['standalone_accuracy']:.2f}% stand-alone; smallest "
+          f"{subnets[0]['inherited_accuracy']:.2f}% / {subnets[0]['standalone_accuracy']:.2f}%; "
+          f"{stages['total_s']:.0f}s", flush=True)
     write_report(args.out, report)
     return report
 

@@ -110,43 +110,45 @@ def exported_accuracy(model: nn.Module, config: Mapping[str, Any], images_u8: to
 
 # ----------------------------------------------------------------------------- from a supernet
 def export_subnet(checkpoint: Union[str, os.PathLike], arch: Arch, output: Union[str, os.PathLike], *,
-                  data: Optional[str] = None, seed: int = 0, calib_batches: Optional[int] = None,
-                  batch_size: int = 128, device: Optional[str] = None) -> Tuple[Path, Dict[str, float]]:
-    """Recalibrate ``arch``'s BN statistics exactly as the pool's evaluator does (same
-    calibration batches), measure its validation accuracy, and save the static subnet.
+                  data: Optional[str] = None, seed: Optional[int] = None, calib_images: Optional[int] = None,
+                  batch_size: Optional[int] = None, device: Optional[str] = None
+                  ) -> Tuple[Path, Dict[str, float]]:
+    """Recalibrate ``arch``'s BN statistics exactly as the pool's evaluator does (the training
+    run's dataset, split seed and calibration unless overridden; see
+    :class:`~raynas.evaluators.weight_inherited.EvaluationSettings`), measure its validation
+    accuracy, and save the static subnet.
 
-    The config records the dataset, split seed and calibration settings, so
-    :func:`verify_exported` can reproduce the reported accuracy from the two files alone.
+    The config records the evaluation settings, so :func:`verify_exported` can reproduce the
+    reported accuracy from the two files alone.
     """
     from raynas.checkpoint import load_supernet_checkpoint
-    from raynas.data import load_dataset
-    from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
+    from raynas.evaluators.weight_inherited import EvaluationSettings, WeightInheritedEvaluator
 
     supernet, meta = load_supernet_checkpoint(checkpoint)
-    spec = data or meta.get("dataset")
-    if not spec:
-        raise CheckpointError(f"{checkpoint} does not name its dataset; pass data=...")
-    dataset = load_dataset(spec, seed=seed).eval_splits()
+    settings = EvaluationSettings.for_checkpoint(meta, data=data, seed=seed, calib_images=calib_images,
+                                                 batch_size=batch_size)
+    dataset = settings.load_dataset().eval_splits()
+    evaluation = settings.to_dict(dataset)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    evaluator = WeightInheritedEvaluator.from_dataset(supernet, dataset, calib_batches=calib_batches,
-                                                      batch_size=batch_size, device=dev)
+    evaluator = WeightInheritedEvaluator.from_dataset(supernet, dataset, calib_images=settings.calib_images,
+                                                      batch_size=settings.batch_size, device=dev)
     metrics = evaluator.evaluate_one(arch)  # leaves the arch active with recalibrated BN
     model = supernet.export(arch).cpu().eval()
     path = save_exported(output, model, space=supernet.space, arch=arch, num_classes=int(meta["num_classes"]),
-                         mean=dataset.mean, std=dataset.std, metrics=metrics, dataset=spec,
-                         image_size=dataset.image_size,
-                         evaluation={"split": "val", "seed": seed, "calib_batches": calib_batches,
-                                     "batch_size": batch_size})
+                         mean=dataset.mean, std=dataset.std, metrics=metrics, dataset=settings.data,
+                         image_size=dataset.image_size, evaluation=evaluation)
     return path, metrics
 
 
 def verify_exported(path_dir: Union[str, os.PathLike]) -> float:
     """Accuracy (%) of an exported model on the validation split its config names."""
     from raynas.data import load_dataset
+    from raynas.evaluators.weight_inherited import split_options
 
     model, config = load_exported(path_dir)
     evaluation = config.get("evaluation") or {}
     if not config.get("dataset"):
         raise CheckpointError(f"{path_dir} does not record its dataset; evaluate it with exported_accuracy()")
-    val = load_dataset(config["dataset"], seed=int(evaluation.get("seed", 0))).split(evaluation.get("split", "val"))
+    val = load_dataset(config["dataset"], seed=int(evaluation.get("seed", 0)),
+                       **split_options(evaluation.get("data_options"))).split(evaluation.get("split", "val"))
     return exported_accuracy(model, config, val.images, val.labels)

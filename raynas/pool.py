@@ -462,37 +462,44 @@ class SupernetPool:
         self.dispatcher = dispatcher_cls.remote(factory, self.num_actors, options, cpu_threads, max_retries,
                                                 max_chunk, chunk_timeout_s)
         self._metrics = tuple(metrics)
+        self.evaluation: Optional[Dict[str, Any]] = None  # how the evaluator scores (from_checkpoint)
         # The driver owns the objects the factory refers to (checkpoint, data): holding their refs
         # here keeps them alive for the pool's lifetime, so a replacement worker started long after
         # (or by a restarted dispatcher) can still fetch them.
         self._pinned = [a for a in getattr(factory, "args", ()) if isinstance(a, ray.ObjectRef)]
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str, data: Optional[str] = None, *, seed: int = 0,
-                        calib_batches: Optional[int] = None, batch_size: int = 128, device: Optional[str] = None,
-                        wait: bool = True, **pool_options: Any) -> "SupernetPool":
+    def from_checkpoint(cls, checkpoint: str, data: Optional[str] = None, *, seed: Optional[int] = None,
+                        calib_images: Optional[int] = None, batch_size: Optional[int] = None,
+                        device: Optional[str] = None, wait: bool = True, **pool_options: Any) -> "SupernetPool":
         """Pool serving weight-inherited accuracy (BN recalibrated) of a trained supernet.
 
-        ``data`` defaults to the checkpoint's dataset; only its calibration and validation splits
-        travel to the workers (through the object store, like the checkpoint itself).
-        ``calib_batches`` of ``batch_size`` calibration images (default: all full batches)
-        re-estimate BN statistics per arch, as :func:`raynas.export.export_subnet` does.
-        ``wait``: return once every worker holds the supernet (a checkpoint they cannot load is
-        an error here rather than a failure of every evaluation).
+        The dataset, its split seed and loading options (image size ...) and the BN calibration
+        (``calib_images`` in batches of ``batch_size``) default to the training run's own (see
+        :class:`~raynas.evaluators.weight_inherited.EvaluationSettings`), so the pool scores an
+        arch exactly as the trainer's final report and :func:`raynas.export.export_subnet` do;
+        ``pool.evaluation`` records them. Only the calibration and validation splits travel to
+        the workers (through the object store, like the checkpoint itself). ``wait``: return once
+        every worker holds the supernet (a checkpoint they cannot load is an error here rather
+        than a failure of every evaluation).
         """
         from raynas.checkpoint import checkpoint_to_bytes, read_checkpoint_meta
-        from raynas.data import load_dataset
+        from raynas.evaluators.weight_inherited import EvaluationSettings
 
         meta = read_checkpoint_meta(checkpoint)
         blobs = checkpoint_to_bytes(checkpoint)
         _check_safetensors(blobs, checkpoint)  # a damaged file fails here, not in every worker
-        dataset = load_dataset(data or meta.get("dataset") or "digits", seed=seed)
+        settings = EvaluationSettings.for_checkpoint(meta, data=data, seed=seed, calib_images=calib_images,
+                                                     batch_size=batch_size)
+        dataset = settings.load_dataset()
+        evaluation = settings.to_dict(dataset)  # checks calib_images against the split, before Ray
         from raynas.runtime import ensure_ray
 
         ensure_ray(pool_options.get("address"))
         factory = functools.partial(_weight_inherited_factory, ray.put(blobs), ray.put(dataset.eval_splits()),
-                                    calib_batches, batch_size, device)
+                                    settings.calib_images, settings.batch_size, device)
         pool = cls(factory, metrics=("accuracy", "params", "macs", "flops"), **pool_options)
+        pool.evaluation = evaluation
         return pool.wait_ready() if wait else pool
 
     def wait_ready(self) -> "SupernetPool":
@@ -569,7 +576,7 @@ def _check_safetensors(blobs: Mapping[str, bytes], where: str) -> None:
         raise CheckpointError(f"{where}/{MODEL_FILE} {problem}; save the checkpoint again or pick another one")
 
 
-def _weight_inherited_factory(blobs_ref, eval_data_ref, calib_batches: int, batch_size: int,
+def _weight_inherited_factory(blobs_ref, eval_data_ref, calib_images: Optional[int], batch_size: int,
                               device: Optional[str]) -> Evaluator:
     """Runs inside a pool worker: rebuild the supernet from bytes and hold the eval splits."""
     from raynas.checkpoint import load_supernet_from_bytes
@@ -581,5 +588,5 @@ def _weight_inherited_factory(blobs_ref, eval_data_ref, calib_batches: int, batc
     if device is None:
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return WeightInheritedEvaluator.from_dataset(supernet, splits, calib_batches=calib_batches,
+    return WeightInheritedEvaluator.from_dataset(supernet, splits, calib_images=calib_images,
                                                  batch_size=batch_size, device=device)

@@ -101,6 +101,7 @@ def test_cifar_python_batches_in_torchvision_layout(tmp_path):
     ds = load_dataset(f"cifar10:{tmp_path}", val_size=20, calib_size=10, cache_dir=tmp_path / "c")
     assert ds.sizes == {"train": 70, "calib": 10, "val": 20, "test": 10}
     assert ds.class_names == CIFAR10_CLASSES and ds.mean[0] == pytest.approx(0.4914)
+    assert ds.hflip and ds.eval_splits().hflip  # photos may be mirrored (digits may not)
     assert torch.equal(ds.split("test").labels, torch.tensor([(i + 7) % 10 for i in range(10)]))
     rows = ds.source_indices["val"]
     in_first = rows[rows < 20]
@@ -350,6 +351,6 @@ def test_data_pipeline_benchmark_smoke(tmp_path):
     from tiny_supernet import SPACE_NAME, digits16, single_threaded
     with single_threaded():
         ev = module.bench_evaluator(digits16(), SPACE_NAME, torch.device("cpu"), 64, archs=3,
-                                    calib_batches=2, bf16=False, budget_s=30)
-    assert ev["archs"] == 3 and ev["calib_batches"] == 2 and ev["val_images"] == 347
+                                    calib_images=128, bf16=False, budget_s=30)
+    assert ev["archs"] == 3 and ev["calib_batches"] == 2 and ev["calib_images"] == 128 and ev["val_images"] == 347
     assert ev["s_per_arch_mean"] > 0

@@ -40,7 +40,7 @@ def exported(tmp_path_factory):
     ds = digits16()
     with single_threaded():
         net = trained_supernet()
-        evaluator = WeightInheritedEvaluator.from_dataset(net, ds, calib_batches=3, batch_size=64)
+        evaluator = WeightInheritedEvaluator.from_dataset(net, ds, calib_images=192, batch_size=64)
         metrics = evaluator.evaluate([ARCH])[0]
         static = net.export(ARCH)  # the supernet is left recalibrated for ARCH
         net.eval()

@@ -56,3 +56,26 @@ def test_search_on_the_pool_then_export_reproduces_accuracy(ray_session, checkpo
     out = subprocess.run([sys.executable, "-c", code, str(export_dir)], capture_output=True, text=True,
                          check=True)
     assert float(out.stdout.strip().splitlines()[-1]) == pytest.approx(metrics["accuracy"], abs=1e-9)
+
+
+def test_training_report_pool_and_export_score_an_arch_alike(ray_session, tmp_path):
+    """One evaluation setting everywhere: the trainer's final report, the pool and the export
+    all take the training run's dataset options, split seed and BN-calibration size."""
+    from raynas.export import verify_exported
+
+    path, metrics = train_supernet({"space": "ofa_mbv3_cifar", "space_options": TINY, "data": "digits",
+                                    "data_options": {"image_size": 16}, "seed": 3, "calib_images": 100,
+                                    "eval_batch_size": 50, "output": str(tmp_path / "s"), "epochs": 1,
+                                    "batch_size": 32, "max_steps": 6, "cpu_threads": 1}, progress=False)
+    assert metrics["calib_images"] == 100
+    space = raynas.create_space("ofa_mbv3_cifar", **TINY)
+    with raynas.SupernetPool.from_checkpoint(str(path), num_actors=1) as pool:
+        assert pool.evaluation == {"data": "digits", "seed": 3, "data_options": {"image_size": 16},
+                                   "split": "val", "calib_images": 100, "batch_size": 50}
+        largest, smallest = pool.evaluate([space.largest(), space.smallest()])
+    assert largest["accuracy"] == metrics["largest_accuracy"]
+    assert smallest["accuracy"] == metrics["smallest_accuracy"]
+    export_dir, exported = export_subnet(path, space.largest(), tmp_path / "largest")
+    assert exported["accuracy"] == metrics["largest_accuracy"]
+    assert json.loads((export_dir / "config.json").read_text())["evaluation"] == pool.evaluation
+    assert verify_exported(export_dir) == pytest.approx(exported["accuracy"], abs=1e-9)

@@ -54,7 +54,7 @@ def test_finetune_evaluator_reports_each_epoch_and_improves_inherited_weights():
 
     with single_threaded():
         evaluator = FineTuneEvaluator(trained_supernet(steps=15), digits16(), epochs=3, steps_per_epoch=12,
-                                      lr=0.05, batch_size=32, calib_batches=2)
+                                      lr=0.05, batch_size=32, calib_images=128)
         arch = {"w1": 8, "w2": 16, "resolution": 16}
         levels = list(evaluator.evaluate_fidelities(arch))
         assert evaluator.num_fidelities == 3 and [m["epoch"] for m in levels] == [1.0, 2.0, 3.0]

@@ -23,7 +23,7 @@ BASE = dict(space="ofa_mbv3_cifar", space_options=TINY_OFA, data="digits",
             data_options={"image_size": 8}, epochs=1, batch_size=16, lr=0.005, device="cpu",
             sampler="sandwich", sampler_options={"num_random": 1}, cpu_threads=1, max_steps=6,
             checkpoint_every_steps=3, record_subnets=True, eval_batch_size=64,
-            eval_calib_batches=1)
+            calib_images=64)
 # float32 sums in another order (gloo all-reduce, global BN statistics) differ by ~1e-7 per step;
 # at this learning rate training amplifies that to ~1e-5 over the six steps
 DDP_TOLERANCE = 1e-4
@@ -301,3 +301,49 @@ def test_dropout_is_switched_off_only_for_tasks_without_regularisation():
     assert net[1].training and (net(x) == 0).any()
     with regularization(dropout_modules(net), enabled=True):
         assert (net(x) == 0).any()
+
+
+# ------------------------------------------------------------------------ per-dataset augmentation
+def test_augmentation_flips_only_datasets_whose_mirror_images_keep_their_labels(tmp_path):
+    """Digits (a mirrored digit is another glyph) get crops only; a dataset that allows mirroring
+    gets flips too; ``flip`` overrides either; the crop padding is an eighth of the image."""
+    import dataclasses
+
+    import numpy as np
+
+    from raynas.data import apply_augment, augment_params, load_dataset, to_float
+    from raynas.rng import derive_rng
+
+    digits = load_dataset("digits", image_size=8)
+    assert not digits.hflip
+    config = SupernetTrainConfig.from_any(BASE, output=str(tmp_path))
+    trainer = SupernetTrainer(config, digits)
+    assert (trainer.flip, trainer.crop_pad) == (False, 1)
+    x, _ = trainer.batch(0)
+
+    def expected(flip: bool) -> torch.Tensor:
+        top, left, flips = augment_params(derive_rng(config.seed, "augment", 3), len(x), 1, flip)
+        assert flips.any() == flip
+        return to_float(apply_augment(x, top, left, flips, pad=1), digits.mean, digits.std)
+
+    assert torch.equal(trainer.inputs(x, 3), expected(False))
+    assert not torch.equal(expected(False), to_float(x, digits.mean, digits.std))  # crops still move pixels
+    forced = SupernetTrainer(SupernetTrainConfig.from_any(config, flip=True), digits)
+    assert torch.equal(forced.inputs(x, 3), expected(True))
+    mirrorable = SupernetTrainer(config, dataclasses.replace(digits, hflip=True))
+    assert torch.equal(mirrorable.inputs(x, 3), expected(True))
+    none = SupernetTrainer(SupernetTrainConfig.from_any(config, augment=False), digits)
+    assert torch.equal(none.inputs(x, 3), to_float(x, digits.mean, digits.std))
+    assert SupernetTrainer(SupernetTrainConfig.from_any(config, crop_pad=0), digits).crop_pad == 0
+    assert np.array_equal(*(augment_params(derive_rng(0, "a"), 8, 2, f)[0] for f in (True, False)))
+    with pytest.raises(ConfigError, match="crop_pad"):
+        SupernetTrainConfig.from_any(config, crop_pad=-1)
+    meta = trainer.meta()
+    assert meta["augmentation"] == {"enabled": True, "flip": False, "crop_pad": 1}
+
+
+def test_a_checkpoint_config_of_an_earlier_release_still_reads():
+    config = SupernetTrainConfig.from_any(dict(BASE, eval_calib_batches=4))
+    assert config.calib_images == BASE["calib_images"]
+    with pytest.raises(ConfigError, match="calib_images"):
+        SupernetTrainConfig.from_any(BASE, calib_images=0)

@@ -37,6 +37,9 @@ def test_supernet_ranking_smoke(tmp_path):
         assert 0 <= s["inherited_accuracy"] <= 100 and 0 <= s["standalone_accuracy"] <= 100
     assert report["kendall_tau"] is None or -1 <= report["kendall_tau"] <= 1
     assert report["supernet"]["steps"] == round(0.05 * report["supernet"]["steps_per_epoch"])
+    assert report["supernet"]["per_epoch"][-1]["step"] == report["supernet"]["steps"]
+    assert all(s["standalone_per_epoch"][-1]["accuracy"] == s["standalone_accuracy"] for s in report["subnets"])
+    assert report["evaluation"]["calib_images"] == 64 and report["bootstrap"] == 200
     assert set(report["stages_s"]) >= {"data_s", "supernet_train_s", "inherited_eval_s", "standalone_s"}
 
 
@@ -85,3 +88,45 @@ def test_hybrid_modes_smoke(tmp_path):
     assert len(modes["uniform"]["candidates_val"]) == 2
     assert all(0 <= m["standalone"]["val"] <= 100 for m in modes.values())
     assert (tmp_path / "hybrid_alpha.png").stat().st_size > 1000
+
+
+def test_rank_agreement_with_bootstrap_intervals():
+    from scipy.stats import kendalltau
+
+    from benchmarks.supernet_ranking import rank_agreement
+
+    same = rank_agreement([1, 2, 3, 4, 5], [10, 20, 30, 40, 50], 300, seed=0)
+    assert same["kendall_tau"] == pytest.approx(1.0) and same["kendall_tau_ci95"] == pytest.approx([1.0, 1.0])
+    assert same["spearman_rho"] == pytest.approx(1.0)
+    a = [0.1, 0.5, 0.2, 0.9, 0.7, 0.4, 0.3, 0.8]
+    b = [1, 3, 5, 8, 6, 2, 4, 7]
+    out = rank_agreement(a, b, 2000, seed=1)
+    assert out["kendall_tau"] == pytest.approx(kendalltau(a, b).statistic)
+    lo, hi = out["kendall_tau_ci95"]
+    assert -1 <= lo < out["kendall_tau"] < hi <= 1
+    assert out["bootstrap_used"] <= 2000 and out == rank_agreement(a, b, 2000, seed=1)  # seeded
+    assert rank_agreement([1, 1, 1], [1, 2, 3], 50, seed=0)["kendall_tau"] is None  # one side ties
+
+
+def test_supernet_convergence_smoke(tmp_path):
+    from benchmarks import supernet_convergence
+
+    out = tmp_path / "convergence.json"
+    supernet_convergence.main(["--smoke", "--out", str(out)])
+    report = _read(out)
+    steps, timed = report["protocols"]["steps"], report["protocols"]["time"]
+    # equal steps: every run trains the recipe's steps; each variant is paired with a stand-alone run
+    assert {r["steps"] for r in steps["runs"].values()} == {report["dataset_sizes"]["train"] // 256}
+    assert steps["pairs"] == {"issue": "alone:issue", "random0": "alone:random0"}
+    for name, run in steps["runs"].items():
+        assert [r["step"] for r in run["per_epoch"]] == sorted({r["step"] for r in run["per_epoch"]})
+        assert run["per_epoch"][-1]["step"] == run["steps"]
+        assert all(r["train_loss"] is not None for r in run["per_epoch"])
+        if name in steps["pairs"]:
+            gap = steps["runs"][steps["pairs"][name]]["final"]["accuracy"] - run["final"]["largest"]
+            assert steps["summary"][name]["gap_to_alone"] == pytest.approx(gap, abs=0.01)
+    # equal time: steps in inverse proportion to the probed seconds per step
+    budget = timed["budget_seconds_at_probe"]
+    for name, seconds in timed["probe"]["seconds_per_step"].items():
+        assert timed["runs"][name]["steps"] == max(1, round(budget / seconds))
+    assert timed["runs"]["issue"]["steps"] == timed["reference_steps"]

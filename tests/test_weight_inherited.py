@@ -28,7 +28,7 @@ ARCHS = [{"w1": 4, "w2": 8, "resolution": 12}, {"w1": 8, "w2": 24, "resolution":
 @pytest.fixture(scope="module")
 def evaluator():
     ds = digits16()
-    return WeightInheritedEvaluator.from_dataset(trained_supernet(), ds, calib_batches=3,
+    return WeightInheritedEvaluator.from_dataset(trained_supernet(), ds, calib_images=192,
                                                  batch_size=64)
 
 
@@ -76,8 +76,8 @@ def test_accuracy_matches_an_independent_computation(evaluator):
 
 def test_configuration_errors_and_no_pickling(evaluator):
     ds = digits16()
-    with pytest.raises(ConfigError, match="calib_batches=9 .* gives 3 batches of 64"):
-        WeightInheritedEvaluator.from_dataset(trained_supernet(), ds, calib_batches=9, batch_size=64)
+    with pytest.raises(ConfigError, match="calib_images=251 but the calib split has 250 images"):
+        WeightInheritedEvaluator.from_dataset(trained_supernet(), ds, calib_images=251, batch_size=64)
     with pytest.raises(TypeError, match="inside a pool actor"):
         pickle.dumps(evaluator)
     net = evaluator.supernet
@@ -87,3 +87,42 @@ def test_configuration_errors_and_no_pickling(evaluator):
     small = WeightInheritedEvaluator(trained_supernet(), ds.split("calib"), ds.split("val"),
                                      batch_size=400, mean=ds.mean, std=ds.std)
     assert len(small._calib) == 1 and small._calib[0].shape[0] == len(ds.split("calib"))
+
+
+def test_calibration_takes_the_asked_number_of_images_in_near_equal_batches():
+    from raynas.evaluators.weight_inherited import calibration_batches
+
+    calib = digits16().split("calib")
+    batches = calibration_batches(calib, None, 64)
+    assert [len(b) for b in batches] == [63, 63, 62, 62]  # all 250, no batch much smaller
+    rows = torch.cat([b.reshape(len(b), -1) for b in batches])
+    assert len(torch.unique(rows, dim=0)) == len(torch.unique(calib.images.reshape(250, -1), dim=0))
+    first = calibration_batches(calib, 192, 64)
+    assert [len(b) for b in first] == [64, 64, 64]
+    # the same seeded order: a larger calibration set extends a smaller one
+    assert torch.equal(torch.cat(first), torch.cat(calibration_batches(calib, 250, 250))[:192])
+    with pytest.raises(ConfigError, match="calib_images=0"):
+        calibration_batches(calib, 0, 64)
+
+
+def test_evaluation_settings_default_to_the_training_run_and_record_what_they_used():
+    from raynas.evaluators.weight_inherited import DEFAULT_EVAL_BATCH, EvaluationSettings
+
+    meta = {"dataset": "digits", "config": {"data": "digits", "seed": 3, "calib_images": 100,
+                                            "eval_batch_size": 50,
+                                            "data_options": {"image_size": 16, "cache_dir": "/elsewhere"}}}
+    settings = EvaluationSettings.for_checkpoint(meta)
+    assert (settings.data, settings.seed, settings.calib_images, settings.batch_size) == ("digits", 3, 100, 50)
+    assert settings.data_options == {"image_size": 16}  # what defines the splits; never a path
+    dataset = settings.load_dataset()
+    assert dataset.image_size == 16 and dataset.seed == 3
+    assert settings.to_dict(dataset) == {"data": "digits", "seed": 3, "data_options": {"image_size": 16},
+                                         "split": "val", "calib_images": 100, "batch_size": 50}
+    other = EvaluationSettings.for_checkpoint(meta, data="imagefolder:x", seed=0, calib_images=7, batch_size=8)
+    assert (other.data, other.seed, other.data_options, other.calib_images, other.batch_size) == \
+        ("imagefolder:x", 0, {}, 7, 8)
+    bare = EvaluationSettings.for_checkpoint({"dataset": "digits"})
+    assert (bare.seed, bare.calib_images, bare.batch_size) == (0, None, DEFAULT_EVAL_BATCH)
+    assert bare.to_dict(digits16())["calib_images"] == 250
+    with pytest.raises(ConfigError, match="calib_images=300"):
+        EvaluationSettings.for_checkpoint(meta, calib_images=300).to_dict(dataset)

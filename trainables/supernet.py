@@ -185,12 +185,19 @@ class SupernetTrainer:
         self.alpha_optimizer = (torch.optim.Adam(self.alpha_params, lr=cfg.alpha_lr, betas=(0.5, 0.999))
                                 if self.alpha_params else None)
 
+        if not cfg.standalone:  # the final report's calibration size, checked before training
+            from raynas.evaluators.weight_inherited import resolve_calib_images
+
+            resolve_calib_images(len(self.data.split("calib")), cfg.calib_images)
         train = self.data.split("train")
         self.train_split = train.to(self.device) if cfg.data_on_device else train
         self.steps_per_epoch = len(train) // cfg.batch_size
         if self.steps_per_epoch == 0:
             raise ConfigError(f"batch_size {cfg.batch_size} exceeds the {len(train)} training images")
         self.local_batch = cfg.batch_size // self.world_size
+        # per-dataset augmentation: flips only where a mirrored image keeps its label
+        self.flip = self.data.hflip if cfg.flip is None else cfg.flip
+        self.crop_pad = self.data.image_size // 8 if cfg.crop_pad is None else cfg.crop_pad
         self.plan = PhasePlan.build(self.strategy.phases(cfg.epochs, cfg.lr, cfg.warmup_epochs),
                                     self.steps_per_epoch)
         self.total_steps = self.plan.total_steps
@@ -282,10 +289,11 @@ class SupernetTrainer:
 
     def inputs(self, x_u8: torch.Tensor, step: int) -> torch.Tensor:
         """Augment (offsets drawn for the global batch, this rank's slice applied), normalise."""
-        if self.config.augment:
-            params = augment_params(derive_rng(self.config.seed, "augment", step), self.config.batch_size)
+        if self.config.augment and (self.crop_pad or self.flip):
+            params = augment_params(derive_rng(self.config.seed, "augment", step), self.config.batch_size,
+                                    self.crop_pad, self.flip)
             lo, hi = self.rank * self.local_batch, (self.rank + 1) * self.local_batch
-            x_u8 = apply_augment(x_u8, *(p[lo:hi] for p in params))
+            x_u8 = apply_augment(x_u8, *(p[lo:hi] for p in params), pad=self.crop_pad)
         x = to_float(x_u8, self.data.mean, self.data.std)
         if self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -428,7 +436,8 @@ class SupernetTrainer:
     def fit(self, session: Optional[Any] = None, progress: bool = False,
             callback: Optional[Callable[["SupernetTrainer"], None]] = None) -> List[Dict[str, Any]]:
         """Train from ``self.step`` to the stop step, checkpointing through ``session``;
-        ``callback(trainer)`` runs after every step (e.g. to record α trajectories)."""
+        ``callback(trainer)`` runs after every step (e.g. to record α trajectories), after the
+        epoch's entry in ``history`` when the step ends an epoch."""
         from tqdm.auto import tqdm
 
         cfg = self.config
@@ -447,8 +456,6 @@ class SupernetTrainer:
             self._loss_sum += losses[0]
             self._loss_count += 1
             self.step += 1
-            if callback is not None:
-                callback(self)
             bar.update(1)
             if self.step % cfg.log_every == 0 and progress:
                 bar.set_postfix(loss=f"{float(self._loss_sum) / max(1, self._loss_count):.3f}",
@@ -456,6 +463,9 @@ class SupernetTrainer:
             epoch_end = self.step % self.steps_per_epoch == 0
             if epoch_end or self.step == self.stop_step:
                 self._close_epoch(time.perf_counter() - epoch_start)
+            if callback is not None:  # after the epoch's record, so the callback can read it
+                callback(self)
+            if epoch_end or self.step == self.stop_step:
                 epoch_start = time.perf_counter()
             if self.step == self.stop_step or self.config.standalone:
                 continue  # the final checkpoint carries the metrics
@@ -494,18 +504,15 @@ class SupernetTrainer:
                                                   cfg.eval_batch_size, cfg.bf16)}
         from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
 
-        calib = len(self.data.split("calib"))
-        batch = cfg.eval_batch_size if calib >= cfg.eval_batch_size else max(1, calib)
-        available = max(1, calib // batch)
         # recalibration rewrites BN statistics: keep the training ones (a resumed run, the fixed
         # teacher and the checkpoint continue from them)
         with arch_mode(self.module), preserved_buffers(self.module):
             evaluator = WeightInheritedEvaluator.from_dataset(
-                self.module, self.data, batch_size=batch,
-                calib_batches=max(1, min(cfg.eval_calib_batches, available)), device=self.device,
-                bf16=cfg.bf16)
+                self.module, self.data, batch_size=cfg.eval_batch_size, calib_images=cfg.calib_images,
+                device=self.device, bf16=cfg.bf16)
             largest, smallest = evaluator.evaluate([self.space.largest(), self.space.smallest()])
-            out = {"largest_accuracy": largest["accuracy"], "smallest_accuracy": smallest["accuracy"]}
+            out = {"largest_accuracy": largest["accuracy"], "smallest_accuracy": smallest["accuracy"],
+                   "calib_images": evaluator.calib_images}
             if hasattr(self.module, "derive_arch"):
                 out["derived_accuracy"] = evaluator.evaluate([self.module.derive_arch()])[0]["accuracy"]
         return out
@@ -516,6 +523,8 @@ class SupernetTrainer:
             options["mode"] = "arch"  # a checkpoint serves evaluation of archs; training mode is in config
         return {"num_classes": self.data.num_classes, "supernet_options": options,
                 "dataset": self.data.spec, "config": self.config.to_dict(), "step": self.step,
+                "augmentation": {"enabled": self.config.augment, "flip": self.flip,
+                                 "crop_pad": self.crop_pad},
                 "epoch": self.step / self.steps_per_epoch, "total_steps": self.total_steps,
                 "phase": self.plan.phase(max(0, self.step - 1)).name, "phases": self.plan.describe(),
                 "history": self.history, "events": self.events, "metrics": dict(metrics or {})}

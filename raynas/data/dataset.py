@@ -75,7 +75,8 @@ class ImageDataset:
 
     ``train`` is what supernet training may see; ``calib`` held-out training images for BN
     recalibration; ``val`` a validation split carved from the training set that training never
-    sees; ``test`` the official test set when the source has one.
+    sees; ``test`` the official test set when the source has one. ``hflip``: whether mirrored
+    images keep their labels (training augmentation flips only then).
     """
 
     spec: str
@@ -89,6 +90,7 @@ class ImageDataset:
     info: Dict[str, object] = field(default_factory=dict)
     #: positions of each carved split in the official training set (provenance, disjointness)
     source_indices: Dict[str, np.ndarray] = field(default_factory=dict)
+    hflip: bool = True
 
     def split(self, name: str) -> Split:
         if name not in self.splits:
@@ -110,7 +112,7 @@ class ImageDataset:
         splits = {name: self.split(name).materialize() for name in names}
         indices = {name: self.source_indices[name] for name in names if name in self.source_indices}
         return ImageDataset(self.spec, self.num_classes, self.image_size, self.mean, self.std,
-                            splits, self.class_names, self.seed, dict(self.info), indices)
+                            splits, self.class_names, self.seed, dict(self.info), indices, self.hflip)
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={v}" for k, v in self.sizes.items())

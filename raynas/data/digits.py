@@ -50,4 +50,5 @@ def load_digits_raw(image_size: int = DIGITS_DEFAULT_SIZE) -> RawImages:
     return RawImages(
         train_images=x.numpy(), train_labels=labels,
         class_names=tuple(str(i) for i in range(10)), default_val=DIGITS_VAL,
-        default_calib=DIGITS_CALIB, info={"source": "scikit-learn digits"})
+        default_calib=DIGITS_CALIB, info={"source": "scikit-learn digits"},
+        hflip=False)  # a mirrored digit is another glyph (or none)

@@ -107,7 +107,7 @@ def load_dataset(spec: str, *, seed: int = 0, cache_dir: Optional[PathLike] = No
                         image_size=int(raw.train_images.shape[-1]),
                         mean=tuple(mean_t), std=tuple(std_t), splits=splits,  # type: ignore[arg-type]
                         class_names=raw.class_names, seed=int(seed), info=dict(raw.info),
-                        source_indices=indices)
+                        source_indices=indices, hflip=raw.hflip)
 
 
 def _stratified(labels: np.ndarray, sizes: Dict[str, int], seed: int,

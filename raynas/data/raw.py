@@ -11,7 +11,9 @@ import numpy as np
 class RawImages:
     """Decoded images of one source. ``train_*`` is the official training set (train, calib and
     val are carved from it); ``test_*`` the official test set if there is one. ``mapped`` marks
-    memory-mapped arrays, which splits index lazily instead of copying."""
+    memory-mapped arrays, which splits index lazily instead of copying. ``hflip``: whether a
+    left-right mirrored image keeps its label (true of photos, false of digits and text), which
+    decides whether training augmentation flips."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
@@ -23,4 +25,5 @@ class RawImages:
     mean: Optional[Tuple[float, float, float]] = None
     std: Optional[Tuple[float, float, float]] = None
     mapped: bool = False
+    hflip: bool = True
     info: Dict[str, object] = field(default_factory=dict)

@@ -34,7 +34,7 @@ class FineTuneEvaluator(Evaluator):
 
     def __init__(self, supernet: Any, data: Any = None, *, epochs: int = 3, steps_per_epoch: Optional[int] = None,
                  lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0, batch_size: int = 64,
-                 calib_batches: Optional[int] = None, seed: int = 0, device: Optional[str] = None) -> None:
+                 calib_images: Optional[int] = None, seed: int = 0, device: Optional[str] = None) -> None:
         if epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {epochs}")
         if steps_per_epoch is not None and steps_per_epoch < 1:
@@ -50,7 +50,7 @@ class FineTuneEvaluator(Evaluator):
         self.data = data
         self.epochs, self.steps_per_epoch = int(epochs), steps_per_epoch
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
-        self.batch_size, self.calib_batches, self.seed = int(batch_size), calib_batches, int(seed)
+        self.batch_size, self.calib_images, self.seed = int(batch_size), calib_images, int(seed)
         self.device = device
         self._state: Optional[Dict[str, Any]] = None
 
@@ -87,7 +87,7 @@ class FineTuneEvaluator(Evaluator):
         dataset = data if isinstance(data, ImageDataset) else load_dataset(str(data), seed=self.seed)
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         inherited = WeightInheritedEvaluator.from_dataset(
-            supernet, dataset, calib_batches=self.calib_batches, batch_size=max(self.batch_size, 64),
+            supernet, dataset, calib_images=self.calib_images, batch_size=max(self.batch_size, 64),
             device=device, calib_seed=self.seed)
         self._state = {"supernet": supernet, "dataset": dataset, "device": torch.device(device),
                        "inherited": inherited}

@@ -7,8 +7,10 @@ it through the pool, never by pickling it.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, ContextManager, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 from raynas.arch import Arch
@@ -16,12 +18,18 @@ from raynas.bn import recalibrate_bn
 from raynas.data.batches import iterate_batches
 from raynas.data.dataset import ImageDataset, Split
 from raynas.data.transforms import resize, to_float
-from raynas.errors import ConfigError
+from raynas.errors import CheckpointError, ConfigError
 from raynas.evaluators.base import Evaluator, Metrics
 from raynas.rng import derive_rng
 from raynas.supernet import Supernet
 
 SplitLike = Union[Split, Tuple[torch.Tensor, torch.Tensor]]
+#: evaluation batch (BN calibration and validation) everywhere: it divides the default calibration
+#: splits (digits 250 images, CIFAR-10 2,000), so every calibration batch is full
+DEFAULT_EVAL_BATCH = 250
+#: dataset options that decide what the calib and val splits hold (the only ones evaluation
+#: takes from a checkpoint or an export config: no paths)
+SPLIT_OPTIONS = ("image_size", "val_size", "calib_size", "mean", "std")
 
 
 def _as_split(value: SplitLike, name: str) -> Split:
@@ -37,16 +45,17 @@ class WeightInheritedEvaluator(Evaluator):
     """Top-1 accuracy (%) of each arch with inherited supernet weights.
 
     Per arch: ``supernet.activate(arch)``; inputs resized to ``supernet.input_resolution(arch)``
-    when it is not None; BN statistics recalibrated on the first ``calib_batches`` batches of
-    ``calib`` (a fixed seeded order, the same batches for every arch, so results do not depend on
-    evaluation order); accuracy over all of ``val`` in eval mode. Calibration and validation
-    images are normalised and moved to ``device`` once, at construction.
+    when it is not None; BN statistics recalibrated on ``calib_images`` images of ``calib``
+    (default: all of them; see :func:`calibration_batches` -- the same batches for every arch,
+    so results do not depend on evaluation order); accuracy over all of ``val`` in eval mode.
+    Calibration and validation images are normalised and moved to ``device`` once, at
+    construction.
     """
 
     metrics = ("accuracy", "params", "macs", "flops")
 
     def __init__(self, supernet: Supernet, calib: SplitLike, val: SplitLike, *,
-                 calib_batches: Optional[int] = None, batch_size: int = 256,
+                 calib_images: Optional[int] = None, batch_size: int = DEFAULT_EVAL_BATCH,
                  device: Union[str, torch.device] = "cpu", mean: Sequence[float],
                  std: Sequence[float], bf16: bool = False, calib_seed: int = 0) -> None:
         if batch_size < 1:
@@ -59,7 +68,9 @@ class WeightInheritedEvaluator(Evaluator):
         calib_split, val_split = _as_split(calib, "calib"), _as_split(val, "val")
         if len(val_split) == 0:
             raise ConfigError("the val split is empty; weight-inherited accuracy needs images")
-        self._calib = self._calibration_batches(calib_split, calib_batches, calib_seed)
+        self._calib = [self._to_device_float(x)
+                       for x in calibration_batches(calib_split, calib_images, self.batch_size, calib_seed)]
+        self.calib_images = sum(len(x) for x in self._calib)
         self._val = [(self._to_device_float(x), y.to(self.device))
                      for x, y in iterate_batches(val_split, None, self.batch_size, shuffle=False)]
         self.num_val = len(val_split)
@@ -73,24 +84,6 @@ class WeightInheritedEvaluator(Evaluator):
 
     def _to_device_float(self, x_u8: torch.Tensor) -> torch.Tensor:
         return to_float(x_u8.to(self.device), self.mean, self.std)
-
-    def _calibration_batches(self, calib: Split, calib_batches: Optional[int],
-                             seed: int) -> List[torch.Tensor]:
-        available = len(calib) // self.batch_size
-        if available == 0:
-            if len(calib) == 0:
-                raise ConfigError("the calib split is empty; BN recalibration needs images")
-            available, size = 1, len(calib)  # fewer images than one batch: use them all at once
-        else:
-            size = self.batch_size
-        wanted = available if calib_batches is None else int(calib_batches)
-        if not 1 <= wanted <= available:
-            raise ConfigError(f"calib_batches={calib_batches} but the calib split ({len(calib)} "
-                              f"images) gives {available} batches of {size}; pass calib_batches "
-                              f"<= {available} or a smaller batch_size")
-        batches = iterate_batches(calib, None, size, rng=derive_rng(seed, "bn-calibration"),
-                                  shuffle=True, drop_last=True)
-        return [self._to_device_float(x) for _, (x, _) in zip(range(wanted), batches)]
 
     def _autocast(self) -> ContextManager:
         if self.bf16:
@@ -124,3 +117,78 @@ class WeightInheritedEvaluator(Evaluator):
     def __reduce__(self):
         raise TypeError("WeightInheritedEvaluator holds a model and device tensors; create it "
                         "inside a pool actor (from a checkpoint) instead of pickling it")
+
+
+def resolve_calib_images(available: int, images: Optional[int]) -> int:
+    """The number of calibration images: ``images``, or all ``available`` when None."""
+    if available == 0:
+        raise ConfigError("the calib split is empty; BN recalibration needs images")
+    wanted = available if images is None else images
+    if isinstance(wanted, bool) or not isinstance(wanted, int) or not 1 <= wanted <= available:
+        raise ConfigError(f"calib_images={images!r} but the calib split has {available} images; pass "
+                          f"1..{available} (or none for all of them)")
+    return wanted
+
+
+def calibration_batches(calib: Split, images: Optional[int], batch_size: int, seed: int = 0
+                        ) -> List[torch.Tensor]:
+    """The uint8 BN-calibration batches: the first ``images`` (default: all) of a shuffle of
+    ``calib`` seeded by ``seed``, in ``ceil(images / batch_size)`` batches of near-equal size
+    (recalibration averages batch statistics with equal weights)."""
+    wanted = resolve_calib_images(len(calib), images)
+    order = derive_rng(seed, "bn-calibration").permutation(len(calib))[:wanted]
+    count = -(-wanted // int(batch_size))
+    return [calib.take(torch.from_numpy(part)) for part in np.array_split(order, count)]
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How a trained supernet's subnets are evaluated: the dataset (spec, split seed, loading
+    options) and the BN calibration (images, batch). One definition serves the trainer's final
+    report, the search pool and export, so all three print the same accuracy for an arch.
+
+    ``calib_images`` None means the whole calibration split (digits: 250 images, CIFAR-10: 2,000,
+    as OFA).
+    """
+
+    data: str
+    seed: int = 0
+    data_options: Dict[str, Any] = field(default_factory=dict)
+    calib_images: Optional[int] = None
+    batch_size: int = DEFAULT_EVAL_BATCH
+
+    @classmethod
+    def for_checkpoint(cls, meta: Mapping[str, Any], *, data: Optional[str] = None,
+                       seed: Optional[int] = None, calib_images: Optional[int] = None,
+                       batch_size: Optional[int] = None) -> "EvaluationSettings":
+        """The training run's own settings (its dataset, split seed, image size, calibration),
+        each overridable. Another dataset spec drops the training run's loading options."""
+        config = meta.get("config") or {}
+        trained_on = meta.get("dataset") or config.get("data")
+        spec = data or trained_on
+        if not spec:
+            raise CheckpointError("the checkpoint does not name its dataset; pass data=... (e.g. 'digits')")
+        return cls(data=spec, seed=int(config.get("seed", 0) if seed is None else seed),
+                   data_options=split_options(config.get("data_options")) if spec == trained_on else {},
+                   calib_images=config.get("calib_images") if calib_images is None else calib_images,
+                   batch_size=int(batch_size or config.get("eval_batch_size") or DEFAULT_EVAL_BATCH))
+
+    def load_dataset(self) -> ImageDataset:
+        from raynas.data import load_dataset
+
+        return load_dataset(self.data, seed=self.seed, **self.data_options)
+
+    def to_dict(self, dataset: Optional[ImageDataset] = None) -> Dict[str, Any]:
+        """JSON-able record; with the loaded ``dataset``, ``calib_images`` resolved to a count."""
+        images = self.calib_images
+        if dataset is not None:
+            images = resolve_calib_images(len(dataset.split("calib")), images)
+        return {"data": self.data, "seed": self.seed, "data_options": dict(self.data_options),
+                "split": "val", "calib_images": images, "batch_size": self.batch_size}
+
+
+def split_options(options: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The :data:`SPLIT_OPTIONS` of a dataset-options mapping read from a file."""
+    if not isinstance(options, Mapping):
+        return {}
+    return {k: options[k] for k in SPLIT_OPTIONS if options.get(k) is not None}

@@ -15,8 +15,11 @@ from raynas.errors import ConfigError
 TRAINING_FIELDS = ("space", "space_options", "supernet_options", "data", "data_options", "epochs",
                    "batch_size", "lr", "optimizer", "momentum", "weight_decay", "warmup_epochs",
                    "label_smoothing", "grad_clip", "kd_temperature", "alpha_lr", "sampler",
-                   "sampler_options", "standalone", "augment", "seed")
+                   "sampler_options", "standalone", "augment", "flip", "crop_pad", "seed")
 OPTIMIZERS = ("sgd", "adamw")
+#: options of earlier releases that a checkpoint's config may still hold; dropped on reading
+#: (``eval_calib_batches`` became ``calib_images``)
+RETIRED_FIELDS = ("eval_calib_batches",)
 DDP_SYNC_MODES = ("no_sync", "every")
 
 
@@ -49,7 +52,9 @@ class SupernetTrainConfig:
     sampler: str = "sandwich"
     sampler_options: Dict[str, Any] = field(default_factory=dict)
     standalone: bool = False          # train the fixed sampler's arch as a static model from scratch
-    augment: bool = True
+    augment: bool = True              # random crop (zero padding crop_pad) and, where allowed, flip
+    flip: Optional[bool] = None       # horizontal flips; None: when the dataset allows (not digits)
+    crop_pad: Optional[int] = None    # crop padding in pixels; None: image size / 8 (4 at 32 px)
     seed: int = 0
     device: str = "auto"
     bf16: bool = True                 # autocast on CUDA only
@@ -71,8 +76,9 @@ class SupernetTrainConfig:
     log_every: int = 50               # steps between loss read-backs (a device sync)
     record_subnets: bool = False      # each rank writes the subnets it activated (OUTPUT/subnets)
     fail_at_step: Optional[int] = None  # testing: raise once at this step to exercise recovery
-    eval_calib_batches: int = 4
-    eval_batch_size: int = 256
+    # ---- the final report's weight-inherited accuracy; the pool and export default to the same
+    calib_images: Optional[int] = None  # BN-calibration images (None: the whole calib split)
+    eval_batch_size: int = 250
 
     @classmethod
     def from_any(cls, value: Union["SupernetTrainConfig", Mapping[str, Any], str, Path, None] = None,
@@ -95,6 +101,8 @@ class SupernetTrainConfig:
             if not isinstance(data, dict):
                 raise ConfigError(f"training config {path} must hold a JSON object, got {type(data).__name__}")
         data.update({k: v for k, v in overrides.items() if v is not None})
+        for key in RETIRED_FIELDS:
+            data.pop(key, None)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -105,15 +113,21 @@ class SupernetTrainConfig:
 
     def check(self) -> None:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                    "eval_batch_size": self.eval_batch_size,
                     "checkpoint_every": self.checkpoint_every, "log_every": self.log_every,
                     "alpha_lr": self.alpha_lr}
         for key, value in positive.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"training option '{key}' must be a positive number, got {value!r}")
-        for key in ("max_steps", "checkpoint_every_steps", "cpu_threads", "fail_at_step"):
+        for key in ("max_steps", "checkpoint_every_steps", "cpu_threads", "fail_at_step", "calib_images"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise ConfigError(f"training option '{key}' must be a positive integer or null, got {value!r}")
+        if self.flip is not None and not isinstance(self.flip, bool):
+            raise ConfigError(f"training option 'flip' must be true, false or null, got {self.flip!r}")
+        if self.crop_pad is not None and (isinstance(self.crop_pad, bool) or not isinstance(self.crop_pad, int)
+                                          or self.crop_pad < 0):
+            raise ConfigError(f"training option 'crop_pad' must be an integer >= 0 or null, got {self.crop_pad!r}")
         for key in ("num_workers", "max_failures"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

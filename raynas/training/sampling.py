@@ -104,21 +104,29 @@ class SandwichSampling(SamplingStrategy):
     The largest subnet learns from the labels (with label smoothing, and the only one with
     dropout); its detached logits teach ``num_random`` random subnets and the smallest one. All
     backward passes accumulate into one optimizer step. ``distill=False`` trains every subnet
-    on the labels instead.
+    on the labels instead. ``student_weight`` scales every student's loss (1: the sum of all
+    subnets' losses, as BigNAS; smaller values let the largest subnet dominate the shared
+    weights' update).
     """
 
     name = "sandwich"
 
-    def __init__(self, num_random: int = 2, distill: bool = True) -> None:
+    def __init__(self, num_random: int = 2, distill: bool = True, student_weight: float = 1.0) -> None:
         if isinstance(num_random, bool) or not isinstance(num_random, int) or num_random < 0:
             raise ConfigError(f"num_random must be an integer >= 0, got {num_random!r}")
+        if isinstance(student_weight, bool) or not isinstance(student_weight, (int, float)) \
+                or not student_weight > 0:
+            raise ConfigError(f"student_weight must be a number > 0, got {student_weight!r}")
         self.num_random = num_random
         self.distill = bool(distill)
+        self.student_weight = float(student_weight)
 
     def plan(self, space, step: int, seed: int, phase: Optional[Phase] = None) -> List[SubnetTask]:
+        w = self.student_weight
+
         def student(arch: Arch) -> SubnetTask:
-            return (SubnetTask.distill(arch, regularize=False) if self.distill
-                    else SubnetTask.labels(arch, regularize=False))
+            return (SubnetTask.distill(arch, w, regularize=False) if self.distill
+                    else SubnetTask(arch, w, 0.0, regularize=False))
 
         tasks = [SubnetTask.labels(space.largest(), is_teacher=self.distill, regularize=True)]
         tasks += [student(space.sample(derive_rng(seed, "subnet", step, k)))
