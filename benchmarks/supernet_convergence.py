@@ -52,7 +52,8 @@ ALONE = "alone:"
 # each, and "default" is what the training defaults now are.
 VARIANTS: Dict[str, Dict[str, Any]] = {
     "issue": {"flip": True},
-    "noflip": {},
+    "noflip": {},    # the dataset's own augmentation: crops, no flips on digits
+    "base": {},      # the same for datasets that flip (CIFAR-10)
     "largest_only": {"sampler": "fixed", "sampler_options": {"arch": "largest"}},
     "random1": {"sampler_options": {"num_random": 1}},
     "random0": {"sampler_options": {"num_random": 0}},
@@ -63,6 +64,9 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "lr_0.2": {"lr": 0.2},
     "no_warmup": {"warmup_epochs": 0.0},
     "no_clip": {"grad_clip": None},
+    # OFA progressive shrinking, its phases in OFA's proportions of the epochs (full network,
+    # then kernel, depth, expand; a fixed teacher; a fresh optimizer per phase)
+    "progressive": {"sampler": "progressive_shrinking", "sampler_options": {}},
 }
 
 
@@ -75,23 +79,33 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                    "label_smoothing": 0.1, "sampler": "sandwich",
                    "sampler_options": {"num_random": 2}},
         "variants": ["issue", "noflip", "largest_only", "random1", "random0", "students_half",
-                     "labels_only", "kd_t2", "lr_0.05", "lr_0.2", "no_warmup", "no_clip"],
-        "time_variants": ["issue", "noflip", "random1", "random0", "students_half"],
+                     "progressive"],
+        "time_variants": ["issue", "noflip", "random1"],
         "time_reference": "issue",
     },
-    # CIFAR-10 resized to 16x16, width 0.5: small enough for a few CPU epochs per run
-    "cifar16": {
+    # the demo's data and space: digits at 16x16 (they are 8x8), input 12-16 px; the same recipe
+    "digits16": {
+        "data": "digits", "data_options": {"image_size": 16},
+        "space_options": {"width_mult": 0.5, "resolutions": [12, 14, 16], "stage_strides": [2, 2, 2, 1, 2]},
+        "recipe": {"epochs": 6, "batch_size": 64, "lr": 0.1, "warmup_epochs": 0.5,
+                   "label_smoothing": 0.1, "sampler": "sandwich",
+                   "sampler_options": {"num_random": 2}},
+        "variants": ["noflip", "random1", "random0", "students_half", "labels_only", "kd_t2", "lr_0.05",
+                     "lr_0.2", "no_warmup", "no_clip", "progressive"],
+        "time_variants": ["noflip", "random1", "random0", "students_half", "progressive"],
+        "time_reference": "noflip",
+    },
+    # CIFAR-10 (32x32), width 0.25, 20,000 training images: a few CPU epochs per run
+    "cifar": {
         "data": CIFAR10_SPEC, "data_options": {"train_size": 20000},
-        "space_options": {"width_mult": 0.5, "resolutions": [12, 14, 16],
-                          "stage_strides": [1, 2, 2, 1, 2]},
+        "space_options": {"width_mult": 0.25, "stage_strides": [2, 2, 2, 1, 2]},
         "recipe": {"epochs": 4, "batch_size": 128, "lr": 0.1, "warmup_epochs": 0.5,
                    "label_smoothing": 0.1, "weight_decay": 5e-5, "sampler": "sandwich",
                    "sampler_options": {"num_random": 2}},
-        "variants": ["noflip", "random1", "students_half"],
-        "time_variants": ["noflip", "random1"],
-        "time_reference": "noflip",
-    },
-}
+        "variants": ["base", "random1", "students_half"],
+        "time_variants": ["base", "random1"],
+        "time_reference": "base",
+    },}
 
 
 def run_config(preset: Mapping[str, Any], name: str, args, output: str) -> Dict[str, Any]:
@@ -100,7 +114,7 @@ def run_config(preset: Mapping[str, Any], name: str, args, output: str) -> Dict[
     cuda = args.device.startswith("cuda")
     config = dict(space="ofa_mbv3_cifar", space_options=preset["space_options"], data=preset["data"],
                   data_options=preset["data_options"], output=output, device=args.device,
-                  bf16=cuda, channels_last=True, cpu_threads=args.threads or None, seed=args.seed,
+                  bf16=cuda, channels_last=True, cpu_threads=args.threads or None, seed=args.data_seed,
                   checkpoint_every=10 ** 6, log_every=10 ** 6, eval_batch_size=args.eval_batch,
                   calib_images=args.calib_images, **preset["recipe"])
     if name.startswith(ALONE):
@@ -154,27 +168,48 @@ def interleave(variants: List[str], pairs: Mapping[str, str]) -> List[str]:
     return out
 
 
+def mean(values: List[float]) -> float:
+    return round(sum(values) / len(values), 2)
+
+
 def summarise(runs: Mapping[str, Dict[str, Any]], pairs: Mapping[str, str]) -> Dict[str, Any]:
-    """Final accuracies per run and each variant's gap to its stand-alone net."""
+    """Per run: final accuracies (mean over seeds, and each seed's), and each variant's gap to
+    its stand-alone net over the seeds both have."""
     out = {}
     for name, run in runs.items():
-        row = {"steps": run["steps"], "train_seconds": round(run["train_seconds"], 1), **run["final"]}
-        if name in pairs:
+        seeds = run["seeds"]
+        first = next(iter(seeds.values()))
+        row: Dict[str, Any] = {"steps": first["steps"], "seeds": sorted(seeds, key=int),
+                               "train_seconds": mean([r["train_seconds"] for r in seeds.values()])}
+        for key in ("largest", "smallest", "accuracy"):
+            if key in first["final"]:
+                values = [seeds[k]["final"][key] for k in row["seeds"]]
+                row[key] = mean(values)
+                row[f"{key}_per_seed"] = values
+        if name in pairs and pairs[name] in runs:
+            alone = runs[pairs[name]]["seeds"]
+            both = [k for k in row["seeds"] if k in alone]
             row["alone"] = pairs[name]
-            row["gap_to_alone"] = round(runs[pairs[name]]["final"]["accuracy"] - run["final"]["largest"], 2)
+            if both:
+                row["gap_to_alone"] = mean([alone[k]["final"]["accuracy"] - seeds[k]["final"]["largest"]
+                                            for k in both])
         out[name] = row
     return out
 
 
 def print_table(title: str, summary: Mapping[str, Dict[str, Any]]) -> None:
     print(f"\n{title}")
-    print(f"{'run':16s} {'steps':>6s} {'train s':>8s} {'largest':>8s} {'smallest':>9s} {'gap':>6s}")
+    print(f"{'run':22s} {'seeds':>5s} {'steps':>6s} {'train s':>8s} {'largest':>8s} {'smallest':>9s} {'gap':>6s}")
     for name, row in summary.items():
         largest = row.get("largest", row.get("accuracy"))
         smallest = row.get("smallest")
-        print(f"{name:16s} {row['steps']:6d} {row['train_seconds']:8.0f} {largest:8.2f} "
+        print(f"{name:22s} {len(row['seeds']):5d} {row['steps']:6d} {row['train_seconds']:8.0f} {largest:8.2f} "
               f"{'' if smallest is None else f'{smallest:.2f}':>9s} "
               f"{'' if 'gap_to_alone' not in row else format(row['gap_to_alone'], '.2f'):>6s}")
+
+
+#: what must match for --append to add runs to an existing report
+SAME_SETTING = ("preset", "data", "data_options", "space_options", "recipe", "evaluation", "data_seed")
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -188,6 +223,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                         help="comma-separated runs of the time protocol (default: the preset's; "
                              "'' skips the protocol)")
     parser.add_argument("--protocols", default="steps,time")
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds of every run")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the train/calib/val split")
     parser.add_argument("--epochs", type=float, default=None, help="override the preset's epochs")
     parser.add_argument("--probe-rounds", type=int, default=5)
     parser.add_argument("--probe-steps", type=int, default=2)
@@ -196,7 +233,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                         help="BN-calibration images (default: the whole calib split)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--append", action="store_true",
+                        help="add the runs (and seeds) that --out lacks to it instead of refusing to "
+                             "overwrite it; the setting must match")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run on 8x8 digits (seconds)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -211,81 +250,103 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     time_variants = (preset["time_variants"] if args.time_variants is None
                      else [v for v in args.time_variants.split(",") if v])
     protocols = [p for p in args.protocols.split(",") if p]
+    try:
+        seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--seeds takes comma-separated integers, got {args.seeds!r}")
     if args.smoke:
         preset.update(data=SMOKE_DATA[0], data_options=dict(SMOKE_DATA[1]), space_options=dict(SMOKE_OFA))
         preset["recipe"].update(epochs=1, batch_size=256)
-        variants, time_variants = ["issue", "random0"], ["issue", "random0"]
+        variants = ["issue", "random0"] if args.variants is None else variants
+        time_variants = ["issue", "random0"] if args.time_variants is None else time_variants
         args.probe_rounds, args.probe_steps, args.eval_batch = 1, 1, 64
     unknown = sorted(set(variants + time_variants) - set(VARIANTS))
-    if unknown:
-        parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
-    if "time" in protocols and preset["time_reference"] not in VARIANTS:
-        parser.error(f"time reference {preset['time_reference']!r} is not a variant")
-    out_path = args.out or str(RESULTS / f"supernet_convergence_{'smoke' if args.smoke else args.preset}.json")
+    if unknown or not seeds or set(protocols) - {"steps", "time"}:
+        parser.error(f"unknown variant(s) {unknown} (known: {', '.join(VARIANTS)}), no --seeds, or a "
+                     f"protocol other than steps/time in {protocols}")
+    out_path = Path(args.out or RESULTS / f"supernet_convergence_{'smoke' if args.smoke else args.preset}.json")
+    if out_path.exists() and not args.append and not args.smoke:
+        parser.error(f"{out_path} exists; pass --append to add runs to it or --out another file")
 
     device = setup_device(args.device, args.threads or None)
     from raynas.data import load_dataset
-
-    dataset = load_dataset(preset["data"], seed=args.seed, **preset["data_options"])
     from raynas.evaluators.weight_inherited import resolve_calib_images
 
+    dataset = load_dataset(preset["data"], seed=args.data_seed, **preset["data_options"])
     calib_images = resolve_calib_images(len(dataset.split("calib")), args.calib_images)
     work = tempfile.mkdtemp(prefix="raynas-convergence-")
     report: Dict[str, Any] = {
         "benchmark": "supernet_convergence", "preset": args.preset, "smoke": args.smoke,
-        "command": "python benchmarks/supernet_convergence.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        **environment(device), "load_average_start": load_average(), "data": preset["data"],
-        "data_options": preset["data_options"], "dataset_sizes": dataset.sizes,
+        **environment(device), "data": preset["data"], "data_options": preset["data_options"],
+        "data_seed": args.data_seed, "dataset_sizes": dataset.sizes,
         "space_options": preset["space_options"], "recipe": preset["recipe"],
-        "variants": {v: VARIANTS[v] for v in sorted(set(variants + time_variants))},
         "evaluation": {"split": "val", "val_images": len(dataset.split("val")),
                        "calib_images": calib_images, "batch_size": args.eval_batch},
-        "protocols": {},
+        "commands": [], "variants": {}, "protocols": {},
     }
+    if args.append and out_path.exists():
+        saved = json.loads(out_path.read_text())
+        differ = [k for k in SAME_SETTING if json.dumps(saved.get(k), sort_keys=True) != json.dumps(report[k], sort_keys=True)]
+        if differ:
+            parser.error(f"--append: {out_path} was measured with other settings ({', '.join(differ)})")
+        report.update({k: saved[k] for k in ("commands", "variants", "protocols") if k in saved})
+    report["commands"].append({"command": "python benchmarks/supernet_convergence.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]), "load_average_start": load_average(),
+        "threads": torch.get_num_threads()})
+    report["variants"].update({v: VARIANTS[v] for v in variants + time_variants})
 
     def run_all(names: List[str], epochs_of: Mapping[str, float], label: str) -> Dict[str, Any]:
-        runs: Dict[str, Any] = {}
-        report["protocols"][label]["runs"] = runs
+        runs = report["protocols"][label].setdefault("runs", {})
         for name in names:
             config = run_config(preset, name, args, str(Path(work) / label / name))
             config["epochs"] = epochs_of.get(name, config["epochs"])
-            print(f"[{label}] {name}: {config['epochs']:.2f} epochs", flush=True)
-            runs[name] = train_run(config, dataset)
-            runs[name]["config"] = {k: config[k] for k in ("epochs", "sampler", "sampler_options", "lr",
-                                                           "warmup_epochs", "grad_clip", "kd_temperature",
-                                                           "flip") if k in config}
-            write_report(out_path, report)  # partial results survive an interrupted run
+            for seed in seeds:
+                if str(seed) in runs.get(name, {}).get("seeds", {}):
+                    continue  # --append: measured before
+                print(f"[{label}] {name} seed {seed}: {config['epochs']:.2f} epochs", flush=True)
+                result = train_run(dict(config, seed=seed), dataset)
+                runs.setdefault(name, {"config": {k: config[k] for k in RECORDED if k in config},
+                                       "seeds": {}})["seeds"][str(seed)] = result
+                write_report(str(out_path), report)  # partial results survive an interrupted run
         return runs
 
     if "steps" in protocols:
-        pairs = alone_runs(variants)
-        report["protocols"]["steps"] = {"pairs": pairs}
-        runs = run_all(interleave(variants, pairs), {}, "steps")
-        report["protocols"]["steps"]["summary"] = summarise(runs, pairs)
-        print_table("equal steps", report["protocols"]["steps"]["summary"])
+        steps = report["protocols"].setdefault("steps", {"pairs": {}})
+        steps["pairs"].update(alone_runs(variants))
+        runs = run_all(interleave(variants, steps["pairs"]), {}, "steps")
+        steps["summary"] = summarise(runs, steps["pairs"])
+        print_table("equal steps", steps["summary"])
     if "time" in protocols and time_variants:
+        # steps per run = the reference's steps x (its seconds per step / the run's), both from
+        # one probe: a ratio, so a later --append under another load sizes runs consistently
         ref = preset["time_reference"]
         names = list(dict.fromkeys([ref] + time_variants))
-        pairs = alone_runs(names)
-        names = interleave(names, pairs)
+        timed = report["protocols"].setdefault("time", {"reference": ref, "pairs": {}, "probes": [],
+                                                        "epochs": {}})
+        timed["pairs"].update(alone_runs(names))
+        names = interleave(names, timed["pairs"])
         configs = {n: run_config(preset, n, args, str(Path(work) / "probe" / n)) for n in names}
         from trainables.timing import time_training_steps
 
         probe = time_training_steps(configs, dataset, steps=args.probe_steps, rounds=args.probe_rounds)
         spe = len(dataset.split("train")) // preset["recipe"]["batch_size"]
         reference_steps = round(preset["recipe"]["epochs"] * spe)
-        budget = reference_steps * probe["seconds_per_step"][ref]
-        epochs_of = {n: max(1, round(budget / s)) / spe for n, s in probe["seconds_per_step"].items()}
-        report["protocols"]["time"] = {"reference": ref, "reference_steps": reference_steps,
-                                       "budget_seconds_at_probe": budget, "probe": probe,
-                                       "epochs": epochs_of, "pairs": pairs}
-        runs = run_all(names, epochs_of, "time")
-        report["protocols"]["time"]["summary"] = summarise(runs, pairs)
-        print_table(f"equal wall time (the time of {reference_steps} steps of '{ref}')",
-                    report["protocols"]["time"]["summary"])
+        per_step = probe["seconds_per_step"]
+        fresh = {n: max(1, round(reference_steps * per_step[ref] / per_step[n])) / spe for n in names}
+        # runs measured before keep the epochs they were trained with
+        timed["epochs"] = {**fresh, **timed["epochs"]}
+        timed["reference_steps"] = reference_steps
+        timed["probes"].append({**probe, "load_average": load_average()})
+        runs = run_all(names, timed["epochs"], "time")
+        timed["summary"] = summarise(runs, timed["pairs"])
+        print_table(f"equal wall time (the time of {reference_steps} steps of '{ref}')", timed["summary"])
     report["load_average_end"] = load_average()
-    write_report(out_path, report)
+    write_report(str(out_path), report)
     return report
+
+
+RECORDED = ("epochs", "sampler", "sampler_options", "lr", "warmup_epochs", "grad_clip", "kd_temperature",
+            "flip")
 
 
 if __name__ == "__main__":

@@ -131,9 +131,10 @@ def export_subnet(checkpoint: Union[str, os.PathLike], arch: Arch, output: Union
     evaluation = settings.to_dict(dataset)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     evaluator = WeightInheritedEvaluator.from_dataset(supernet, dataset, calib_images=settings.calib_images,
-                                                      batch_size=settings.batch_size, device=dev)
+                                                      batch_size=settings.batch_size, device=dev,
+                                                      channels_last=settings.channels_last)
     metrics = evaluator.evaluate_one(arch)  # leaves the arch active with recalibrated BN
-    model = supernet.export(arch).cpu().eval()
+    model = supernet.export(arch).cpu().eval().to(memory_format=torch.contiguous_format)
     path = save_exported(output, model, space=supernet.space, arch=arch, num_classes=int(meta["num_classes"]),
                          mean=dataset.mean, std=dataset.std, metrics=metrics, dataset=settings.data,
                          image_size=dataset.image_size, evaluation=evaluation)

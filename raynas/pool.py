@@ -497,7 +497,7 @@ class SupernetPool:
 
         ensure_ray(pool_options.get("address"))
         factory = functools.partial(_weight_inherited_factory, ray.put(blobs), ray.put(dataset.eval_splits()),
-                                    settings.calib_images, settings.batch_size, device)
+                                    settings.calib_images, settings.batch_size, device, settings.channels_last)
         pool = cls(factory, metrics=("accuracy", "params", "macs", "flops"), **pool_options)
         pool.evaluation = evaluation
         return pool.wait_ready() if wait else pool
@@ -577,7 +577,7 @@ def _check_safetensors(blobs: Mapping[str, bytes], where: str) -> None:
 
 
 def _weight_inherited_factory(blobs_ref, eval_data_ref, calib_images: Optional[int], batch_size: int,
-                              device: Optional[str]) -> Evaluator:
+                              device: Optional[str], channels_last: bool = False) -> Evaluator:
     """Runs inside a pool worker: rebuild the supernet from bytes and hold the eval splits."""
     from raynas.checkpoint import load_supernet_from_bytes
     from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
@@ -589,4 +589,5 @@ def _weight_inherited_factory(blobs_ref, eval_data_ref, calib_images: Optional[i
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return WeightInheritedEvaluator.from_dataset(supernet, splits, calib_images=calib_images,
-                                                 batch_size=batch_size, device=device)
+                                                 batch_size=batch_size, device=device,
+                                                 channels_last=channels_last)

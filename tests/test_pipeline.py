@@ -66,12 +66,14 @@ def test_training_report_pool_and_export_score_an_arch_alike(ray_session, tmp_pa
     path, metrics = train_supernet({"space": "ofa_mbv3_cifar", "space_options": TINY, "data": "digits",
                                     "data_options": {"image_size": 16}, "seed": 3, "calib_images": 100,
                                     "eval_batch_size": 50, "output": str(tmp_path / "s"), "epochs": 1,
+                                    "channels_last": True,
                                     "batch_size": 32, "max_steps": 6, "cpu_threads": 1}, progress=False)
     assert metrics["calib_images"] == 100
     space = raynas.create_space("ofa_mbv3_cifar", **TINY)
     with raynas.SupernetPool.from_checkpoint(str(path), num_actors=1) as pool:
         assert pool.evaluation == {"data": "digits", "seed": 3, "data_options": {"image_size": 16},
-                                   "split": "val", "calib_images": 100, "batch_size": 50}
+                                   "split": "val", "calib_images": 100, "batch_size": 50,
+                                   "channels_last": True}
         largest, smallest = pool.evaluate([space.largest(), space.smallest()])
     assert largest["accuracy"] == metrics["largest_accuracy"]
     assert smallest["accuracy"] == metrics["smallest_accuracy"]
@@ -79,3 +81,15 @@ def test_training_report_pool_and_export_score_an_arch_alike(ray_session, tmp_pa
     assert exported["accuracy"] == metrics["largest_accuracy"]
     assert json.loads((export_dir / "config.json").read_text())["evaluation"] == pool.evaluation
     assert verify_exported(export_dir) == pytest.approx(exported["accuracy"], abs=1e-9)
+
+
+def test_a_calibration_size_the_split_cannot_give_is_refused_in_one_line(checkpoint, tmp_path, capsys):
+    from raynas.cli.main import main
+
+    for argv in (["search", "--checkpoint", str(checkpoint), "--calib-images", "251", "-n", "2",
+                  "--output", str(tmp_path)],
+                 ["export", "--checkpoint", str(checkpoint), "--arch", "{}", "--output", str(tmp_path / "x"),
+                  "--calib-images", "251"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "calib_images=251 but the calib split has 250 images" in err and err.count("error:") == 1

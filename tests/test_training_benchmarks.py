@@ -116,17 +116,30 @@ def test_supernet_convergence_smoke(tmp_path):
     report = _read(out)
     steps, timed = report["protocols"]["steps"], report["protocols"]["time"]
     # equal steps: every run trains the recipe's steps; each variant is paired with a stand-alone run
-    assert {r["steps"] for r in steps["runs"].values()} == {report["dataset_sizes"]["train"] // 256}
+    runs = {name: run["seeds"]["0"] for name, run in steps["runs"].items()}
+    assert {r["steps"] for r in runs.values()} == {report["dataset_sizes"]["train"] // 256}
     assert steps["pairs"] == {"issue": "alone:issue", "random0": "alone:random0"}
-    for name, run in steps["runs"].items():
+    for name, run in runs.items():
         assert [r["step"] for r in run["per_epoch"]] == sorted({r["step"] for r in run["per_epoch"]})
         assert run["per_epoch"][-1]["step"] == run["steps"]
         assert all(r["train_loss"] is not None for r in run["per_epoch"])
         if name in steps["pairs"]:
-            gap = steps["runs"][steps["pairs"][name]]["final"]["accuracy"] - run["final"]["largest"]
+            gap = runs[steps["pairs"][name]]["final"]["accuracy"] - run["final"]["largest"]
             assert steps["summary"][name]["gap_to_alone"] == pytest.approx(gap, abs=0.01)
     # equal time: steps in inverse proportion to the probed seconds per step
-    budget = timed["budget_seconds_at_probe"]
-    for name, seconds in timed["probe"]["seconds_per_step"].items():
-        assert timed["runs"][name]["steps"] == max(1, round(budget / seconds))
-    assert timed["runs"]["issue"]["steps"] == timed["reference_steps"]
+    per_step = timed["probes"][0]["seconds_per_step"]
+    for name, run in timed["runs"].items():
+        expected = max(1, round(timed["reference_steps"] * per_step["issue"] / per_step[name]))
+        assert run["seeds"]["0"]["steps"] == expected
+    assert timed["runs"]["issue"]["seeds"]["0"]["steps"] == timed["reference_steps"]
+
+    # --append adds a seed without retraining what is there; another setting is refused
+    supernet_convergence.main(["--smoke", "--out", str(out), "--append", "--protocols", "steps",
+                               "--seeds", "0,1", "--variants", "random0"])
+    again = _read(out)["protocols"]["steps"]
+    assert again["runs"]["issue"] == steps["runs"]["issue"]
+    assert again["runs"]["random0"]["seeds"]["0"] == steps["runs"]["random0"]["seeds"]["0"]
+    assert set(again["runs"]["random0"]["seeds"]) == {"0", "1"}
+    assert again["summary"]["random0"]["seeds"] == ["0", "1"]
+    with pytest.raises(SystemExit):
+        supernet_convergence.main(["--smoke", "--out", str(out), "--append", "--calib-images", "100"])

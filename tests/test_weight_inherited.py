@@ -117,7 +117,8 @@ def test_evaluation_settings_default_to_the_training_run_and_record_what_they_us
     dataset = settings.load_dataset()
     assert dataset.image_size == 16 and dataset.seed == 3
     assert settings.to_dict(dataset) == {"data": "digits", "seed": 3, "data_options": {"image_size": 16},
-                                         "split": "val", "calib_images": 100, "batch_size": 50}
+                                         "split": "val", "calib_images": 100, "batch_size": 50,
+                                         "channels_last": False}
     other = EvaluationSettings.for_checkpoint(meta, data="imagefolder:x", seed=0, calib_images=7, batch_size=8)
     assert (other.data, other.seed, other.data_options, other.calib_images, other.batch_size) == \
         ("imagefolder:x", 0, {}, 7, 8)

@@ -509,7 +509,7 @@ class SupernetTrainer:
         with arch_mode(self.module), preserved_buffers(self.module):
             evaluator = WeightInheritedEvaluator.from_dataset(
                 self.module, self.data, batch_size=cfg.eval_batch_size, calib_images=cfg.calib_images,
-                device=self.device, bf16=cfg.bf16)
+                device=self.device, bf16=cfg.bf16, channels_last=cfg.channels_last)
             largest, smallest = evaluator.evaluate([self.space.largest(), self.space.smallest()])
             out = {"largest_accuracy": largest["accuracy"], "smallest_accuracy": smallest["accuracy"],
                    "calib_images": evaluator.calib_images}

@@ -181,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
     print("    timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
     from raynas.io import atomic_write_json
 
-    atomic_write_json(out / "demo.json", {"rows": rows, "timings_s": timings, "evaluation": pool.evaluation,
+    atomic_write_json(out / "demo.json", {"rows": [{"network": k, **v} for k, v in rows.items()],
+                                          "timings_s": timings, "evaluation": pool.evaluation,
                                           "supernet": {k: train_metrics[k] for k in ("steps", "train_seconds")},
                                           "alone": alone_metrics, "macs_limit": limit,
                                           "config": config.to_dict()})

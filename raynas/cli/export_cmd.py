@@ -17,6 +17,9 @@ def register(sub) -> None:
     p.add_argument("--arch", required=True, help="arch as JSON, or a .json file (e.g. a best.json)")
     p.add_argument("--output", required=True, help="folder to write")
     p.add_argument("--data", help="dataset for recalibration/validation; default: the checkpoint's")
+    p.add_argument("--calib-images", type=int,
+                   help="BN-calibration images (default: the checkpoint's training setting, else the "
+                        "whole calibration split, as the search pool does)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     p.set_defaults(handler=run)
 
@@ -25,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from raynas.export import export_subnet
 
     path, metrics = export_subnet(args.checkpoint, read_arch(args.arch), args.output, data=args.data,
-                                  device=args.device)
+                                  calib_images=args.calib_images, device=args.device)
     extra = ", ".join(f"{k}={v:,.4g}" for k, v in metrics.items() if k != "accuracy")
     print(f"exported to {path}: accuracy {metrics['accuracy']:.2f}% ({extra})")
     return 0

@@ -23,6 +23,9 @@ def register(sub) -> None:
     what.add_argument("--checkpoint", help="supernet checkpoint folder (from 'raynas train')")
     what.add_argument("--data", help="dataset of the validation split; default: the checkpoint's")
     what.add_argument("--actors", type=int, help="pool actors (default: one per GPU, else 2 on CPU)")
+    what.add_argument("--calib-images", type=int,
+                      help="BN-calibration images per arch (default: the checkpoint's training setting, "
+                           "else the whole calibration split)")
     what.add_argument("--table", help="CSV/Parquet of precomputed metrics (e.g. NAS-Bench-201)")
     what.add_argument("--table-metric", action="append", metavar="NAME=COLUMN",
                       help="report table COLUMN as metric NAME, e.g. accuracy=c10valid_valid_12ep")
@@ -105,7 +108,9 @@ def _evaluator_spec(args: argparse.Namespace, saved: Dict[str, Any]) -> Dict[str
     spec = dict(saved)
     if args.checkpoint:
         spec = {"checkpoint": str(Path(args.checkpoint).resolve()), "data": args.data,
-                "actors": args.actors if args.actors is not None else saved.get("actors")}
+                "actors": args.actors if args.actors is not None else saved.get("actors"),
+                "calib_images": args.calib_images if args.calib_images is not None
+                else saved.get("calib_images")}
     elif args.table:
         spec = {"table": str(Path(args.table).resolve()),
                 "table_metrics": parse_kv_options(args.table_metric, "table metric") or None}
@@ -114,6 +119,8 @@ def _evaluator_spec(args: argparse.Namespace, saved: Dict[str, Any]) -> Dict[str
             spec["data"] = args.data
         if args.actors is not None:
             spec["actors"] = args.actors
+        if args.calib_images is not None:
+            spec["calib_images"] = args.calib_images
     if not spec.get("checkpoint") and not spec.get("table"):
         raise ConfigError("this experiment does not record its evaluator (it was not started by 'raynas "
                           "search'): give --checkpoint DIR or --table FILE")
@@ -133,8 +140,14 @@ def _space(args: argparse.Namespace, spec: Dict[str, Any]):
 def _precheck(spec: Dict[str, Any]) -> None:
     """Cheap checks of the evaluator's inputs, before Ray and a pool start."""
     if spec.get("checkpoint"):
+        from raynas.checkpoint import read_checkpoint_meta
+        from raynas.evaluators.weight_inherited import EvaluationSettings
         from raynas.pool import check_checkpoint
         check_checkpoint(spec["checkpoint"])
+        if spec.get("calib_images") is not None:  # against the calibration split, before Ray starts
+            settings = EvaluationSettings.for_checkpoint(read_checkpoint_meta(spec["checkpoint"]),
+                                                         data=spec.get("data"), calib_images=spec["calib_images"])
+            settings.to_dict(settings.load_dataset())
     elif not Path(spec["table"]).is_file():
         from raynas.errors import DataError
         raise DataError(f"results table {spec['table']} does not exist")
@@ -148,6 +161,7 @@ def _build_evaluator(spec: Dict[str, Any], space):
 
         meta = read_checkpoint_meta(spec["checkpoint"])
         return raynas.SupernetPool.from_checkpoint(spec["checkpoint"], data=spec.get("data") or meta.get("dataset"),
+                                                   calib_images=spec.get("calib_images"),
                                                    num_actors=spec.get("actors"))
     from raynas.evaluators.tabular import TabularEvaluator
     return TabularEvaluator(spec["table"], space=space, metrics=spec.get("table_metrics"))
@@ -164,6 +178,6 @@ def _finish(args: argparse.Namespace, result, space, spec: Dict[str, Any]) -> in
         if not spec.get("checkpoint"):
             raise ConfigError("--export needs --checkpoint (a table has no weights)")
         path, metrics = export_subnet(spec["checkpoint"], result.best_arch(), Path(result.path) / "best_subnet",
-                                      data=spec.get("data"))
+                                      data=spec.get("data"), calib_images=spec.get("calib_images"))
         print(f"exported best subnet to {path} (accuracy {metrics['accuracy']:.2f}%)")
     return 0

@@ -42,7 +42,11 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     p.add_argument("--checkpoint-every-steps", type=int)
-    p.add_argument("--channels-last", action="store_true", default=None)
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help="NHWC memory format (2-3x faster convolutions on CPU as on GPU)")
+    p.add_argument("--calib-images", type=int,
+                   help="BN-calibration images of the final report; search and export default to it "
+                        "(default: the whole calibration split)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     group = p.add_argument_group("data parallelism (Ray Train)")
     group.add_argument("--workers", type=int, help="Ray Train workers (0: train in this process)")
@@ -62,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                      batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                      sampler=args.sampler, device=args.device, seed=args.seed,
                      max_steps=args.max_steps, checkpoint_every_steps=args.checkpoint_every_steps,
-                     channels_last=args.channels_last, compile=args.compile,
+                     channels_last=args.channels_last, compile=args.compile, calib_images=args.calib_images,
                      num_workers=args.workers, cpu_threads=args.threads,
                      max_failures=args.max_failures, storage_path=args.storage_path)
     if args.space_option:

@@ -49,7 +49,8 @@ class WeightInheritedEvaluator(Evaluator):
     (default: all of them; see :func:`calibration_batches` -- the same batches for every arch,
     so results do not depend on evaluation order); accuracy over all of ``val`` in eval mode.
     Calibration and validation images are normalised and moved to ``device`` once, at
-    construction.
+    construction; with ``channels_last`` they and the supernet use the NHWC memory format
+    (convolutions run 2-3x faster on CPU; the accuracy is the same).
     """
 
     metrics = ("accuracy", "params", "macs", "flops")
@@ -57,14 +58,18 @@ class WeightInheritedEvaluator(Evaluator):
     def __init__(self, supernet: Supernet, calib: SplitLike, val: SplitLike, *,
                  calib_images: Optional[int] = None, batch_size: int = DEFAULT_EVAL_BATCH,
                  device: Union[str, torch.device] = "cpu", mean: Sequence[float],
-                 std: Sequence[float], bf16: bool = False, calib_seed: int = 0) -> None:
+                 std: Sequence[float], bf16: bool = False, calib_seed: int = 0,
+                 channels_last: bool = False) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.bf16 = bool(bf16) and self.device.type == "cuda"
+        self.channels_last = bool(channels_last)
         self.supernet = supernet.to(self.device)
+        if self.channels_last:
+            self.supernet = self.supernet.to(memory_format=torch.channels_last)
         calib_split, val_split = _as_split(calib, "calib"), _as_split(val, "val")
         if len(val_split) == 0:
             raise ConfigError("the val split is empty; weight-inherited accuracy needs images")
@@ -83,7 +88,8 @@ class WeightInheritedEvaluator(Evaluator):
                    mean=dataset.mean, std=dataset.std, **options)
 
     def _to_device_float(self, x_u8: torch.Tensor) -> torch.Tensor:
-        return to_float(x_u8.to(self.device), self.mean, self.std)
+        x = to_float(x_u8.to(self.device), self.mean, self.std)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _autocast(self) -> ContextManager:
         if self.bf16:
@@ -156,13 +162,14 @@ class EvaluationSettings:
     data_options: Dict[str, Any] = field(default_factory=dict)
     calib_images: Optional[int] = None
     batch_size: int = DEFAULT_EVAL_BATCH
+    channels_last: bool = False
 
     @classmethod
     def for_checkpoint(cls, meta: Mapping[str, Any], *, data: Optional[str] = None,
                        seed: Optional[int] = None, calib_images: Optional[int] = None,
                        batch_size: Optional[int] = None) -> "EvaluationSettings":
-        """The training run's own settings (its dataset, split seed, image size, calibration),
-        each overridable. Another dataset spec drops the training run's loading options."""
+        """The training run's own settings (its dataset, split seed, image size, calibration,
+        memory format), each overridable. Another dataset spec drops the training run's loading options."""
         config = meta.get("config") or {}
         trained_on = meta.get("dataset") or config.get("data")
         spec = data or trained_on
@@ -171,7 +178,8 @@ class EvaluationSettings:
         return cls(data=spec, seed=int(config.get("seed", 0) if seed is None else seed),
                    data_options=split_options(config.get("data_options")) if spec == trained_on else {},
                    calib_images=config.get("calib_images") if calib_images is None else calib_images,
-                   batch_size=int(batch_size or config.get("eval_batch_size") or DEFAULT_EVAL_BATCH))
+                   batch_size=int(batch_size or config.get("eval_batch_size") or DEFAULT_EVAL_BATCH),
+                   channels_last=bool(config.get("channels_last", False)))
 
     def load_dataset(self) -> ImageDataset:
         from raynas.data import load_dataset
@@ -184,7 +192,8 @@ class EvaluationSettings:
         if dataset is not None:
             images = resolve_calib_images(len(dataset.split("calib")), images)
         return {"data": self.data, "seed": self.seed, "data_options": dict(self.data_options),
-                "split": "val", "calib_images": images, "batch_size": self.batch_size}
+                "split": "val", "calib_images": images, "batch_size": self.batch_size,
+                "channels_last": self.channels_last}
 
 
 def split_options(options: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
