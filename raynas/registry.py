@@ -15,7 +15,6 @@ from raynas.space import SearchSpace
 
 _FACTORIES: Dict[str, Callable[..., SearchSpace]] = {}
 _DESCRIPTIONS: Dict[str, str] = {}
-_MODULES: Dict[str, str] = {}
 _LAZY: Dict[str, str] = {}          # name -> module that registers it when imported
 _builtins_loaded = False
 
@@ -31,7 +30,6 @@ def register_space(name: str, description: Optional[str] = None) -> Callable[[T]
         if name in _FACTORIES and _FACTORIES[name] is not factory:
             raise ConfigError(f"search space '{name}' is already registered")
         _FACTORIES[name] = factory  # type: ignore[assignment]
-        _MODULES[name] = getattr(factory, "__module__", "") or ""
         doc = description or inspect.getdoc(factory) or ""
         _DESCRIPTIONS[name] = doc.strip().splitlines()[0] if doc.strip() else ""
         return factory
@@ -90,21 +88,35 @@ def create_space(name: str, **options: Any) -> SearchSpace:
     except TypeError as exc:
         raise ConfigError(f"bad options for space '{name}': {exc}") from exc
     space.name = name
-    # recorded in the spec so another process (a Ray worker) can import a user-defined space
-    space.module = _MODULES.get(name, "")
     return space
 
 
 def space_from_spec(spec: Mapping[str, Any]) -> SearchSpace:
-    """Rebuild a space from :meth:`SearchSpace.spec` (as stored in checkpoints and exports)."""
-    if not isinstance(spec, Mapping) or "name" not in spec:
-        raise ConfigError(f"a space spec is a dict with 'name' and 'options', got {spec!r}")
+    """Rebuild a space from :meth:`SearchSpace.spec` (as stored in checkpoints and exports).
+
+    The name is resolved through the registry only (built-ins, spaces registered by modules this
+    process imported, installed ``raynas.spaces`` entry points): a file never chooses which code
+    runs. Old files may still carry a ``module`` field; it is never imported.
+    """
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+        raise ConfigError(f"a space spec is a dict with 'name' and 'options', got {_clip(spec)}")
+    options = spec.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"the options of space '{_clip(spec['name'])}' must be a dict, got {_clip(options)}")
     _load_builtins()
-    module = spec.get("module")
-    if spec["name"] not in _FACTORIES and module and module != "__main__":
-        try:
-            importlib.import_module(module)  # registers the space as a side effect
-        except ImportError as exc:
-            raise ConfigError(f"space '{spec['name']}' is defined in module '{module}', which cannot be "
-                              f"imported here ({exc}); make it importable on every node") from exc
-    return create_space(spec["name"], **dict(spec.get("options") or {}))
+    _import_lazy(spec["name"])
+    if spec["name"] not in _FACTORIES and spec.get("module"):
+        raise UnknownSpaceError(
+            str(spec["name"]), list_spaces(),
+            hint=f"The file names module {_clip(spec['module'], 120)}, which raynas never imports from a "
+                 "file: install the package that registers the space (entry-point group "
+                 "'raynas.spaces') or import the module yourself, if you trust it, before loading.")
+    return create_space(spec["name"], **dict(options))
+
+
+def _clip(value: Any, limit: int = 200) -> str:
+    """``repr`` of a value read from a file, cut short: an error message never echoes a
+    whole (possibly huge) input."""
+    from raynas.errors import clip
+
+    return clip(value, limit)
