@@ -18,7 +18,7 @@ from importlib import metadata
 from typing import (Any, Callable, Dict, Generic, Iterable, List, Mapping, Optional, Sequence,
                     TypeVar, Union)
 
-from raynas.errors import ConfigError, UnknownSpaceError
+from raynas.errors import ConfigError, UnknownSpaceError, clip
 from raynas.space import SearchSpace
 
 T = TypeVar("T")
@@ -124,7 +124,7 @@ class Registry(Generic[T]):
         names = self.names()
         if self._unknown is not None:
             return self._unknown(str(name), names)
-        message = f"unknown {self.kind} {name!r}; available: {', '.join(names) or '(none)'}"
+        message = f"unknown {self.kind} {clip(name, 100)}; available: {', '.join(names) or '(none)'}"
         return ConfigError(message + (f". {self._hint}" if self._hint else ""))
 
     def create(self, name: str, *args: Any, **options: Any) -> Any:
@@ -192,21 +192,31 @@ def create_space(name: str, **options: Any) -> SearchSpace:
     except TypeError as exc:
         raise ConfigError(f"bad options for space '{name}': {exc}") from exc
     space.name = name
-    # recorded in the spec so another process (a Ray worker) can import a user-defined space
-    space.module = SPACES.module_of(name)
     return space
 
 
 def space_from_spec(spec: Mapping[str, Any]) -> SearchSpace:
-    """Rebuild a space from :meth:`SearchSpace.spec` (as stored in checkpoints and exports)."""
-    if not isinstance(spec, Mapping) or "name" not in spec:
-        raise ConfigError(f"a space spec is a dict with 'name' and 'options', got {spec!r}")
-    module = spec.get("module")
-    SPACES.load()  # an entry point may register the name
-    if not SPACES.is_loaded(spec["name"]) and module and module != "__main__":
-        try:
-            importlib.import_module(module)  # registers the space as a side effect
-        except ImportError as exc:
-            raise ConfigError(f"space '{spec['name']}' is defined in module '{module}', which cannot be "
-                              f"imported here ({exc}); make it importable on every node") from exc
-    return create_space(spec["name"], **dict(spec.get("options") or {}))
+    """Rebuild a space from :meth:`SearchSpace.spec` (as stored in checkpoints and exports).
+
+    The name is resolved through the registry only (built-ins, spaces registered by modules this
+    process imported, installed ``raynas.spaces`` entry points): a file never chooses which code
+    runs. Old files may still carry a ``module`` field; it is never imported.
+    """
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+        raise ConfigError(f"a space spec is a dict with 'name' and 'options', got {_clip(spec)}")
+    options = spec.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"the options of space '{_clip(spec['name'])}' must be a dict, got {_clip(options)}")
+    if spec["name"] not in SPACES and spec.get("module"):
+        raise UnknownSpaceError(
+            str(spec["name"]), list_spaces(),
+            hint=f"The file names module {_clip(spec['module'], 120)}, which raynas never imports from a "
+                 "file: install the package that registers the space (entry-point group "
+                 "'raynas.spaces') or import the module yourself, if you trust it, before loading.")
+    return create_space(spec["name"], **dict(options))
+
+
+def _clip(value: Any, limit: int = 200) -> str:
+    """``repr`` of a value read from a file, cut short: an error message never echoes a
+    whole (possibly huge) input."""
+    return clip(value, limit)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type,
 import numpy as np
 
 from raynas.arch import Arch, canonical
-from raynas.errors import CheckpointError, ConfigError, DataError
+from raynas.errors import CheckpointError, ConfigError, DataError, clip, shorten
 from raynas.io import atomic_directory
 from raynas.registry import Registry
 from raynas.predictors.data import PredictorData, encode_archs, from_pairs
@@ -289,7 +289,7 @@ def load_predictor(path: PathLike, space=None) -> Predictor:
         raise CheckpointError(f"{config_path} is not valid JSON ({exc}); save the predictor again") from exc
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{config_path} is not a raynas predictor config (format "
-                              f"{config.get('format') if isinstance(config, dict) else None!r})")
+                              f"{clip(config.get('format') if isinstance(config, dict) else None)})")
     if config.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{config_path} has predictor format version {config.get('format_version')}, "
                               f"this raynas reads version {FORMAT_VERSION}; refit and save the predictor")
@@ -328,7 +328,8 @@ def _checked_space(config: Mapping[str, Any], space, folder: Path):
         space = space_from_spec(saved_spec)
     else:
         spec = space.spec()
-        if canonical(spec) != canonical(saved_spec):
+        if not isinstance(saved_spec, Mapping) or canonical(spec) != canonical(
+                {"name": saved_spec.get("name"), "options": saved_spec.get("options") or {}}):
             raise CheckpointError(
                 f"the predictor in {folder} was fitted on space {_fmt_spec(saved_spec)}, not on "
                 f"{_fmt_spec(spec)}: its encoding does not fit these archs. Load it without a space "
@@ -336,12 +337,14 @@ def _checked_space(config: Mapping[str, Any], space, folder: Path):
     version = str(space.encoding_version)
     if version != saved_version or space.encoding_size != saved_size:
         raise CheckpointError(
-            f"the predictor in {folder} was fitted on encoding version {saved_version!r} "
+            f"the predictor in {folder} was fitted on encoding version {clip(saved_version, 60)} "
             f"({saved_size} features) of space '{space.name}', but this raynas encodes version "
             f"{version!r} ({space.encoding_size} features); refit the predictor on fresh evaluations")
     return space
 
 
-def _fmt_spec(spec: Mapping[str, Any]) -> str:
+def _fmt_spec(spec: Any) -> str:
+    if not isinstance(spec, Mapping):
+        return clip(spec)
     opts = ", ".join(f"{k}={v!r}" for k, v in sorted((spec.get("options") or {}).items()))
-    return f"'{spec.get('name')}'({opts})"
+    return shorten(f"'{spec.get('name')}'({opts})")
