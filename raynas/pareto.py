@@ -3,8 +3,9 @@
 Everything works on 'higher is better' matrices: callers multiply each column by its
 objective's sign first (see :func:`to_maximisation`). Dominance, ranks and hypervolume come
 from ``moocore`` (C implementations of the standard algorithms): on the same inputs it gives
-the same masks, fronts and volumes as the numpy code it replaced, at 100x (a 200-point 2-D
-front) to 10,000x (3-5 objectives) the speed.
+the same masks, fronts and volumes (to 1e-15) as the numpy code it replaced, hypervolume 40x
+(2-D) to 4,000x-15,000x (3-5 objectives) faster and sorting 4-35x
+(``benchmarks/pareto_check.py``).
 """
 from __future__ import annotations
 
