@@ -243,6 +243,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     preset = json.loads(json.dumps(PRESETS[args.preset]))
     if args.data:
         preset["data"] = args.data
+    data_label = preset["data"]  # as given (relative to the project root), for the record
     preset["data"] = resolve_data_spec(preset["data"])
     if args.epochs:
         preset["recipe"]["epochs"] = args.epochs
@@ -256,6 +257,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         parser.error(f"--seeds takes comma-separated integers, got {args.seeds!r}")
     if args.smoke:
         preset.update(data=SMOKE_DATA[0], data_options=dict(SMOKE_DATA[1]), space_options=dict(SMOKE_OFA))
+        data_label = preset["data"]
         preset["recipe"].update(epochs=1, batch_size=256)
         variants = ["issue", "random0"] if args.variants is None else variants
         time_variants = ["issue", "random0"] if args.time_variants is None else time_variants
@@ -277,7 +279,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     work = tempfile.mkdtemp(prefix="raynas-convergence-")
     report: Dict[str, Any] = {
         "benchmark": "supernet_convergence", "preset": args.preset, "smoke": args.smoke,
-        **environment(device), "data": preset["data"], "data_options": preset["data_options"],
+        **environment(device), "data": data_label, "data_options": preset["data_options"],
         "data_seed": args.data_seed, "dataset_sizes": dataset.sizes,
         "space_options": preset["space_options"], "recipe": preset["recipe"],
         "evaluation": {"split": "val", "val_images": len(dataset.split("val")),

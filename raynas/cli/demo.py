@@ -90,9 +90,23 @@ def train_alone(config: Mapping[str, Any]) -> Dict[str, Any]:
     """Runs in a Ray task: the largest arch trained from scratch as a static network."""
     from trainables.supernet import train_standalone
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     _, metrics = train_standalone("largest", config)
-    return {**metrics, "seconds": time.perf_counter() - start}
+    return {**metrics, "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu}
+
+
+def size_alone(config, dataset, out: Path, epochs: float) -> float:
+    """Epochs of the network trained alone that take the supernet's training time: both step
+    costs timed in alternating rounds (load drifts hit both alike)."""
+    from trainables.timing import time_training_steps
+
+    probe = time_training_steps({"supernet": config, "alone": alone_config(config, out, 1)}, dataset,
+                                steps=2, rounds=3)["seconds_per_step"]
+    steps_per_epoch = len(dataset.split("train")) // config.batch_size
+    alone_epochs = max(1, round(epochs * steps_per_epoch * probe["supernet"] / probe["alone"])) / steps_per_epoch
+    print(f"      {probe['supernet']:.2f} s per supernet step, {probe['alone']:.2f} s alone: the "
+          f"network alone gets {alone_epochs:.1f} epochs for the supernet's {epochs:g}")
+    return alone_epochs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,11 +114,9 @@ def run(args: argparse.Namespace) -> int:
 
     import raynas
     from raynas.data import load_dataset
-    from raynas.export import export_subnet, verify_exported
+    from raynas.io import atomic_write_json
     from raynas.registry import create_space
-    from raynas.reporting import write_search_artifacts
     from trainables.supernet import LocalSession, SupernetTrainer, run_training
-    from trainables.timing import time_training_steps
 
     check_args(args)
     timings: Dict[str, float] = {}
@@ -114,18 +126,12 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(out)  # a previous demo run: start clean so every artifact is this run's
     config = demo_config(args, out)
     dataset = load_dataset(config.data, seed=config.seed, **config.data_options)
-    steps_per_epoch = len(dataset.split("train")) // config.batch_size
     alone_epochs = None
     if args.alone:  # timing builds both trainers, so it also checks every option before Ray starts
         print("[1/4] timing a few training steps of the supernet and of its largest network alone ...")
         t = time.perf_counter()
-        probe = time_training_steps({"supernet": config, "alone": alone_config(config, out, 1)}, dataset,
-                                    steps=2, rounds=3)["seconds_per_step"]
-        supernet_steps = round(args.epochs * steps_per_epoch)
-        alone_epochs = max(1, round(supernet_steps * probe["supernet"] / probe["alone"])) / steps_per_epoch
+        alone_epochs = size_alone(config, dataset, out, args.epochs)
         timings["probe"] = time.perf_counter() - t
-        print(f"      {probe['supernet']:.2f} s per supernet step, {probe['alone']:.2f} s alone: the "
-              f"network alone gets {alone_epochs:.1f} epochs for the supernet's {args.epochs:g}")
     else:
         SupernetTrainer(config, dataset)  # checks every option (and the calibration size) before Ray
     t = time.perf_counter()
@@ -133,16 +139,15 @@ def run(args: argparse.Namespace) -> int:
     timings["ray start"] = time.perf_counter() - t
     alone = None
     if alone_epochs is not None:
-        task = ray.remote(num_cpus=1)(train_alone)
-        alone = task.remote(alone_config(config, out, alone_epochs).to_dict())
+        alone = ray.remote(num_cpus=1)(train_alone).remote(alone_config(config, out, alone_epochs).to_dict())
 
-    print(f"[2/4] training the supernet ({config.sampler}, in-place distillation) on digits"
+    print(f"[2/4] training the supernet ({config.sampler} rule, in-place distillation) on digits"
           + (" while the other core trains its largest network alone ..." if alone else " ..."))
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     _, train_metrics = run_training(config, LocalSession(Path(config.output) / "checkpoint"),
                                     dataset=dataset, progress=True)
-    checkpoint = Path(config.output) / "checkpoint"
     timings["train"] = time.perf_counter() - t
+    train_metrics["cpu_seconds"] = time.process_time() - cpu
     alone_metrics = ray.get(alone) if alone is not None else None
     if alone_metrics is not None:
         timings["train alone (side by side)"] = alone_metrics["seconds"]
@@ -151,54 +156,75 @@ def run(args: argparse.Namespace) -> int:
           f"{train_metrics['calib_images']} images)")
 
     space = create_space("ofa_mbv3_cifar", **DEMO_SPACE_OPTIONS)
+    checkpoint = Path(config.output) / "checkpoint"
+    best = search_and_export(args, space, checkpoint, out, timings)
+    timings["total"] = time.perf_counter() - start
+
+    rows = summary_rows(space, train_metrics, best, alone_metrics, dataset.num_classes)
+    print_summary(rows, train_metrics, alone_metrics, best["evaluation"], best["macs_limit"])
+    # a shared machine slows every stage alike: the share of a core the supernet's process got
+    # turns the wall time into what an idle machine would take
+    share = min(1.0, train_metrics["cpu_seconds"] / max(timings["train"], 1e-9))
+    idle = timings["total"] * share
+    print(f"\n   exported: {best['export_dir']} (model.safetensors + config.json)")
+    print(f"       pool: {best['health']['workers']} actors, {best['health']['evaluated']} evaluations, "
+          f"{best['health']['restarts']} restarts")
+    print("    timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+    if share < 0.9:
+        print(f"             (the supernet's process got {share:.0%} of a core: other jobs share this "
+              f"machine; an idle one would take about {idle:.0f}s)")
+    atomic_write_json(out / "demo.json", {
+        "rows": [{"network": k, **v} for k, v in rows.items()], "timings_s": timings,
+        "core_share": share, "idle_estimate_s": idle, "evaluation": best["evaluation"],
+        "supernet": {k: train_metrics[k] for k in ("steps", "train_seconds", "cpu_seconds")},
+        "alone": alone_metrics, "macs_limit": best["macs_limit"], "config": config.to_dict()})
+    return 0
+
+
+def search_and_export(args: argparse.Namespace, space, checkpoint: Path, out: Path,
+                      timings: Dict[str, float]) -> Dict[str, Any]:
+    """Evolution under the MACs limit on a pool of actors, then the best subnet exported and
+    reloaded from its files."""
+    import raynas
+    from raynas.export import export_subnet, verify_exported
+    from raynas.reporting import write_search_artifacts
+
     limit = args.macs_fraction * space.cost(space.largest())["macs"]
     print(f"[3/4] evolution search of {args.num_samples} archs with macs <= {limit / 1e6:.2f}M ...")
     t = time.perf_counter()
     pool = raynas.SupernetPool.from_checkpoint(str(checkpoint), calib_images=args.calib_images,
                                                num_actors=args.actors)
-    result = raynas.search(space, pool, strategy="evolution", num_samples=args.num_samples,
-                           constraints=[f"macs<={limit:.0f}"], objectives=["accuracy:max", "macs:min"],
-                           strategy_options=dict(SEARCH_STRATEGY), seed=args.seed, name=args.name,
-                           storage_path=args.output)
+    try:
+        result = raynas.search(space, pool, strategy="evolution", num_samples=args.num_samples,
+                               constraints=[f"macs<={limit:.0f}"], objectives=["accuracy:max", "macs:min"],
+                               strategy_options=dict(SEARCH_STRATEGY), seed=args.seed, name=args.name,
+                               storage_path=args.output)
+        health = pool.health()
+    finally:
+        pool.shutdown()
     timings["search"] = time.perf_counter() - t
-    health = pool.health()
-    pool.shutdown()
     write_search_artifacts(result, space)
 
     print("[4/4] exporting the best subnet ...")
     t = time.perf_counter()
-    best = result.best_arch()
-    export_dir, metrics = export_subnet(checkpoint, best, out / "best_subnet", calib_images=args.calib_images)
+    export_dir, metrics = export_subnet(checkpoint, result.best_arch(), out / "best_subnet",
+                                        calib_images=args.calib_images)
     reproduced = verify_exported(export_dir)
     timings["export"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - start
-
-    rows = summary_rows(space, train_metrics, metrics, reproduced, alone_metrics, dataset.num_classes)
-    print_summary(rows, train_metrics, alone_metrics, pool.evaluation, limit)
-    print(f"\n   exported: {export_dir} (model.safetensors + config.json)")
-    print(f"       pool: {health['workers']} actors, {health['evaluated']} evaluations, "
-          f"{health['restarts']} restarts")
-    print("    timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
-    from raynas.io import atomic_write_json
-
-    atomic_write_json(out / "demo.json", {"rows": [{"network": k, **v} for k, v in rows.items()],
-                                          "timings_s": timings, "evaluation": pool.evaluation,
-                                          "supernet": {k: train_metrics[k] for k in ("steps", "train_seconds")},
-                                          "alone": alone_metrics, "macs_limit": limit,
-                                          "config": config.to_dict()})
-    return 0
+    return {**metrics, "exported": reproduced, "export_dir": export_dir, "health": health,
+            "evaluation": pool.evaluation, "macs_limit": limit}
 
 
-def summary_rows(space, train_metrics: Mapping[str, Any], best_metrics: Mapping[str, Any],
-                 reproduced: float, alone_metrics, num_classes: int) -> Dict[str, Dict[str, Any]]:
+def summary_rows(space, train_metrics: Mapping[str, Any], best: Mapping[str, Any], alone_metrics,
+                 num_classes: int) -> Dict[str, Dict[str, Any]]:
     def cost(arch) -> Dict[str, float]:
         c = space.cost(arch, num_classes=num_classes)
         return {"macs": c["macs"], "params": c["params"]}
 
     rows = {"largest subnet": {"accuracy": train_metrics["largest_accuracy"], **cost(space.largest())},
             "smallest subnet": {"accuracy": train_metrics["smallest_accuracy"], **cost(space.smallest())},
-            "best searched subnet": {"accuracy": best_metrics["accuracy"], "exported": reproduced,
-                                     "macs": best_metrics["macs"], "params": best_metrics["params"]}}
+            "best searched subnet": {"accuracy": best["accuracy"], "exported": best["exported"],
+                                     "macs": best["macs"], "params": best["params"]}}
     if alone_metrics is not None:
         rows["largest network alone"] = {"accuracy": alone_metrics["accuracy"], **cost(space.largest())}
     return rows
