@@ -469,21 +469,23 @@ class SupernetPool:
         self._pinned = [a for a in getattr(factory, "args", ()) if isinstance(a, ray.ObjectRef)]
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str, data: Optional[str] = None, *, seed: Optional[int] = None,
+    def from_checkpoint(cls, checkpoint: str, data: Any = None, *, seed: Optional[int] = None,
                         calib_images: Optional[int] = None, batch_size: Optional[int] = None,
                         device: Optional[str] = None, wait: bool = True, **pool_options: Any) -> "SupernetPool":
         """Pool serving weight-inherited accuracy (BN recalibrated) of a trained supernet.
 
-        The dataset, its split seed and loading options (image size ...) and the BN calibration
-        (``calib_images`` in batches of ``batch_size``) default to the training run's own (see
-        :class:`~raynas.evaluators.weight_inherited.EvaluationSettings`), so the pool scores an
-        arch exactly as the trainer's final report and :func:`raynas.export.export_subnet` do;
-        ``pool.evaluation`` records them. Only the calibration and validation splits travel to
-        the workers (through the object store, like the checkpoint itself). ``wait``: return once
-        every worker holds the supernet (a checkpoint they cannot load is an error here rather
-        than a failure of every evaluation).
+        ``data`` is a dataset spec or a loaded ``ImageDataset`` whose classes must be the
+        checkpoint's. The dataset, its split seed and loading options (image size ...) and the BN
+        calibration (``calib_images`` in batches of ``batch_size``) default to the training
+        run's own (see :class:`~raynas.evaluators.weight_inherited.EvaluationSettings`), so the
+        pool scores an arch exactly as the trainer's final report and
+        :func:`raynas.export.export_subnet` do; ``pool.evaluation`` records them. Only the
+        calibration and validation splits travel to the workers (through the object store, like
+        the checkpoint itself). ``wait``: return once every worker holds the supernet (a
+        checkpoint they cannot load is an error here rather than a failure of every evaluation).
         """
-        from raynas.checkpoint import checkpoint_to_bytes, read_checkpoint_meta
+        from raynas.checkpoint import check_dataset_fits, checkpoint_to_bytes, read_checkpoint_meta
+        from raynas.data import ImageDataset
         from raynas.evaluators.weight_inherited import EvaluationSettings
         from raynas.registry import space_from_spec
 
@@ -493,9 +495,12 @@ class SupernetPool:
         space = space_from_spec(meta["space"])
         blobs = checkpoint_to_bytes(checkpoint)
         _check_safetensors(blobs, checkpoint)  # a damaged file fails here, not in every worker
-        settings = EvaluationSettings.for_checkpoint(meta, data=data, seed=seed, calib_images=calib_images,
-                                                     batch_size=batch_size)
-        dataset = settings.load_dataset()
+        given = isinstance(data, ImageDataset)
+        settings = EvaluationSettings.for_checkpoint(
+            meta, data=data.spec if given else data, seed=data.seed if given else seed,
+            calib_images=calib_images, batch_size=batch_size)
+        dataset = data if given else settings.load_dataset()
+        check_dataset_fits(meta, dataset, checkpoint)
         evaluation = settings.to_dict(dataset)  # checks calib_images against the split, before Ray
         from raynas.runtime import ensure_ray
 

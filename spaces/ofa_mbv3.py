@@ -44,10 +44,9 @@ from raynas.errors import ArchError, ConfigError
 from raynas.registry import register_space
 from raynas.space import Decision, SearchSpace, require_choice, require_mapping
 from raynas.supernet import Supernet
-from spaces.elastic import ElasticMBConv
-from spaces.mbconv import (BlockGeometry, MBConv, MobileNetV3, MobileNetV3Head, NetworkGeometry,
-                           conv_bn_act, expanded_channels, initialize_weights,
-                           make_divisible)
+from spaces.layers import (BlockGeometry, ElasticMBConv, MBConv, build_and_load, conv_bn_act,
+                           expanded_channels, make_divisible, prefixed)
+from spaces.ofa_mbv3_net import MobileNetV3, MobileNetV3Head, NetworkGeometry, initialize_weights
 
 BASE_STEM_WIDTH = 16
 BASE_STAGE_WIDTHS = (24, 40, 80, 112, 160)
@@ -368,7 +367,7 @@ class ElasticStage(nn.Sequential):
 class OFAMobileNetV3Supernet(Supernet):
     """The largest OFA MobileNetV3; ``activate(arch)`` selects the subnet ``forward`` runs.
 
-    Module names match the static :class:`~spaces.mbconv.MobileNetV3` (``stages.2.1.expand.conv``
+    Module names match the static :class:`~spaces.ofa_mbv3_net.MobileNetV3` (``stages.2.1.expand.conv``
     ...), so a supernet state dict lines up with every exported model's.
     """
 
@@ -403,20 +402,27 @@ class OFAMobileNetV3Supernet(Supernet):
             x = stage(x)
         return self.head(x)
 
+    def static_state_dict(self, arch: Arch) -> Dict[str, torch.Tensor]:
+        """The subnet's weights and BN statistics under the static MobileNetV3's names (views)."""
+        arch = self.space.validate(arch)
+        out: Dict[str, torch.Tensor] = {}
+        for name in ("stem", "first_block", "head"):
+            out.update(prefixed(f"{name}.", getattr(self, name).state_dict()))
+        for i, (stage, spec) in enumerate(zip(self.stages, arch["stages"])):
+            for j, (block, kernel, expand) in enumerate(zip(stage, spec["kernel"], spec["expand"])):
+                out.update(prefixed(f"stages.{i}.{j}.",
+                                    block.static_state_dict(kernel=kernel, expand_ratio=expand)))
+        return out
+
     @torch.no_grad()
     def export(self, arch: Optional[Arch] = None) -> MobileNetV3:
         """A static MobileNetV3 with copies of the subnet's weights and BN statistics (the
-        active subnet when ``arch`` is None). It is ``space.build_static(arch)`` plus a copy, so
+        active subnet when ``arch`` is None): the structure of ``space.build_static(arch)``, so
         ``space_from_spec(spec).build_static(arch, num_classes)`` + its state dict rebuilds it."""
         arch = self.space.validate(self.active_arch if arch is None else arch)
-        static = self.space.build_static(arch, self.num_classes)
-        ref = next(self.parameters())
-        static.to(device=ref.device, dtype=ref.dtype)
-        for name in ("stem", "first_block", "head"):
-            getattr(static, name).load_state_dict(getattr(self, name).state_dict())
-        for elastic_stage, static_stage in zip(self.stages, static.stages):
-            for elastic_block, static_block in zip(elastic_stage, static_stage):
-                elastic_block.copy_to(static_block)
+        geometry = self.space.network_geometry(arch, self.num_classes)
+        static = build_and_load(lambda: MobileNetV3(geometry), self.static_state_dict(arch),
+                                like=next(self.parameters()))
         static.train(self.training)
         return static
 

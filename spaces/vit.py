@@ -7,7 +7,7 @@ is ``64 * num_heads``; the MLP hidden width is ``int(embed_dim * mlp_ratio)``.
 
 Flat decisions: ``embed_dim``, ``depth``, ``l{i}.heads`` and ``l{i}.mlp_ratio``.
 Weight entanglement and the head-major QKV row layout are described in
-:mod:`spaces.transformer_ops`; the supernet and its timm export live in :mod:`spaces.vit_supernet`.
+:mod:`spaces.layers.transformer`; the supernet and its timm export live in :mod:`spaces.vit_supernet`.
 Presets ``autoformer_tiny/small/base`` reproduce AutoFormer's ``supernet-{T,S,B}.yaml`` exactly;
 ``vit_cifar`` is a small 32x32 space; :func:`autoformer_space_options` reads such a YAML.
 """
@@ -21,7 +21,7 @@ from raynas.errors import ArchError, ConfigError
 from raynas.registry import register_space
 from raynas.space import Decision, SearchSpace, require_choice, require_json_mapping
 from spaces.options import resolve_num_classes, sorted_choices
-from spaces.transformer_ops import transformer_block_cost
+from spaces.layers.transformer import transformer_block_cost
 
 ARCH_FIELDS = ("depth", "embed_dim", "mlp_ratio", "num_heads")
 

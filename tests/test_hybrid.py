@@ -210,7 +210,7 @@ def test_sliced_batch_norm_updates_only_the_active_channels():
     net = space.build_supernet().train()
     arch = {"layers": [{"op": "conv", "expand_ratio": 2}] * 3}
     net.activate(arch)
-    bn = net.layers[0].conv.bn1
+    bn = net.layers[0].conv.expand.bn
     before = bn.running_mean.clone()
     net(_images())
     changed = (bn.running_mean != before)
@@ -293,7 +293,7 @@ def test_cumulative_bn_recalibration_matches_the_exported_model():
             for seed in range(3):
                 m(_images(n=4, seed=10 + seed))
         m.eval()
-    bn_net, bn_model = net.layers[0].conv.bn1, model.layers[0].bn1
+    bn_net, bn_model = net.layers[0].conv.expand.bn, model.layers[0].expand.bn
     assert torch.allclose(bn_net.running_mean[:32], bn_model.running_mean, atol=1e-6)
     assert torch.allclose(bn_net.running_var[:32], bn_model.running_var, atol=1e-5)
     x = _images(n=3, seed=20)

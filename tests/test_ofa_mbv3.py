@@ -13,7 +13,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from raynas import ArchError, ConfigError, arch_id, create_space, space_from_spec
-from spaces.elastic import ElasticBatchNorm2d
+from spaces.layers import ElasticBatchNorm2d
 from conftest import shared_data_path
 
 TINY_CIFAR = dict(width_mult=0.25)

@@ -187,6 +187,7 @@ def search_and_export(args: argparse.Namespace, space, checkpoint: Path, out: Pa
     reloaded from its files."""
     import raynas
     from raynas.export import export_subnet, verify_exported
+    from raynas.outcome import check_outcome
     from raynas.reporting import write_search_artifacts
 
     limit = args.macs_fraction * space.cost(space.largest())["macs"]
@@ -204,6 +205,7 @@ def search_and_export(args: argparse.Namespace, space, checkpoint: Path, out: Pa
         pool.shutdown()
     timings["search"] = time.perf_counter() - t
     write_search_artifacts(result, space)
+    check_outcome(result, args.num_samples)  # failed evaluations exit non-zero, as 'raynas search' does
 
     print("[4/4] exporting the best subnet ...")
     t = time.perf_counter()
