@@ -102,7 +102,8 @@ def main(argv=None) -> Dict[str, Any]:
     parser.add_argument("--max-batches", type=int, default=10_000)
     parser.add_argument("--space", default=None, help="registered space with a supernet (optional)")
     parser.add_argument("--archs", type=int, default=20)
-    parser.add_argument("--calib-images", type=int, default=None, help="BN-calibration images (default: the calib split)")
+    parser.add_argument("--calib-images", type=int, default=None,
+                        help="BN-calibration images (default: the calib split)")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="seconds-long CPU run on digits")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "data_pipeline.json"))

@@ -101,7 +101,8 @@ def make_evaluator(checkpoint: Path, args: argparse.Namespace):
         val = Split(val.take(positions).contiguous(), val.labels.index_select(0, positions))
     calib = dataset.split("calib")
     batches = min(args.calib_batches, max(1, len(calib) // args.eval_batch))
-    evaluator = WeightInheritedEvaluator(supernet, calib, val, calib_images=batches * min(args.eval_batch, len(calib)),
+    evaluator = WeightInheritedEvaluator(supernet, calib, val,
+                                         calib_images=batches * min(args.eval_batch, len(calib)),
                                          batch_size=args.eval_batch,
                                          device=args.device, mean=dataset.mean, std=dataset.std,
                                          bf16=args.device.startswith("cuda"))

@@ -107,7 +107,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     rng = derive_rng(args.seed, "eval-subnets")
     named = {"largest": space.largest(), "smallest": space.smallest()}
     named.update({f"random{i}": space.sample(rng) for i in range(args.random_subnets)})
-    common = dict(calib_images=min(args.eval_batch, len(dataset.split("calib"))), batch_size=args.eval_batch, device=device, bf16=device.type == "cuda")
+    common = dict(calib_images=min(args.eval_batch, len(dataset.split("calib"))), batch_size=args.eval_batch,
+                  device=device, bf16=device.type == "cuda")
     test_split = "test" if "test" in dataset.splits else "val"  # digits (smoke) has no test set
     on_val = WeightInheritedEvaluator.from_dataset(net, dataset, **common)
     on_test = WeightInheritedEvaluator(net, dataset.split("calib"), dataset.split(test_split),

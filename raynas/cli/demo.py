@@ -236,8 +236,8 @@ def print_summary(rows: Mapping[str, Mapping[str, Any]], train_metrics: Mapping[
                   evaluation: Mapping[str, Any], limit: float) -> None:
     print(f"\n{'network':28s} {'accuracy':>9s} {'MACs':>8s} {'params':>8s}  how it was trained")
     trained = {
-        "largest subnet": f"weight sharing: {train_metrics['steps']} steps, {train_metrics['train_seconds']:.0f} s "
-                          "for every subnet at once",
+        "largest subnet": (f"weight sharing: {train_metrics['steps']} steps, "
+                           f"{train_metrics['train_seconds']:.0f} s for every subnet at once"),
         "smallest subnet": "the same supernet, no extra training",
         "best searched subnet": f"the same supernet; best under macs <= {limit / 1e6:.2f}M",
     }

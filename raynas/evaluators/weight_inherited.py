@@ -164,7 +164,8 @@ class EvaluationSettings:
                        seed: Optional[int] = None, calib_images: Optional[int] = None,
                        batch_size: Optional[int] = None) -> "EvaluationSettings":
         """The training run's own settings (its dataset, split seed, image size, calibration,
-        memory format), each overridable. Another dataset spec drops the training run's loading options."""
+        memory format), each overridable. Another dataset spec drops the training run's loading
+        options."""
         config = meta.get("config") or {}
         trained_on = meta.get("dataset") or config.get("data")
         spec = data or trained_on
