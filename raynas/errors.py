@@ -57,6 +57,11 @@ class EvaluationError(RaynasError, RuntimeError):
     """An evaluation failed permanently (after its retries)."""
 
 
+class SearchInterruptedError(RaynasError, RuntimeError):
+    """A search stopped before its budget was spent (Ctrl+C, or a stop signal Tune caught); what
+    it evaluated is kept and the search can be resumed."""
+
+
 def _fmt_allowed(allowed: Any) -> str:
     if isinstance(allowed, (list, tuple, set, frozenset)):
         return "{" + ", ".join(repr(a) for a in allowed) + "}"

@@ -15,7 +15,11 @@ What can be in flight when the driver dies, and what happens to it on resume:
   were never recorded, so the searcher proposes others in their place.
 
 Every arch ends in the results once, and a strategy's state (population, Pareto archive, Optuna
-study, policy) equals the state it had observed before the kill.
+study, policy) equals the state it had observed before the kill. One limit: an adopted arch is
+observed, not proposed again, so a strategy whose next proposals depend on its own proposal
+history (an Optuna sampler's random state advances with every ask) continues from the same
+knowledge, not necessarily with the very proposals the killed driver would have made. A kill
+with every trial known to Tune's last checkpoint resumes exactly.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from raynas.arch import Arch
 from raynas.constraints import CostFn, CostModel, check_constraints_feasible, parse_constraints
-from raynas.errors import CheckpointError, ConfigError, RaynasError
+from raynas.errors import CheckpointError, ConfigError, RaynasError, SearchInterruptedError
 from raynas.evaluators.base import Evaluator, FunctionEvaluator
 from raynas.objectives import parse_objectives
 from raynas.registry import create_space
@@ -145,7 +145,7 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
                                 log_to_file=False,
                                 failure_config=tune.FailureConfig(max_failures=int(max_trial_failures)))
     tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
-    return _fit(tuner, collector, objectives, directory, meta)
+    return _fit(tuner, searcher, collector, objectives, directory, meta)
 
 
 def resume_search(path: Union[str, Path], evaluator: Any, *, progress: bool = True,
@@ -193,10 +193,11 @@ def resume_search(path: Union[str, Path], evaluator: Any, *, progress: bool = Tr
     meta.pop("finished_at", None)
     meta.setdefault("resumed_at", []).append(time.time())
     write_search_meta(directory, meta)
-    return _fit(tuner, collector, objectives, directory, meta)
+    return _fit(tuner, searcher, collector, objectives, directory, meta)
 
 
-def _fit(tuner, collector: ResultsCollector, objectives, directory: Path, meta: Dict[str, Any]) -> SearchResult:
+def _fit(tuner, searcher: ArchSearcher, collector: ResultsCollector, objectives, directory: Path,
+         meta: Dict[str, Any]) -> SearchResult:
     # Tune reads these when the run starts: its loggers cost file writes per trial (wanted only
     # for dashboards), and its console tables would drown our progress bar. Its experiment
     # checkpoint period stays adaptive ("auto": >= 10 s, ~5% of the driver's time): the journal
@@ -218,6 +219,11 @@ def _fit(tuner, collector: ResultsCollector, objectives, directory: Path, meta: 
             _restore_env(key, value)
         collector.flush()
         collector.journal.close()
+    if not searcher.finished:
+        # Tune ends its run quietly when it catches SIGINT (Ctrl+C) or SIGUSR1
+        raise SearchInterruptedError(
+            f"the search stopped after {searcher.num_observed} of {searcher.budget} archs (interrupted); "
+            f"what it evaluated is in {directory}: continue it with 'raynas search --resume {directory}'")
     meta["finished_at"] = time.time()
     write_search_meta(directory, meta)
     return SearchResult(collector.dataframe(), objectives, directory, meta)

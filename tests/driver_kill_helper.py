@@ -1,15 +1,20 @@
 """A search driver that kills itself (SIGKILL, like a lost head node or ``kill -9``) after a
 given number of completed trials, for the resume tests. It joins the Ray cluster at ``--address``
 (the test session's), runs an evolution search with :class:`fault_helpers.SyntheticEvaluator`,
-and just before dying writes the searcher's state to ``--dump`` (what resume must restore)."""
+and just before dying writes the searcher's state to ``--dump`` (what resume must restore).
+
+``driver_kill_helper.py cli KILL_AFTER ARGS...`` instead runs ``raynas ARGS...`` (the CLI's own
+code path) with the same kill switch added to its search."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -28,18 +33,51 @@ class KillSwitch(Callback):
     """After ``after`` completed trials, once no other trial has reported without completing
     (so the searcher has observed everything the journal holds), dump the state and die."""
 
-    def __init__(self, searcher, after: int, dump: str) -> None:
+    def __init__(self, searcher, after: int, dump: Optional[str] = None) -> None:
         self.searcher, self.after, self.dump, self.completed = searcher, after, dump, 0
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.completed += 1
         reported_unfinished = [t for t in trials if t is not trial and t.status == "RUNNING" and t.last_result]
         if self.completed >= self.after and not reported_unfinished:
-            atomic_write_text(self.dump, json.dumps(self.searcher.get_state()))
+            _finish_tune_checkpoint_copy(trial)
+            if self.dump:
+                atomic_write_text(self.dump, json.dumps(self.searcher.get_state()))
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _finish_tune_checkpoint_copy(trial) -> None:
+    """Tune writes its experiment checkpoint to a staging folder and copies that folder into the
+    experiment directory in a background thread, file by file, while the next checkpoint may
+    rewrite the staging files: a copy can leave an empty or torn ``experiment_state-*.json``
+    (which resume refuses as damaged) until the next copy. These tests are about what raynas
+    restores, so the kill lets the copy in flight end and copies the newest checkpoint once
+    more (what Tune does when it forces a checkpoint), then checks the copy is whole."""
+    storage = trial.storage            # a shallow copy of the experiment's: the same syncer
+    try:
+        storage.syncer.wait()
+    except Exception:  # noqa: BLE001 - that copy failed (its source changed under it); the next one counts
+        pass
+    storage.syncer.sync_up(storage.experiment_driver_staging_path, storage.experiment_fs_path)
+    storage.syncer.wait()
+    for state in Path(storage.experiment_fs_path).glob("experiment_state-*.json"):
+        json.loads(state.read_text())
+
+
+def run_cli(kill_after: int, argv: List[str]) -> None:
+    """``raynas argv...`` whose search dies after ``kill_after`` completed trials."""
+    from raynas.cli.main import main as cli_main
+
+    search = raynas.search
+    raynas.search = functools.partial(search, callbacks=[KillSwitch(None, kill_after)])
+    code = cli_main(argv)
+    print(f"the CLI exited with {code} before the kill switch fired", file=sys.stderr)
+    sys.exit(1)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["cli"]:
+        run_cli(int(sys.argv[2]), sys.argv[3:])
     parser = argparse.ArgumentParser()
     parser.add_argument("--address", required=True)
     parser.add_argument("--storage", required=True)

@@ -6,7 +6,7 @@ import os
 import sys
 from typing import List, Optional
 
-from raynas.errors import RaynasError
+from raynas.errors import RaynasError, SearchInterruptedError
 
 DESCRIPTION = """\
 raynas: neural architecture search on Ray Tune.
@@ -82,6 +82,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
+    except SearchInterruptedError as exc:
+        print(f"raynas {args.command}: {exc}", file=sys.stderr)
+        return 130
     except RaynasError as exc:
         print(f"raynas {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -3,7 +3,7 @@
 A strategy only proposes archs (``propose``) and learns from results (``observe``); this base
 turns that into Tune's protocol: batching several archs into one trial, skipping archs already
 proposed, enforcing pre-evaluation constraints by bounded rejection, limiting concurrency, and
-saving/restoring the whole state as JSON (no pickles), so a resumed search continues with the
+saving/restoring the whole state as plain JSON, so a resumed search continues with the
 very same suggestions.
 """
 from __future__ import annotations
@@ -316,6 +316,11 @@ class ArchSearcher(Searcher):
     @property
     def num_observed(self) -> int:
         return self._num_observed
+
+    @property
+    def finished(self) -> bool:
+        """Whether the search is over: the budget spent (or the space exhausted) and nothing in flight."""
+        return not self._live and (self._proposed >= self.budget or self._exhausted)
 
 
 def _row_metrics(row: Optional[Mapping[str, Any]]) -> Optional[Dict[str, float]]:
