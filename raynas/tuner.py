@@ -12,7 +12,7 @@ import numpy as np
 
 from raynas.arch import Arch
 from raynas.constraints import CostFn, CostModel, check_constraints_feasible, parse_constraints
-from raynas.errors import CheckpointError, ConfigError, RaynasError
+from raynas.errors import CheckpointError, ConfigError, RaynasError, SearchInterrupted
 from raynas.evaluators.base import Evaluator, FunctionEvaluator
 from raynas.experiments import check_name, default_name, is_experiment, prepare_new
 from raynas.objectives import parse_objectives
@@ -97,17 +97,14 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
             raise ConfigError("resume=True needs the name of the experiment to continue")
         if is_experiment(storage / name):
             return resume_search(storage / name, evaluator, progress=progress, address=address, callbacks=callbacks)
-    space = create_space(space) if isinstance(space, str) else space
-    if not isinstance(space, SearchSpace):
-        raise ConfigError(f"space must be a registered name or a SearchSpace, got {type(space).__name__}")
     evaluator = as_evaluator(evaluator)
-    objectives = parse_objectives(objectives)
-    constraints = parse_constraints(constraints)
-    cost_model = CostModel(space, cost_functions)
-    num_samples = _positive_int("num_samples", num_samples)
+    space, objectives, constraints, cost_model = check_search_inputs(
+        space, strategy=strategy, strategy_options=strategy_options, num_samples=num_samples,
+        constraints=constraints, objectives=objectives, seed=seed, cost_functions=cost_functions,
+        metrics=_declared_metrics(evaluator))
+    num_samples = int(num_samples)
     batch_size = _positive_int("batch_size", batch_size, optional=True)
     max_concurrent = _positive_int("max_concurrent", max_concurrent, optional=True)
-    check_constraints_feasible(space, cost_model, constraints, np.random.default_rng(seed))
 
     scheduler = resolve_scheduler(scheduler, evaluator.num_fidelities)
     multi_fidelity = scheduler is not None and evaluator.num_fidelities > 1
@@ -155,7 +152,7 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
                                 log_to_file=False,
                                 failure_config=tune.FailureConfig(max_failures=int(max_trial_failures)))
     tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
-    return _fit(tuner, collector, objectives, directory, meta)
+    return _fit(tuner, searcher, collector, objectives, directory, meta, all_callbacks)
 
 
 def resume_search(path: Union[str, Path], evaluator: Any, *, progress: bool = True,
@@ -204,22 +201,27 @@ def resume_search(path: Union[str, Path], evaluator: Any, *, progress: bool = Tr
     meta["status"] = "running"
     meta.setdefault("resumed_at", []).append(time.time())
     write_search_meta(directory, meta)
-    return _fit(tuner, collector, objectives, directory, meta)
+    return _fit(tuner, searcher, collector, objectives, directory, meta, new_callbacks)
 
 
-def _fit(tuner, collector: ResultsCollector, objectives, directory: Path, meta: Dict[str, Any]) -> SearchResult:
+def _fit(tuner, searcher: ArchSearcher, collector: ResultsCollector, objectives, directory: Path,
+         meta: Dict[str, Any], callbacks: Sequence[Any] = ()) -> SearchResult:
     # Tune reads these when the run starts: its loggers cost file writes per trial (wanted only
-    # for dashboards), and its console tables would drown our progress bar. Its experiment
-    # checkpoint period stays adaptive ("auto": >= 10 s, ~5% of the driver's time): the journal
-    # makes a resume lose nothing whatever the period, which only decides how many interrupted
-    # trials are re-run (answered from the journal, not evaluated again).
+    # for dashboards), and its console tables would drown our progress bar. Its SIGINT handler
+    # is off: Tune would end the run "gracefully" and return as if it had finished; Ctrl+C
+    # raises KeyboardInterrupt here instead, which leaves the journal exactly as a kill would
+    # (a consistent prefix of the run) and is reported as an interruption.
     env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0" if meta.get("tune_loggers") else "1",
-           "RAY_AIR_NEW_OUTPUT": "0"}
+           "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_SIGINT_HANDLER": "1"}
     previous = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    interrupted = False
     try:
         tuner.fit()
+    except KeyboardInterrupt:
+        interrupted = True
     except Exception as exc:  # Tune wraps errors raised inside the searcher; surface ours as-is
+        _set_status(directory, meta, "failed")
         root = _raynas_cause(exc)
         if root is not None:
             raise root from None
@@ -229,10 +231,63 @@ def _fit(tuner, collector: ResultsCollector, objectives, directory: Path, meta: 
             _restore_env(key, value)
         collector.flush()
         collector.journal.close()
-    meta["finished_at"] = time.time()
-    meta["status"] = "finished"
-    write_search_meta(directory, meta)
+    if interrupted:
+        from raynas.progress import SearchProgress
+
+        for callback in callbacks:   # Tune would close the bar at the end of the experiment
+            if isinstance(callback, SearchProgress):
+                callback.close()
+        _set_status(directory, meta, "interrupted")
+        raise SearchInterrupted(
+            f"the search stopped after {len(collector.rows)} of {meta.get('num_samples')} archs; its folder is "
+            f"consistent: continue it with raynas search --resume {directory} (raynas.resume_search)", directory)
+    meta["exhausted"] = bool(searcher.exhausted)
+    _set_status(directory, meta, "finished")
     return SearchResult(collector.dataframe(), objectives, directory, meta)
+
+
+def _set_status(directory: Path, meta: Dict[str, Any], status: str) -> None:
+    meta["status"] = status
+    meta[f"{status}_at"] = time.time()
+    write_search_meta(directory, meta)
+
+
+def check_search_inputs(space: Union[str, SearchSpace], *, strategy: Union[str, ArchSearcher] = "evolution",
+                        strategy_options: Optional[Mapping[str, Any]] = None, num_samples: Any = 100,
+                        constraints: Any = None, objectives: Any = None, seed: int = 0,
+                        cost_functions: Sequence[CostFn] = (), metrics: Optional[Sequence[str]] = None):
+    """Check everything about a search that can be checked without Ray or an evaluator running
+    (the CLI calls it before starting either): the space, objectives, constraints and their
+    feasibility, the budget, the strategy and its options, and -- given ``metrics``, the names
+    the evaluator reports -- that every objective is a metric the search will see.
+
+    Returns ``(space, objectives, constraints, cost_model)``.
+    """
+    space = create_space(space) if isinstance(space, str) else space
+    if not isinstance(space, SearchSpace):
+        raise ConfigError(f"space must be a registered name or a SearchSpace, got {type(space).__name__}")
+    objectives = parse_objectives(objectives)
+    constraints = parse_constraints(constraints)
+    cost_model = CostModel(space, cost_functions)
+    budget = _positive_int("num_samples", num_samples)
+    if metrics:
+        known = set(metrics) | set(cost_model.metric_names())
+        unknown = [str(o) for o in objectives if o.metric not in known]
+        if unknown:
+            raise ConfigError(f"objective {', '.join(unknown)} is not a metric this search reports; it reports "
+                              f"{', '.join(sorted(known))}")
+    check_constraints_feasible(space, cost_model, constraints, np.random.default_rng(seed))
+    if not isinstance(strategy, ArchSearcher):   # an instance is set up by search() itself
+        make_searcher(strategy, strategy_options).setup(space, objectives, constraints=constraints,
+                                                        cost_model=cost_model, budget=budget, seed=seed)
+    return space, objectives, constraints, cost_model
+
+
+def _declared_metrics(evaluator: Evaluator) -> Optional[Sequence[str]]:
+    """The metrics an evaluator says it reports, where that list is exact (a function's is not)."""
+    if isinstance(evaluator, FunctionEvaluator):
+        return None
+    return tuple(evaluator.metrics) or None
 
 
 def _make_trainable(evaluator: Evaluator, primary, multi_fidelity: bool, resources: Mapping[str, float],

@@ -317,6 +317,12 @@ class ArchSearcher(Searcher):
     def num_observed(self) -> int:
         return self._num_observed
 
+    @property
+    def exhausted(self) -> bool:
+        """Whether the strategy ran out of new archs before its budget (a grid walked the whole
+        space, or every proposal was already evaluated)."""
+        return self._exhausted
+
 
 def _row_metrics(row: Optional[Mapping[str, Any]]) -> Optional[Dict[str, float]]:
     """The numbers of a reported row, or None for a failed (or missing) evaluation."""
