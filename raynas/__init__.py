@@ -15,7 +15,7 @@ from raynas.arch import Arch, arch_id, canonical, canonical_json
 from raynas.constraints import Constraint
 from raynas.errors import (ArchError, CheckpointError, ConfigError, DataError,
                            EvaluationError, InfeasibleConstraintError, RaynasError,
-                           SearchInterruptedError, UnknownSpaceError)
+                           UnknownSpaceError)
 from raynas.evaluators import Evaluator, FunctionEvaluator, TabularCost, TabularEvaluator
 from raynas.objectives import Objective
 from raynas.registry import create_space, describe_spaces, list_spaces, register_space, space_from_spec
@@ -59,7 +59,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Arch", "arch_id", "canonical", "canonical_json", "Constraint", "Objective",
     "ArchError", "CheckpointError", "ConfigError", "DataError", "EvaluationError",
-    "InfeasibleConstraintError", "RaynasError", "SearchInterruptedError", "UnknownSpaceError",
+    "InfeasibleConstraintError", "RaynasError", "UnknownSpaceError",
     "Evaluator", "FunctionEvaluator", "TabularCost", "TabularEvaluator",
     "create_space", "describe_spaces", "list_spaces", "register_space", "space_from_spec",
     "derive_rng", "Decision", "SearchSpace", *_LAZY,

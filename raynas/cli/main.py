@@ -6,7 +6,7 @@ import os
 import sys
 from typing import List, Optional
 
-from raynas.errors import RaynasError, SearchInterruptedError
+from raynas.errors import RaynasError
 
 DESCRIPTION = """\
 raynas: neural architecture search on Ray Tune.
@@ -82,14 +82,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
-    except SearchInterruptedError as exc:
-        print(f"raynas {args.command}: {exc}", file=sys.stderr)
-        return 130
     except RaynasError as exc:
+        # 2: bad input (nothing ran, or it could not go on); 1: it ran, and failed
         print(f"raynas {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"raynas {args.command}: interrupted", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 2))
+    except KeyboardInterrupt as exc:
+        print(f"raynas {args.command}: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130
 
 
