@@ -22,7 +22,7 @@ from raynas.arch import Arch, canonical
 from raynas.errors import ArchError, ConfigError
 from raynas.registry import register_space
 from raynas.space import Decision, SearchSpace, require_choice, require_json_mapping
-from spaces.options import resolve_num_classes, sorted_choices
+from spaces.options import choices, resolve_num_classes
 from spaces.layers.mbconv import BlockGeometry
 from spaces.layers.transformer import transformer_block_cost
 
@@ -47,9 +47,9 @@ class HybridSpace(SearchSpace):
             img_size=int(img_size), in_chans=int(in_chans), num_classes=int(num_classes),
             channels=int(channels), stem_stride=int(stem_stride), num_layers=int(num_layers),
             kernel_size=int(kernel_size),
-            expand_ratios=sorted_choices(expand_ratios, int, "expand_ratios"),
-            num_heads=sorted_choices(num_heads, int, "num_heads"), head_dim=int(head_dim),
-            mlp_ratios=sorted_choices(mlp_ratios, float, "mlp_ratios"), qkv_bias=bool(qkv_bias))
+            expand_ratios=choices("expand_ratios", expand_ratios),
+            num_heads=choices("num_heads", num_heads), head_dim=int(head_dim),
+            mlp_ratios=choices("mlp_ratios", mlp_ratios, "float"), qkv_bias=bool(qkv_bias))
         o = self.options
         for key in ("img_size", "in_chans", "num_classes", "channels", "stem_stride",
                     "num_layers", "kernel_size", "head_dim"):

@@ -47,6 +47,7 @@ from raynas.supernet import Supernet
 from spaces.layers import (BlockGeometry, ElasticMBConv, MBConv, build_and_load, conv_bn_act,
                            expanded_channels, make_divisible, prefixed)
 from spaces.ofa_mbv3_net import MobileNetV3, MobileNetV3Head, NetworkGeometry, initialize_weights
+from spaces.options import choices, int_list
 
 BASE_STEM_WIDTH = 16
 BASE_STAGE_WIDTHS = (24, 40, 80, 112, 160)
@@ -64,43 +65,6 @@ IMAGENET_OPTIONS: Dict[str, Any] = dict(
 CIFAR_OPTIONS: Dict[str, Any] = dict(
     IMAGENET_OPTIONS, width_mult=1.0, resolutions=(24, 28, 32), stem_stride=1,
     stage_strides=(1, 2, 2, 1, 2), dropout=0.0, num_classes=10)
-
-
-# ------------------------------------------------------------------------------ option checking
-def _int_tuple(name: str, value: Any, *, odd: bool = False, length: Optional[int] = None,
-               allowed: Optional[Sequence[int]] = None) -> Tuple[int, ...]:
-    if isinstance(value, (bool, str)) or not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"option '{name}' must be a non-empty list of integers, got {value!r}")
-    out = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1 or (odd and v % 2 == 0) or (
-                allowed is not None and v not in allowed):
-            what = f"one of {list(allowed)}" if allowed is not None else (
-                "odd positive integers" if odd else "positive integers")
-            raise ConfigError(f"option '{name}' must contain {what}, got {value!r}")
-        out.append(int(v))
-    if length is not None and len(out) != length:
-        raise ConfigError(f"option '{name}' needs exactly {length} entries, got {value!r}")
-    return tuple(out)
-
-
-def _choices(name: str, value: Any, **kw: Any) -> Tuple[int, ...]:
-    """A sorted, duplicate-free choice list (smallest cost first, as decisions need)."""
-    values = _int_tuple(name, value, **kw)
-    if len(set(values)) != len(values):
-        raise ConfigError(f"option '{name}' has duplicate entries: {value!r}")
-    return tuple(sorted(values))
-
-
-def _expand_choices(value: Any) -> Tuple[float, ...]:
-    if isinstance(value, (bool, str)) or not isinstance(value, (list, tuple)) or not value or any(
-            isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in value):
-        raise ConfigError(f"option 'expand_choices' must be a non-empty list of positive numbers, "
-                          f"got {value!r}")
-    values = tuple(sorted(int(v) if float(v).is_integer() else float(v) for v in value))
-    if len(set(values)) != len(values):
-        raise ConfigError(f"option 'expand_choices' has duplicate entries: {value!r}")
-    return values
 
 
 @dataclass(frozen=True)
@@ -132,13 +96,13 @@ class OFAMobileNetV3Config:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ConfigError(f"option 'num_classes' must be a positive integer, got {num_classes!r}")
         return cls(width_mult=float(width_mult),
-                   resolutions=_choices("resolutions", resolutions),
-                   depth_choices=_choices("depth_choices", depth_choices),
-                   kernel_choices=_choices("kernel_choices", kernel_choices, odd=True),
-                   expand_choices=_expand_choices(expand_choices),
-                   stem_stride=_int_tuple("stem_stride", [stem_stride], allowed=(1, 2))[0],
-                   stage_strides=_int_tuple("stage_strides", stage_strides, length=NUM_STAGES,
-                                            allowed=(1, 2)),
+                   resolutions=choices("resolutions", resolutions),
+                   depth_choices=choices("depth_choices", depth_choices),
+                   kernel_choices=choices("kernel_choices", kernel_choices, odd=True),
+                   expand_choices=choices("expand_choices", expand_choices, "number"),
+                   stem_stride=int_list("stem_stride", [stem_stride], allowed=(1, 2))[0],
+                   stage_strides=int_list("stage_strides", stage_strides, length=NUM_STAGES,
+                                          allowed=(1, 2)),
                    dropout=float(dropout), kernel_transform=kernel_transform,
                    num_classes=int(num_classes))
 

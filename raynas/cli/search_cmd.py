@@ -32,7 +32,7 @@ def register(sub) -> None:
     how = p.add_argument_group("how to search")
     how.add_argument("--strategy", default="evolution",
                      help="evolution | mo_evolution | reinforce | local_search | grid | random | optuna | "
-                          "optuna:tpe | optuna:nsga2 | optuna:cmaes | optuna:gp ...")
+                          "optuna:tpe | optuna:nsga2 | optuna:cmaes | optuna:gp | optuna:random | optuna:qmc")
     how.add_argument("--strategy-option", action="append", metavar="KEY=VALUE",
                      help="strategy option, e.g. population_size=50")
     how.add_argument("--num-samples", "-n", type=int, default=100, help="archs to evaluate")
@@ -105,11 +105,10 @@ def run(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace, max_failures: float) -> int:
     import raynas
     from raynas.registry import space_from_spec
-    from raynas.results import read_search_meta
     from raynas.tuner import check_resumable
 
-    check_resumable(args.resume)  # before a pool is started for nothing
-    meta = read_search_meta(args.resume)
+    # the journal must replay (the searcher is rebuilt from it) before a pool starts for nothing
+    meta, _ = check_resumable(args.resume, replay=True)
     spec = _evaluator_spec(args, meta.get("evaluator") or {})
     space = space_from_spec(meta.get("space"))
     prepared = _prepare_evaluator(spec, space)
