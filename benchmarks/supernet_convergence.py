@@ -17,10 +17,10 @@ sharing costs; comparing variants says what each change contributes.
 
     # digits, the demo's space: the recipe vs each change and the new default
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/supernet_convergence.py --preset digits
-    # CIFAR-10 at 16x16, a small width
-    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/supernet_convergence.py --preset cifar16
+    # CIFAR-10 at 32x32, width 0.25, 10,000 training images (the CPU ranking setting)
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/supernet_convergence.py --preset cifar
     # on a GPU (bf16, channels_last; more epochs fit)
-    PYTHONPATH=. python benchmarks/supernet_convergence.py --preset cifar16 --device cuda --threads 0
+    PYTHONPATH=. python benchmarks/supernet_convergence.py --preset cifar --device cuda --threads 0
     PYTHONPATH=. python benchmarks/supernet_convergence.py --smoke     # CPU, seconds
 
 Writes benchmarks/results/supernet_convergence_<preset>.json (atomically).
