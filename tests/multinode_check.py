@@ -80,8 +80,10 @@ def _local_accuracy(checkpoint: Path, archs):
     from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
 
     supernet, _ = load_supernet_checkpoint(checkpoint)
+    # the pool's evaluation settings for a checkpoint without a training config: the whole
+    # calibration split in batches of the default size (the batching changes the BN statistics)
     local = WeightInheritedEvaluator.from_dataset(supernet, load_dataset("digits", seed=0).eval_splits(),
-                                                  batch_size=128, device="cpu")
+                                                  device="cpu")
     return [m["accuracy"] for m in local.evaluate(archs)]
 
 
