@@ -108,7 +108,7 @@ def _run(args, strategy: str, name: str, resume: bool, kill_after: int) -> int:
 
 def _table(directory: Path):
     df = raynas.SearchResult.load(directory).df
-    return df, [[int(r["order"]), r["arch_id"], float(r["accuracy"])] for _, r in df.iterrows()]
+    return df, [[int(r["order"]), r["arch_id"], float(r.get("accuracy", float("nan")))] for _, r in df.iterrows()]
 
 
 def check(args, strategy: str) -> dict:
@@ -131,6 +131,9 @@ def check(args, strategy: str) -> dict:
     endings.append(_run(args, strategy, f"{slug}-killed", True, 0))
     a, rows_a = _table(Path(args.storage) / f"{slug}-full")
     b, rows_b = _table(Path(args.storage) / f"{slug}-killed")
+    if "accuracy" not in a or a["error"].notna().any():
+        return {"strategy": strategy, "identical": False,
+                "error": f"the uninterrupted search's evaluations failed: {a['error'].dropna().iloc[0]}"}
     identical = len(a) == len(b) and all(a[c].tolist() == b[c].tolist() for c in COMPARED if c in a and c in b)
     differing = sum(x != y for x, y in zip(a["arch_id"], b["arch_id"])) + abs(len(a) - len(b))
     best = [df.loc[df["accuracy"].idxmax(), "arch_id"] for df in (a, b)]
@@ -163,7 +166,7 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help=f"only {SMOKE_STRATEGIES}")
     args = parser.parse_args(argv)
     args.strategies = args.strategies or (SMOKE_STRATEGIES if args.smoke else STRATEGIES)
-    args.table = _resolve_table(args.table)
+    args.table = str(Path(_resolve_table(args.table)).absolute())
     if not Path(args.table).is_file():
         parser.error(f"NB201 table {args.table} not found: pass --table PATH (see ../shared/data/README.md)")
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"kill_resume{'_smoke' if args.smoke else ''}.json")
@@ -184,7 +187,7 @@ def main(argv=None) -> int:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
     ok = all(s["identical"] and s.get("kills") == args.kills for s in summaries)
-    table = args.table if args.table != _resolve_table(DEFAULT_TABLE) else DEFAULT_TABLE
+    table = args.table if args.table != str(Path(_resolve_table(DEFAULT_TABLE)).absolute()) else DEFAULT_TABLE
     atomic_write_json(out, {
         "benchmark": "kill_resume", "all_identical": ok, "strategies": summaries,
         "config": {"table": table, "signal": SIGNAL, "num_samples": args.num_samples, "batch_size": args.batch_size,
