@@ -121,6 +121,11 @@ class _TableLookup:
         return load_table(self.path, self.key)
 
     @property
+    def metric_spec(self) -> Optional[Dict[str, str]]:
+        """The metric -> column mapping as given (None: every numeric column)."""
+        return self._metrics
+
+    @property
     def column_map(self) -> Dict[str, str]:
         if self._metrics is None:  # every numeric column, under its own name
             return {c: c for c in self.table.numeric}
@@ -174,6 +179,13 @@ class TabularEvaluator(Evaluator):
     @property
     def path(self) -> str:
         return self._lookup.path
+
+    @property
+    def spec(self) -> Dict[str, Any]:
+        """How to rebuild this evaluator (its table's path and columns) as JSON, for resuming
+        (see :mod:`raynas.evaluators.spec`)."""
+        return {"kind": "table", "table": str(Path(self.path).expanduser().resolve()), "key": self._lookup.key,
+                "table_metrics": self._lookup.metric_spec, "fidelities": self._fidelities}
 
     def check(self) -> "TabularEvaluator":
         self._lookup.check()
