@@ -552,15 +552,20 @@ def check_checkpoint(path: str) -> None:
 
 
 def _check_safetensors(blobs: Mapping[str, bytes], where: str) -> None:
-    """Parse the weights' header and check the tensors' extents against the file size (cheap:
-    no tensor is read) so a truncated or corrupt checkpoint is refused on the driver."""
+    """Check the weights against the sha256 ``meta.json`` records and parse their header (no
+    tensor is read), so a damaged checkpoint is refused on the driver, before any worker starts."""
     import json
     import struct
 
-    from raynas.checkpoint import MODEL_FILE
+    from raynas.checkpoint import META_FILE, MODEL_FILE
     from raynas.errors import CheckpointError
+    from raynas.integrity import FILES_KEY, check_digest
+    from raynas.serialization import FileSource, parse_json
 
     data = blobs.get(MODEL_FILE, b"")
+    recorded = parse_json(FileSource(blobs, "supernet checkpoint"), META_FILE).get(FILES_KEY)
+    source = FileSource(where, "supernet checkpoint")
+    check_digest(MODEL_FILE, source.where(MODEL_FILE), data, recorded, source.where(META_FILE))
     problem = ""
     try:
         (size,) = struct.unpack("<Q", data[:8])
