@@ -442,10 +442,14 @@ class SupernetPool:
         cores = os.cpu_count() or 1
         cpu_threads = max(1, min(int(cpus_per_actor + 0.05), cores // num_actors)) if gpus_per_actor == 0 else None
         # The dispatcher lives beside the driver (the head node on a cluster: worker nodes may be
-        # lost); if it dies anyway Ray restarts it and retries the trials' pending requests on it.
+        # lost, and with them a dispatcher's cache and counters); if it dies anyway Ray restarts it
+        # and retries the trials' pending requests on it. The affinity is hard: a soft one is only
+        # a preference, and Ray places a zero-CPU actor on another node while this one is busy
+        # starting workers (3 of 4 such actors landed on worker nodes of a 3-node test cluster).
+        # It needs no resources, so the driver's node can always host it.
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         dispatcher_cls = ray.remote(_Dispatcher).options(num_cpus=0, max_concurrency=10_000, max_restarts=-1,
                                                          max_task_retries=-1, scheduling_strategy=here)
         self.num_actors = int(num_actors)

@@ -18,8 +18,6 @@ from conftest import shared_data_path
 HERE = Path(__file__).resolve().parent
 BENCHMARK = HERE.parent / "benchmarks" / "kill_resume.py"
 ALL = ["evolution", "local_search", "reinforce", "random", "optuna:tpe", "optuna:nsga2"]
-slow = pytest.mark.skipif(not os.environ.get("RAYNAS_SLOW_TESTS"),
-                          reason="every strategy, ~30 s each on 2 CPUs; set RAYNAS_SLOW_TESTS=1")
 
 
 def _kill_and_resume(ray_session, tmp_path, strategies, kills=5, seed=0):
@@ -49,7 +47,6 @@ def test_killed_five_times_equals_uninterrupted(ray_session, tmp_path):
     _kill_and_resume(ray_session, tmp_path, ["evolution", "optuna:tpe"])
 
 
-@pytest.mark.slow
-@slow
+@pytest.mark.slow   # every strategy, ~30 s each on 2 CPUs
 def test_every_strategy_killed_five_times_equals_uninterrupted(ray_session, tmp_path):
     _kill_and_resume(ray_session, tmp_path, ALL, seed=1)
