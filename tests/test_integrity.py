@@ -80,7 +80,7 @@ def exported(tmp_path_factory):
     ds = digits16()
     with single_threaded():
         net = trained_supernet()
-        metrics = WeightInheritedEvaluator.from_dataset(net, ds, calib_batches=3, batch_size=64).evaluate([ARCH])[0]
+        metrics = WeightInheritedEvaluator.from_dataset(net, ds, calib_images=192, batch_size=64).evaluate([ARCH])[0]
         static = net.export(ARCH)
     return save_exported(tmp_path_factory.mktemp("export") / "best", static, space=net.space, arch=ARCH,
                          num_classes=10, mean=ds.mean, std=ds.std, metrics=metrics, dataset="digits",
