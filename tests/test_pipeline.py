@@ -84,11 +84,14 @@ def test_training_report_pool_and_export_score_an_arch_alike(ray_session, tmp_pa
 
 
 def test_a_calibration_size_the_split_cannot_give_is_refused_in_one_line(checkpoint, tmp_path, capsys):
+    from raynas.checkpoint import read_checkpoint_meta
     from raynas.cli.main import main
+    from raynas.registry import space_from_spec
 
+    arch = json.dumps(space_from_spec(read_checkpoint_meta(checkpoint)["space"]).smallest())
     for argv in (["search", "--checkpoint", str(checkpoint), "--calib-images", "251", "-n", "2",
                   "--output", str(tmp_path)],
-                 ["export", "--checkpoint", str(checkpoint), "--arch", "{}", "--output", str(tmp_path / "x"),
+                 ["export", "--checkpoint", str(checkpoint), "--arch", arch, "--output", str(tmp_path / "x"),
                   "--calib-images", "251"]):
         assert main(argv) == 2
         err = capsys.readouterr().err
