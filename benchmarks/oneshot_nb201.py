@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,9 +47,10 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from benchmarks.common import CIFAR10_SPEC, RESULTS, environment, resolve_data_spec, setup_device  # noqa: E402
-from raynas.io import atomic_path, json_safe  # noqa: E402
+from raynas.io import atomic_path, atomic_write_json, json_safe  # noqa: E402
 
 TRUTH = "c10_test_200ep"
+TRAIN_RECORD = "train_record.json"  # wall and CPU seconds of a variant's training, beside its checkpoint
 DEFAULT_TABLE = "../shared/data/nb201/nb201_cifar10.csv"  # relative to the project root
 #: random search that picks the best of 100 table queries by c10valid_valid_12ep, reported by
 #: c10_test_200ep (500 repetitions, ../shared/data/README.md; benchmarks/nb201_search.py: 93.69)
@@ -69,6 +71,8 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 #: fisher cost seconds per arch on this CPU
 DEFAULT_PROXIES = ("synflow", "params", "jacob_cov")
 STRATEGY_OPTIONS = {"evolution": {"population_size": 30, "sample_size": 30}, "random": {}}
+#: what the supernet ranks archs by: inherited accuracy, or minus the validation loss
+SCORES = ("accuracy", "loss")
 
 
 # ---------------------------------------------------------------------- archs and truth
@@ -152,21 +156,28 @@ def train_variant(variant: str, args, work: Path) -> Dict[str, Any]:
             config.max_steps is not None and meta.get("step") == config.max_steps)
         if same and finished:
             print(f"[{variant}] reusing {checkpoint} (same config, {meta['step']} steps)", flush=True)
+            record = output / TRAIN_RECORD
+            timing = json.loads(record.read_text()) if record.exists() else {}
             return {"checkpoint": str(checkpoint), "reused": True, "steps": meta["step"],
                     "train_seconds": (meta.get("metrics") or {}).get("train_seconds"),
                     "history": meta.get("history"), "config": meta.get("config"),
-                    "metrics": meta.get("metrics")}
+                    "metrics": meta.get("metrics"), **timing}
         if not args.overwrite:
             raise SystemExit(f"{checkpoint} holds another or an unfinished training; pass --overwrite "
                              f"to retrain it or --work to use another folder")
     print(f"[{variant}] training: {config.epochs:g} epochs of batch {config.batch_size}, "
           f"sampler {config.sampler}", flush=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
+    load = os.getloadavg()[0]
     path, metrics = train_supernet(config, progress=args.progress)
     meta = read_checkpoint_meta(path)
-    return {"checkpoint": str(path), "reused": False, "steps": meta["step"],
-            "train_seconds": time.perf_counter() - start, "history": meta.get("history"),
-            "config": meta.get("config"), "metrics": metrics}
+    # CPU seconds of this single-threaded process do not depend on how busy the machine was;
+    # the wall seconds do (the load averages say how much)
+    timing = {"train_seconds": time.perf_counter() - start, "train_cpu_seconds": time.process_time() - cpu,
+              "load_average": [load, os.getloadavg()[0]]}
+    atomic_write_json(output / TRAIN_RECORD, timing)
+    return {"checkpoint": str(path), "reused": False, "steps": meta["step"], **timing,
+            "history": meta.get("history"), "config": meta.get("config"), "metrics": metrics}
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -175,15 +186,15 @@ def make_pool(checkpoint: str, args):
 
     return SupernetPool.from_checkpoint(checkpoint, args.data, seed=args.seed,
                                         calib_batches=args.calib_batches, batch_size=args.eval_batch,
-                                        device=args.device, num_actors=args.workers,
+                                        device=args.device, num_actors=args.workers, val_size=args.val_size,
                                         cpus_per_actor=1.0 if args.device == "cpu" else None)
 
 
-def inherited_accuracy(pool, archs: List[Dict[str, Any]], chunk: int = 25) -> List[float]:
-    """Weight-inherited accuracy of each arch through the pool, with progress."""
+def inherited_metrics(pool, archs: List[Dict[str, Any]], chunk: int = 25) -> List[Dict[str, float]]:
+    """Weight-inherited accuracy and validation loss of each arch through the pool."""
     from spaces.nb201 import from_arch_str
 
-    out: List[float] = []
+    out: List[Dict[str, float]] = []
     start = time.perf_counter()
     for i in range(0, len(archs), chunk):
         part = [from_arch_str(a["arch_str"]) for a in archs[i:i + chunk]]
@@ -191,11 +202,16 @@ def inherited_accuracy(pool, archs: List[Dict[str, Any]], chunk: int = 25) -> Li
         bad = [r for r in results if "error" in r]
         if bad:
             raise SystemExit(f"the pool failed to evaluate {len(bad)} archs: {bad[0]['error']}")
-        out += [float(r["accuracy"]) for r in results]
+        out += [{"accuracy": float(r["accuracy"]), "loss": float(r["loss"])} for r in results]
         done = len(out)
         print(f"  inherited accuracy: {done}/{len(archs)} archs, "
               f"{(time.perf_counter() - start) / done:.2f} s/arch", flush=True)
     return out
+
+
+def score_of(metrics: Mapping[str, float], score: str) -> float:
+    """The supernet's estimate of an arch: its accuracy, or minus its validation loss."""
+    return metrics["accuracy"] if score == "accuracy" else -metrics["loss"]
 
 
 def score_proxies(archs: List[Dict[str, Any]], proxies: Sequence[str], args) -> Dict[str, List[float]]:
@@ -237,12 +253,14 @@ def run_searches(pool, args, table, work: Path) -> Dict[str, Any]:
         for seed in range(args.search_seeds):
             start = time.perf_counter()
             result = raynas.search(space, pool, strategy=strategy, num_samples=args.search_budget,
-                                   objectives="accuracy", seed=seed, name=f"{strategy}-s{seed}",
+                                   objectives="accuracy" if args.score == "accuracy" else "loss:min",
+                                   seed=seed, name=f"{strategy}-s{seed}",
                                    storage_path=storage, progress=False,
                                    strategy_options=STRATEGY_OPTIONS.get(strategy, {}))
             best = result.best()
             arch_str = to_arch_str(json.loads(best["arch"]))
             runs.append({"seed": seed, "arch_str": arch_str, "inherited_accuracy": float(best["accuracy"]),
+                         "inherited_loss": float(best["loss"]),
                          TRUTH: float(truth_of[arch_str]), "evaluated": int(len(result.ok)),
                          "seconds": time.perf_counter() - start})
             print(f"  search {strategy} seed {seed}: {arch_str} -> {TRUTH} {runs[-1][TRUTH]:.2f} "
@@ -268,8 +286,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--num-archs", type=int, default=500, help="isomorphism classes ranked")
+    p.add_argument("--arch-seed", type=int, default=1,
+                   help="seeds the ranked classes (keep it apart from the set a choice was made on)")
+    p.add_argument("--score", choices=SCORES, default="accuracy",
+                   help="what the supernet ranks and searches by (both are recorded)")
     p.add_argument("--calib-batches", type=int, default=4, help="BN recalibration batches per arch")
     p.add_argument("--eval-batch", type=int, default=250)
+    p.add_argument("--val-size", type=int, default=None,
+                   help="validation images per arch (a seeded subset of the 5,000; default all)")
     p.add_argument("--workers", type=int, default=1, help="pool actors")
     p.add_argument("--proxies", default=",".join(DEFAULT_PROXIES), help="'' skips the proxies")
     p.add_argument("--ensemble", default=",".join(DEFAULT_PROXIES), help="proxies whose ranks are averaged")
@@ -324,7 +348,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         raise SystemExit(f"--ensemble {ensemble} uses proxies not in --proxies {proxies}")
 
     table = pd.read_csv(table_path)
-    archs = choose_archs(table, args.num_archs, args.seed)
+    archs = choose_archs(table, args.num_archs, args.arch_seed)
     truth = [a[TRUTH] for a in archs]
     report: Dict[str, Any] = {
         "benchmark": "oneshot_nb201", "smoke": bool(args.smoke), "truth": TRUTH,
@@ -335,7 +359,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                      "resolution": args.resolution, "train_size": args.train_size or "all (43,000)",
                      "truth_network": "C=16, N=5, 32x32 (NB201)"},
         "budget": {"passes_per_subnet_epochs": args.epochs, "batch_size": args.batch_size},
-        "num_archs": len(archs), "arch_seed": args.seed, "variants": {},
+        "evaluation": {"calib_images": args.calib_batches * args.eval_batch,
+                       "val_images": args.val_size or "all (5,000)"},
+        "num_archs": len(archs), "arch_seed": args.arch_seed, "score": args.score, "variants": {},
     }
     rows = [{"index": a["index"], "arch_str": a["arch_str"], "unique_str": a["unique_str"], TRUTH: a[TRUTH]}
             for a in archs]
@@ -351,20 +377,28 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         start = time.perf_counter()
         pool = make_pool(trained["checkpoint"], args)
         try:
-            accuracy = inherited_accuracy(pool, archs)
+            measured = inherited_metrics(pool, archs)
             eval_seconds = time.perf_counter() - start
-            entry = {"training": {k: trained[k] for k in ("checkpoint", "reused", "steps", "train_seconds")},
-                     "history": trained["history"], "config": trained["config"],
-                     "eval_seconds": eval_seconds, "ranking": ranking(accuracy, truth)}
-            for row, acc in zip(rows, accuracy):
-                row[f"inherited_{variant}"] = acc
+            load = os.getloadavg()[0]
+            # where this run kept its files is no part of the record (machine paths stay out)
+            config = {k: v for k, v in (trained["config"] or {}).items() if k not in ("output", "storage_path")}
+            entry = {"training": {k: trained.get(k) for k in ("reused", "steps", "train_seconds",
+                                                              "train_cpu_seconds", "load_average")},
+                     "history": trained["history"], "config": config,
+                     "eval_seconds": eval_seconds, "eval_load_average": load,
+                     "score": args.score,
+                     "ranking": ranking([score_of(m, args.score) for m in measured], truth),
+                     "ranking_by": {s: ranking([score_of(m, s) for m in measured], truth) for s in SCORES}}
+            for row, m in zip(rows, measured):
+                row[f"inherited_{variant}"] = m["accuracy"]
+                row[f"loss_{variant}"] = m["loss"]
             if variant == variants[0] and args.search_seeds > 0:
                 entry["search"] = run_searches(pool, args, table, work / variant)
         finally:
             pool.shutdown()
         report["variants"][variant] = entry
         r = entry["ranking"]
-        print(f"[{variant}] τ {r['kendall_tau']:.3f}  ρ {r['spearman_rho']:.3f}  top-10% "
+        print(f"[{variant}] by {args.score}: τ {r['kendall_tau']:.3f}  ρ {r['spearman_rho']:.3f}  top-10% "
               f"{r['top10_precision']:.2f}  ({entry['training']['steps']} steps, eval {eval_seconds:.0f} s)",
               flush=True)
     if started_ray and ray.is_initialized():
@@ -385,7 +419,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         for row, value in zip(rows, combined):
             row["proxy_ensemble"] = float(value)
         first = variants[0]
-        both = rank_ensemble({"supernet": [r[f"inherited_{first}"] for r in rows], "proxies": combined})
+        supernet = [score_of({"accuracy": r[f"inherited_{first}"], "loss": r[f"loss_{first}"]}, args.score)
+                    for r in rows]
+        both = rank_ensemble({"supernet": supernet, "proxies": combined})
         for row, value in zip(rows, both):
             row["supernet_plus_proxies"] = float(value)
         proxy_report["supernet_plus_ensemble"] = {"supernet_variant": first, **ranking(both, truth)}
@@ -406,9 +442,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 def print_summary(report: Mapping[str, Any]) -> None:
     print(f"\n{'estimator':<34}{'Kendall τ':>10}{'Spearman ρ':>12}{'top-10%':>9}")
     for name, entry in report["variants"].items():
-        r = entry["ranking"]
-        print(f"{'supernet (' + name + ')':<34}{r['kendall_tau']:>10.3f}{r['spearman_rho']:>12.3f}"
-              f"{r['top10_precision']:>9.2f}")
+        for score, r in entry["ranking_by"].items():
+            label = f"supernet {name} ({score})" + (" *" if score == entry["score"] else "")
+            print(f"{label:<34}{r['kendall_tau']:>10.3f}{r['spearman_rho']:>12.3f}{r['top10_precision']:>9.2f}")
     for name, r in (report.get("proxies") or {}).items():
         if isinstance(r, dict):
             print(f"{name:<34}{r['kendall_tau']:>10.3f}{r['spearman_rho']:>12.3f}{r['top10_precision']:>9.2f}")

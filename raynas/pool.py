@@ -470,7 +470,8 @@ class SupernetPool:
     @classmethod
     def from_checkpoint(cls, checkpoint: str, data: Optional[str] = None, *, seed: int = 0,
                         calib_batches: Optional[int] = None, batch_size: int = 128, device: Optional[str] = None,
-                        wait: bool = True, **pool_options: Any) -> "SupernetPool":
+                        wait: bool = True, val_size: Optional[int] = None,
+                        **pool_options: Any) -> "SupernetPool":
         """Pool serving weight-inherited accuracy (BN recalibrated) of a trained supernet.
 
         ``data`` defaults to the checkpoint's dataset; only its calibration and validation splits
@@ -478,7 +479,8 @@ class SupernetPool:
         ``calib_batches`` of ``batch_size`` calibration images (default: all full batches)
         re-estimate BN statistics per arch, as :func:`raynas.export.export_subnet` does.
         ``wait``: return once every worker holds the supernet (a checkpoint they cannot load is
-        an error here rather than a failure of every evaluation).
+        an error here rather than a failure of every evaluation). ``val_size``: measure accuracy
+        on a seeded subset of that many validation images (see ``ImageDataset.eval_splits``).
         """
         from raynas.checkpoint import checkpoint_to_bytes, read_checkpoint_meta
         from raynas.data import load_dataset
@@ -487,12 +489,13 @@ class SupernetPool:
         blobs = checkpoint_to_bytes(checkpoint)
         _check_safetensors(blobs, checkpoint)  # a damaged file fails here, not in every worker
         dataset = load_dataset(data or meta.get("dataset") or "digits", seed=seed)
+        eval_data = dataset.eval_splits(val_size)  # a bad val_size fails before Ray starts
         from raynas.runtime import ensure_ray
 
         ensure_ray(pool_options.get("address"))
-        factory = functools.partial(_weight_inherited_factory, ray.put(blobs), ray.put(dataset.eval_splits()),
+        factory = functools.partial(_weight_inherited_factory, ray.put(blobs), ray.put(eval_data),
                                     calib_batches, batch_size, device)
-        pool = cls(factory, metrics=("accuracy", "params", "macs", "flops"), **pool_options)
+        pool = cls(factory, metrics=("accuracy", "loss", "params", "macs", "flops"), **pool_options)
         return pool.wait_ready() if wait else pool
 
     def wait_ready(self) -> "SupernetPool":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -254,6 +255,14 @@ def test_raynas_train_cli_trains_nb201_with_fair_sampling_and_the_pool_serves_it
     checkpoint = out / "checkpoint"
     meta = read_checkpoint_meta(checkpoint)
     assert meta["step"] == 2 and meta["config"]["sampler"] == "fair"
+    # the README's command line (options as flags), on digits
+    assert main(["train", "--space", "nb201", "-o", "channels=4", "-o", "cells_per_stage=1",
+                 "-o", "resolution=8", "--data", "digits", "--sampler", "isomorphic",
+                 "--supernet-option", "iso_key=unique_str", "--epochs", "1", "--max-steps", "1",
+                 "--device", "cpu", "--threads", "1", "--output", str(tmp_path / "readme")]) == 0
+    iso_meta = read_checkpoint_meta(tmp_path / "readme" / "checkpoint")
+    assert iso_meta["supernet_options"]["iso_key"] == "unique_str"
+    assert iso_meta["config"]["space_options"] == {"channels": 4, "cells_per_stage": 1, "resolution": 8}
     space = _space()
     archs = _archs(space, 4)
     with SupernetPool.from_checkpoint(str(checkpoint), seed=0, calib_batches=1, batch_size=64,
@@ -299,3 +308,21 @@ def test_oneshot_benchmark_smoke_records_numbers_recomputable_from_its_csv(tmp_p
                   "--search-seeds", "0", "--proxies", ""])
     assert again["variants"]["few_shot"]["training"]["reused"] is True
     assert again["variants"]["few_shot"]["ranking"] == saved["variants"]["few_shot"]["ranking"]
+
+
+def test_eval_splits_keep_a_seeded_subset_of_the_validation_images():
+    from raynas.data import load_dataset
+    from raynas.errors import DataError
+
+    data = load_dataset("digits", seed=0)
+    val = data.split("val").images
+    small = data.eval_splits(val_size=100)
+    assert len(small.split("val")) == 100 and len(small.split("calib")) == len(data.split("calib"))
+    kept = small.split("val").images
+    # every kept image is a validation image, in split order, and the choice is reproducible
+    positions = [int(np.flatnonzero((val == img).flatten(1).all(1))[0]) for img in kept]
+    assert positions == sorted(positions) and len(set(positions)) == 100
+    assert torch.equal(load_dataset("digits", seed=0).eval_splits(val_size=100).split("val").images, kept)
+    assert list(small.source_indices["val"]) == [data.source_indices["val"][p] for p in positions]
+    with pytest.raises(DataError, match="val_size"):
+        data.eval_splits(val_size=len(val) + 1)

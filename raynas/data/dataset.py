@@ -103,12 +103,25 @@ class ImageDataset:
     def sizes(self) -> Dict[str, int]:
         return {name: len(s) for name, s in self.splits.items()}
 
-    def eval_splits(self) -> "ImageDataset":
+    def eval_splits(self, val_size: Optional[int] = None) -> "ImageDataset":
         """Only ``calib`` and ``val``, as self-contained in-memory tensors: what evaluation actors
-        need, small enough to put in Ray's object store once."""
+        need, small enough to put in Ray's object store once.
+
+        ``val_size`` keeps a subset of that many validation images (a choice seeded by the
+        dataset's seed, in split order): cheaper evaluations, noisier accuracies."""
         names = ("calib", "val")
         splits = {name: self.split(name).materialize() for name in names}
         indices = {name: self.source_indices[name] for name in names if name in self.source_indices}
+        if val_size is not None:
+            val = splits["val"]
+            if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 < val_size <= len(val):
+                raise DataError(f"val_size must be an integer in 1..{len(val)} (the validation split of "
+                                f"'{self.spec}'), got {val_size!r}")
+            keep = np.sort(np.random.default_rng([int(self.seed), 7919]).choice(len(val), val_size, replace=False))
+            rows = torch.from_numpy(keep)
+            splits["val"] = Split(val.store.index_select(0, rows), val.labels.index_select(0, rows))
+            if "val" in indices:
+                indices["val"] = np.asarray(indices["val"])[keep]
         return ImageDataset(self.spec, self.num_classes, self.image_size, self.mean, self.std,
                             splits, self.class_names, self.seed, dict(self.info), indices)
 

@@ -10,6 +10,7 @@ import contextlib
 from typing import Any, ContextManager, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 
 from raynas.arch import Arch
 from raynas.bn import recalibrate_bn
@@ -34,7 +35,8 @@ def _as_split(value: SplitLike, name: str) -> Split:
 
 
 class WeightInheritedEvaluator(Evaluator):
-    """Top-1 accuracy (%) of each arch with inherited supernet weights.
+    """Top-1 accuracy (%) and mean cross-entropy (``loss``) of each arch with inherited supernet
+    weights.
 
     Per arch: ``supernet.activate(arch)``; inputs resized to ``supernet.input_resolution(arch)``
     when it is not None; BN statistics recalibrated on the first ``calib_batches`` batches of
@@ -43,7 +45,7 @@ class WeightInheritedEvaluator(Evaluator):
     images are normalised and moved to ``device`` once, at construction.
     """
 
-    metrics = ("accuracy", "params", "macs", "flops")
+    metrics = ("accuracy", "loss", "params", "macs", "flops")
 
     def __init__(self, supernet: Supernet, calib: SplitLike, val: SplitLike, *,
                  calib_batches: Optional[int] = None, batch_size: int = 256,
@@ -113,11 +115,16 @@ class WeightInheritedEvaluator(Evaluator):
             recalibrate_bn(net, (resize(x, resolution) for x in self._calib))
             net.eval()
             correct = torch.zeros((), dtype=torch.int64, device=self.device)
+            loss = torch.zeros((), dtype=torch.float64, device=self.device)
             with torch.inference_mode():
                 for x, y in self._val:
                     logits = net(resize(x, resolution))
                     correct += (logits.argmax(dim=1) == y).sum()
-        metrics: Metrics = {"accuracy": 100.0 * int(correct.item()) / self.num_val}
+                    loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
+        # the loss is continuous where accuracy counts images: it still orders subnets whose
+        # accuracies tie within the validation split's resolution (an undertrained supernet)
+        metrics: Metrics = {"accuracy": 100.0 * int(correct.item()) / self.num_val,
+                            "loss": float(loss.item()) / self.num_val}
         metrics.update({k: float(v) for k, v in net.space.cost(arch).items()})
         return metrics
 
