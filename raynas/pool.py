@@ -474,7 +474,8 @@ class SupernetPool:
                         **pool_options: Any) -> "SupernetPool":
         """Pool serving weight-inherited accuracy (BN recalibrated) of a trained supernet.
 
-        ``data`` defaults to the checkpoint's dataset; only its calibration and validation splits
+        ``data`` (a dataset spec or a loaded ``ImageDataset``) defaults to the checkpoint's
+        dataset; its classes must be the checkpoint's; only its calibration and validation splits
         travel to the workers (through the object store, like the checkpoint itself).
         ``calib_batches`` of ``batch_size`` calibration images (default: all full batches)
         re-estimate BN statistics per arch, as :func:`raynas.export.export_subnet` does.
@@ -482,19 +483,25 @@ class SupernetPool:
         an error here rather than a failure of every evaluation). ``val_size``: measure accuracy
         on a seeded subset of that many validation images (see ``ImageDataset.eval_splits``).
         """
-        from raynas.checkpoint import checkpoint_to_bytes, read_checkpoint_meta
-        from raynas.data import load_dataset
+        from raynas.checkpoint import check_dataset_fits, checkpoint_to_bytes, read_checkpoint_meta
+        from raynas.data import ImageDataset, load_dataset
+        from raynas.registry import space_from_spec
 
         meta = read_checkpoint_meta(checkpoint)
+        # resolved here, through this process's registry; the workers get the space object
+        # (so a space a user's module registered needs no import by name on their side)
+        space = space_from_spec(meta["space"])
         blobs = checkpoint_to_bytes(checkpoint)
         _check_safetensors(blobs, checkpoint)  # a damaged file fails here, not in every worker
-        dataset = load_dataset(data or meta.get("dataset") or "digits", seed=seed)
+        dataset = data if isinstance(data, ImageDataset) else \
+            load_dataset(data or meta.get("dataset") or "digits", seed=seed)
+        check_dataset_fits(meta, dataset, checkpoint)
         eval_data = dataset.eval_splits(val_size)  # a bad val_size fails before Ray starts
         from raynas.runtime import ensure_ray
 
         ensure_ray(pool_options.get("address"))
         factory = functools.partial(_weight_inherited_factory, ray.put(blobs), ray.put(eval_data),
-                                    calib_batches, batch_size, device)
+                                    calib_batches, batch_size, device, space)
         pool = cls(factory, metrics=("accuracy", "loss", "params", "macs", "flops"), **pool_options)
         return pool.wait_ready() if wait else pool
 
@@ -573,14 +580,14 @@ def _check_safetensors(blobs: Mapping[str, bytes], where: str) -> None:
 
 
 def _weight_inherited_factory(blobs_ref, eval_data_ref, calib_batches: int, batch_size: int,
-                              device: Optional[str]) -> Evaluator:
+                              device: Optional[str], space: Any = None) -> Evaluator:
     """Runs inside a pool worker: rebuild the supernet from bytes and hold the eval splits."""
     from raynas.checkpoint import load_supernet_from_bytes
     from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
 
     blobs = ray.get(blobs_ref) if isinstance(blobs_ref, ray.ObjectRef) else blobs_ref
     splits = ray.get(eval_data_ref) if isinstance(eval_data_ref, ray.ObjectRef) else eval_data_ref
-    supernet, meta = load_supernet_from_bytes(blobs)
+    supernet, meta = load_supernet_from_bytes(blobs, space=space)
     if device is None:
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"

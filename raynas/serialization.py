@@ -12,7 +12,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 import torch.nn as nn
 
-from raynas.errors import CheckpointError
+from raynas.errors import CheckpointError, clip
 
 MapLocation = Union[str, torch.device]
 
@@ -97,6 +97,21 @@ def parse_json(source: FileSource, name: str, required: tuple = ()) -> Dict[str,
     return value
 
 
+def resolve_space(spec: Any, given: Any, where: str):
+    """The space an artifact's JSON names, resolved through the registry (never by importing a
+    module the file names), or ``given`` after checking it is that space (same name and options)."""
+    from raynas.arch import canonical
+    from raynas.registry import space_from_spec
+
+    if given is None:
+        return space_from_spec(spec)
+    if not isinstance(spec, Mapping) or given.name != spec.get("name") or \
+            canonical(dict(given.options)) != canonical(dict(spec.get("options") or {})):
+        raise CheckpointError(f"{where} was saved for space {clip(spec)}, not for the given space "
+                              f"{clip(given.spec())}; pass the matching space or none")
+    return given
+
+
 # ------------------------------------------------------------------------------ safetensors
 def state_dict_tensors(module: nn.Module) -> Dict[str, torch.Tensor]:
     """CPU, contiguous copies of a module's state; tied tensors are cloned because safetensors
@@ -115,10 +130,11 @@ def state_dict_tensors(module: nn.Module) -> Dict[str, torch.Tensor]:
 
 
 def write_safetensors(path: Path, module: nn.Module, metadata: Optional[Dict[str, str]] = None) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    save_file(state_dict_tensors(module), str(path), metadata=metadata or {})
-    fsync_file(path)
+    # serialised in memory and written by open(), so the file gets the user's umask (the library's
+    # own writer creates it 0600)
+    write_bytes_synced(path, save(state_dict_tensors(module), metadata=metadata or {}))
 
 
 def parse_safetensors(source: FileSource, name: str) -> Dict[str, torch.Tensor]:
@@ -191,7 +207,3 @@ def write_bytes_synced(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
 
-
-def fsync_file(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())

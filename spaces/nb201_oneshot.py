@@ -29,7 +29,7 @@ import torch.nn as nn
 from raynas.arch import Arch
 from raynas.errors import ConfigError
 from raynas.supernet import Supernet
-from spaces.export_utils import build_and_load
+from spaces.layers.export import build_and_load
 from spaces.nb201 import EDGES, NUM_NODES, OP_NAMES, canonical_cell
 from spaces.nb201_ops import ResNetBasicBlock, make_op
 

@@ -1,7 +1,7 @@
 """``ProxyEvaluator``: zero-cost proxy scores of a space's archs, built untrained and seeded.
 
 In-process (no Ray inside): the pool hosts one per actor/GPU and feeds it batches of archs.
-It pickles as the space spec, the options and one fixed minibatch (CPU tensors).
+It pickles as the space, the options and one fixed minibatch (CPU tensors).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from raynas.arch import Arch, arch_id
+from raynas.device import resolve_device
 from raynas.errors import ConfigError
 from raynas.evaluators.base import Evaluator, Metrics
 from raynas.proxies.registry import ProxyBatch, compute_proxies, proxy_spec
@@ -38,15 +39,6 @@ def data_free_batch(batch_size: int, input_shape: Sequence[int], *, seed: int = 
         x = x * torch.tensor(std).view(1, -1, *([1] * (len(shape) - 2)))
         x = x + torch.tensor(mean).view(1, -1, *([1] * (len(shape) - 2)))
     return ProxyBatch(x, None)
-
-
-def resolve_device(device: Union[str, torch.device]) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' asked for but CUDA is not available; use device='cpu'")
-    return dev
 
 
 class ProxyEvaluator(Evaluator):
@@ -76,7 +68,6 @@ class ProxyEvaluator(Evaluator):
         for name in self.proxies:
             proxy_spec(name)  # unknown names fail here, naming the available ones
         self._space = space if isinstance(space, SearchSpace) else create_space(str(space))
-        self.space_spec = self._space.spec()
         self.num_classes = num_classes
         self.seed = int(seed)
         self.device_name = str(device)
@@ -108,14 +99,12 @@ class ProxyEvaluator(Evaluator):
 
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_space=None, _device=None, _device_batch=None, timings={})
+        # the space object travels with the evaluator (Ray's own pickles, never a user's file)
+        state.update(_device=None, _device_batch=None, timings={})
         return state
 
     @property
     def space(self):
-        if self._space is None:
-            from raynas.registry import space_from_spec
-            self._space = space_from_spec(self.space_spec)
         return self._space
 
     @property
