@@ -19,9 +19,11 @@
    returned arch's ``c10_test_200ep`` per seed, next to random search with 100 table queries.
 
     python benchmarks/oneshot_nb201.py --smoke                      # CPU, ~1 min: the pipeline
-    OMP_NUM_THREADS=1 python benchmarks/oneshot_nb201.py --variants uniform,fair,isomorphic,few_shot \\
-        --epochs 10 --num-archs 200 --proxies '' --search-seeds 0 --out oneshot_nb201_variants.json
-    OMP_NUM_THREADS=1 python benchmarks/oneshot_nb201.py --variants <best> --epochs 40 --num-archs 500
+    # the recorded CPU run (results/oneshot_nb201_cpu.json, ~50 min of evaluation on a loaded
+    # 2-core VM with the three supernets already trained; ~20 min of training each)
+    OMP_NUM_THREADS=1 python benchmarks/oneshot_nb201.py --variants uniform,isomorphic,fair \\
+        --num-archs 500 --workers 2 --val-size 2500 --calib-batches 2 --search-seeds 5 \\
+        --search-budget 50 --strategies evolution,random --out oneshot_nb201_cpu.json
     # GPU (not run: no GPU was lent): the full skeleton, full resolution
     python benchmarks/oneshot_nb201.py --device cuda --channels 16 --cells-per-stage 5 \\
         --resolution 32 --epochs 100 --num-archs 1000 --workers 1
