@@ -239,6 +239,48 @@ def plot_curves(path: Path, summary: Dict[str, Any]) -> None:
     plt.close(fig)
 
 
+def plot_alphas(path: Path, trials: List[Dict[str, Any]], seed: int) -> None:
+    """One seed's mixing weights per epoch: a row per method, a column per NB201 edge, a line per
+    op. Softmax relaxations show softmax(α/T) at each epoch's T (what the forward pass mixed);
+    GDAS shows softmax(α), the probabilities its Gumbel-max draws sample ops with."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from raynas.io import atomic_path
+    from spaces.nb201 import EDGES, OP_NAMES
+
+    runs = [t for t in trials if t["seed"] == seed and t["history"]]
+    if not runs:
+        return
+    fig, axes = plt.subplots(len(runs), len(EDGES), figsize=(2.6 * len(EDGES), 2.2 * len(runs)),
+                             sharex=True, sharey=True, squeeze=False)
+    for row, trial in zip(axes, runs):
+        gumbel = METHODS.get(trial["method"], {}).get("relaxation") == "gumbel"
+        epochs = [r["epoch"] for r in trial["history"]]
+        alphas = np.asarray([r["alphas"]["cell"] for r in trial["history"]])          # [E, 6, 5]
+        temps = np.asarray([1.0 if gumbel else r["temperature"] for r in trial["history"]])
+        logits = alphas / temps[:, None, None]
+        weights = np.exp(logits - logits.max(-1, keepdims=True))
+        weights /= weights.sum(-1, keepdims=True)
+        for e, ax in enumerate(row):
+            for k, op in enumerate(OP_NAMES):
+                ax.plot(epochs, weights[:, e, k], lw=1.2, label=op)
+            j, i = EDGES[e]
+            ax.set_title(f"{trial['method']}: edge {j}<-{i}", fontsize=8)
+            ax.set_ylim(-0.02, 1.02)
+        row[0].set_ylabel("softmax(α)" if gumbel else "softmax(α/T)")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    axes[0][-1].legend(fontsize=6, loc="best")
+    fig.suptitle(f"NB201 mixing weights per epoch, seed {seed}", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
 def run_inline(args: argparse.Namespace, methods: List[str], base: Dict[str, Any],
                previous: List[Dict[str, Any]], save: Any) -> List[Dict[str, Any]]:
     """Every (seed, method) search one after the other in this process (one CPU core, nothing
@@ -426,6 +468,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     atomic_write_json(out, final)
     write_epoch_csv(out.with_name(out.stem + "_epochs.csv"), trials)
     plot_curves(out.with_name(out.stem + "_curves.png"), final["methods"])
+    if all("alphas" in r for t in trials for r in t["history"]):
+        plot_alphas(out.with_name(out.stem + f"_alphas_seed{args.seeds[0]}.png"), trials, args.seeds[0])
     print(f"\n{'method':<10} {'selection':<16} {'mean':>7} {'std':>6}  per-seed c10_test_200ep   (published: "
           f"DARTS-V1/V2 {PUBLISHED['DARTS-V1']}, GDAS {PUBLISHED['GDAS']}, optimum {PUBLISHED['optimum']})")
     for m, s in final["methods"].items():

@@ -56,6 +56,7 @@ def test_nb201_benchmark_inline_runner_selections_and_resume(tmp_path):
     rows = list(csv.DictReader((tmp_path / "inline_epochs.csv").open()))
     assert len(rows) == 4 and {r["method"] for r in rows} == {"darts1", "gdas1"}
     assert (tmp_path / "inline_curves.png").stat().st_size > 0
+    assert (tmp_path / "inline_alphas_seed0.png").stat().st_size > 0
     with pytest.raises(SystemExit):  # an existing result is never replaced unasked
         darts_nb201.main(common + ["--methods", "darts1"])
     assert darts_nb201.main(common + ["--methods", "darts1,gdas1,td-darts1", "--resume"]) == 0
