@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-from raynas.errors import CheckpointError, RaynasError
+from raynas.errors import CheckpointError, RaynasError, clip
 from raynas.io import atomic_directory
-from raynas.registry import space_from_spec
 from raynas.serialization import (FileSource, MapLocation, directory_blobs, json_text,
                                   load_state_strict, parse_json, parse_safetensors, parse_torch,
-                                  torch_bytes, write_bytes_synced, write_safetensors)
+                                  resolve_space, torch_bytes, write_bytes_synced, write_safetensors)
+from raynas.space import SearchSpace
 from raynas.supernet import Supernet
 
 MODEL_FILE = "model.safetensors"
@@ -72,24 +72,29 @@ def save_supernet_checkpoint(path: Union[str, os.PathLike], supernet: Supernet,
     return Path(path)
 
 
-def _load(source: FileSource, map_location: MapLocation) -> Tuple[Supernet, Dict[str, Any]]:
+def _load(source: FileSource, map_location: MapLocation, space: Optional[SearchSpace] = None
+          ) -> Tuple[Supernet, Dict[str, Any]]:
     meta = parse_json(source, META_FILE, required=("space", "num_classes"))
     tensors = parse_safetensors(source, MODEL_FILE)
     where_meta = source.where(META_FILE)
     try:
-        space = space_from_spec(meta["space"])
+        space = resolve_space(meta["space"], space, where_meta)
         supernet = space.build_supernet(int(meta["num_classes"]), **dict(meta.get("supernet_options") or {}))
     except (RaynasError, TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot rebuild the supernet described by {where_meta} "
-                              f"(space {meta['space']!r}): {exc}") from exc
+                              f"(space {clip(meta['space'])}): {exc}") from exc
     load_state_strict(supernet, tensors, source.where(MODEL_FILE), f"{where_meta} ({space.name})")
     return supernet.to(map_location), meta
 
 
-def load_supernet_checkpoint(path: Union[str, os.PathLike], *, map_location: MapLocation = "cpu"
-                             ) -> Tuple[Supernet, Dict[str, Any]]:
-    """Rebuild the space and supernet from ``meta.json`` and load the weights strictly."""
-    return _load(FileSource(path, _KIND), map_location)
+def load_supernet_checkpoint(path: Union[str, os.PathLike], *, map_location: MapLocation = "cpu",
+                             space: Optional[SearchSpace] = None) -> Tuple[Supernet, Dict[str, Any]]:
+    """Rebuild the space and supernet from ``meta.json`` and load the weights strictly.
+
+    The space is the registered one ``meta.json`` names (with its options); pass ``space`` to
+    use that object instead (it must have the same name and options).
+    """
+    return _load(FileSource(path, _KIND), map_location, space)
 
 
 def load_training_state(source: Union[str, os.PathLike, Mapping[str, bytes]], *,
@@ -106,12 +111,12 @@ def checkpoint_to_bytes(path: Union[str, os.PathLike]) -> Dict[str, bytes]:
     return directory_blobs(path, _REQUIRED, _KIND)
 
 
-def load_supernet_from_bytes(blobs: Mapping[str, bytes], *, map_location: MapLocation = "cpu"
-                             ) -> Tuple[Supernet, Dict[str, Any]]:
+def load_supernet_from_bytes(blobs: Mapping[str, bytes], *, map_location: MapLocation = "cpu",
+                             space: Optional[SearchSpace] = None) -> Tuple[Supernet, Dict[str, Any]]:
     """:func:`load_supernet_checkpoint` from :func:`checkpoint_to_bytes` output (no disk)."""
     if not isinstance(blobs, Mapping):
         raise CheckpointError(f"expected the dict checkpoint_to_bytes returns, got {type(blobs).__name__}")
-    return _load(FileSource(blobs, _KIND), map_location)
+    return _load(FileSource(blobs, _KIND), map_location, space)
 
 
 def read_checkpoint_meta(path: Union[str, os.PathLike]) -> Dict[str, Any]:

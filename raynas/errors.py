@@ -18,7 +18,7 @@ class ArchError(RaynasError, ValueError):
                  hint: str | None = None) -> None:
         self.field, self.value, self.allowed, self.space = field, value, allowed, space
         where = f" in space '{space}'" if space else ""
-        msg = f"invalid arch{where}: field '{field}' has value {value!r}"
+        msg = f"invalid arch{where}: field '{field}' has value {clip(value)}"
         if allowed is not None:
             msg += f"; allowed: {_fmt_allowed(allowed)}"
         if hint:
@@ -29,12 +29,13 @@ class ArchError(RaynasError, ValueError):
 class UnknownSpaceError(RaynasError, ValueError):
     """A search space name is not registered."""
 
-    def __init__(self, name: str, available: Iterable[str]) -> None:
+    def __init__(self, name: str, available: Iterable[str], hint: str | None = None) -> None:
         self.name = name
         names = ", ".join(sorted(available)) or "(none registered)"
         super().__init__(
-            f"unknown search space '{name}'. Available spaces: {names}. "
-            "Register your own with @raynas.register_space('name').")
+            f"unknown search space {clip(name, 100)}. Available spaces: {names}. "
+            + (hint or "Register your own with @raynas.register_space('name') (or, in a package, "
+                       "the 'raynas.spaces' entry-point group)."))
 
 
 class DataError(RaynasError, ValueError):
@@ -55,6 +56,23 @@ class InfeasibleConstraintError(RaynasError, ValueError):
 
 class EvaluationError(RaynasError, RuntimeError):
     """An evaluation failed permanently (after its retries)."""
+
+
+#: most characters of a value echoed in an error message (a value may come from a huge file)
+ECHO_LIMIT = 300
+
+
+def clip(value: Any, limit: int = ECHO_LIMIT) -> str:
+    """``repr(value)`` cut to ``limit`` characters (and says how long it was): error messages
+    echo what the user gave without ever echoing a 100 MB file."""
+    return shorten(repr(value), limit)
+
+
+def shorten(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _fmt_allowed(allowed: Any) -> str:

@@ -13,10 +13,9 @@ from raynas.arch import Arch, arch_id, canonical
 from raynas.data.transforms import prepare_inputs
 from raynas.errors import CheckpointError, RaynasError
 from raynas.io import atomic_directory
-from raynas.registry import space_from_spec
 from raynas.serialization import (FileSource, MapLocation, json_text, load_state_strict,
-                                  parse_json, parse_safetensors, write_bytes_synced,
-                                  write_safetensors)
+                                  parse_json, parse_safetensors, resolve_space,
+                                  write_bytes_synced, write_safetensors)
 from raynas.space import SearchSpace
 
 MODEL_FILE = "model.safetensors"
@@ -57,16 +56,19 @@ def save_exported(path_dir: Union[str, os.PathLike], model: nn.Module, *, space:
     return Path(path_dir)
 
 
-def load_exported(path_dir: Union[str, os.PathLike], *, map_location: MapLocation = "cpu"
-                  ) -> Tuple[nn.Module, Dict[str, Any]]:
+def load_exported(path_dir: Union[str, os.PathLike], *, map_location: MapLocation = "cpu",
+                  space: Optional[SearchSpace] = None) -> Tuple[nn.Module, Dict[str, Any]]:
     """Rebuild ``space.build_static(arch, num_classes)`` from ``config.json``, load the weights
-    strictly and return ``(model in eval mode, config)``."""
+    strictly and return ``(model in eval mode, config)``.
+
+    The space is the registered one ``config.json`` names; pass ``space`` to use that object
+    instead (same name and options)."""
     source = FileSource(path_dir, _KIND)
     config = parse_json(source, CONFIG_FILE, required=_REQUIRED_KEYS)
     tensors = parse_safetensors(source, MODEL_FILE)
     where = source.where(CONFIG_FILE)
     try:
-        space = space_from_spec(config["space"])
+        space = resolve_space(config["space"], space, where)
         arch = space.validate(config["arch"])
         model = space.build_static(arch, int(config["num_classes"]))
     except (RaynasError, TypeError, ValueError) as exc:

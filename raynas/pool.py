@@ -482,8 +482,12 @@ class SupernetPool:
         """
         from raynas.checkpoint import checkpoint_to_bytes, read_checkpoint_meta
         from raynas.data import load_dataset
+        from raynas.registry import space_from_spec
 
         meta = read_checkpoint_meta(checkpoint)
+        # resolved here, through this process's registry; the workers get the space object
+        # (so a space a user's module registered needs no import by name on their side)
+        space = space_from_spec(meta["space"])
         blobs = checkpoint_to_bytes(checkpoint)
         _check_safetensors(blobs, checkpoint)  # a damaged file fails here, not in every worker
         dataset = load_dataset(data or meta.get("dataset") or "digits", seed=seed)
@@ -491,7 +495,7 @@ class SupernetPool:
 
         ensure_ray(pool_options.get("address"))
         factory = functools.partial(_weight_inherited_factory, ray.put(blobs), ray.put(dataset.eval_splits()),
-                                    calib_batches, batch_size, device)
+                                    calib_batches, batch_size, device, space)
         pool = cls(factory, metrics=("accuracy", "params", "macs", "flops"), **pool_options)
         return pool.wait_ready() if wait else pool
 
@@ -570,14 +574,14 @@ def _check_safetensors(blobs: Mapping[str, bytes], where: str) -> None:
 
 
 def _weight_inherited_factory(blobs_ref, eval_data_ref, calib_batches: int, batch_size: int,
-                              device: Optional[str]) -> Evaluator:
+                              device: Optional[str], space: Any = None) -> Evaluator:
     """Runs inside a pool worker: rebuild the supernet from bytes and hold the eval splits."""
     from raynas.checkpoint import load_supernet_from_bytes
     from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
 
     blobs = ray.get(blobs_ref) if isinstance(blobs_ref, ray.ObjectRef) else blobs_ref
     splits = ray.get(eval_data_ref) if isinstance(eval_data_ref, ray.ObjectRef) else eval_data_ref
-    supernet, meta = load_supernet_from_bytes(blobs)
+    supernet, meta = load_supernet_from_bytes(blobs, space=space)
     if device is None:
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"

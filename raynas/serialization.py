@@ -12,7 +12,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 import torch.nn as nn
 
-from raynas.errors import CheckpointError
+from raynas.errors import CheckpointError, clip
 
 MapLocation = Union[str, torch.device]
 
@@ -95,6 +95,21 @@ def parse_json(source: FileSource, name: str, required: tuple = ()) -> Dict[str,
         raise CheckpointError(f"{source.where(name)} lacks {', '.join(missing)}; it was not "
                               "written by raynas or is from an incompatible version")
     return value
+
+
+def resolve_space(spec: Any, given: Any, where: str):
+    """The space an artifact's JSON names, resolved through the registry (never by importing a
+    module the file names), or ``given`` after checking it is that space (same name and options)."""
+    from raynas.arch import canonical
+    from raynas.registry import space_from_spec
+
+    if given is None:
+        return space_from_spec(spec)
+    if not isinstance(spec, Mapping) or given.name != spec.get("name") or \
+            canonical(dict(given.options)) != canonical(dict(spec.get("options") or {})):
+        raise CheckpointError(f"{where} was saved for space {clip(spec)}, not for the given space "
+                              f"{clip(given.spec())}; pass the matching space or none")
+    return given
 
 
 # ------------------------------------------------------------------------------ safetensors

@@ -49,8 +49,6 @@ class SearchSpace(ABC):
 
     #: registry name, set by :func:`raynas.create_space`; used to rebuild the space elsewhere
     name: str = "anonymous"
-    #: module that registered the space (imported by another process to rebuild it)
-    module: str = ""
     #: bump when ``encode`` changes, so saved predictors refuse a stale encoding
     encoding_version: str = "1"
 
@@ -101,11 +99,9 @@ class SearchSpace(ABC):
         return self._decision_cache
 
     def spec(self) -> Dict[str, Any]:
-        """What :func:`raynas.space_from_spec` needs to rebuild this exact space."""
-        spec = {"name": self.name, "options": dict(self.options)}
-        if self.module and not self.module.startswith("spaces."):
-            spec["module"] = self.module
-        return spec
+        """What :func:`raynas.space_from_spec` needs to rebuild this exact space: its registry
+        name and options (plain JSON; never a module to import)."""
+        return {"name": self.name, "options": dict(self.options)}
 
     def equivalence_key(self, arch: Arch) -> str:
         """Equal for archs that compute the same function (e.g. isomorphic cells), so a search

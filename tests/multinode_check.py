@@ -164,12 +164,18 @@ def check_node_loss_mid_search(cluster, spare, work: Path):
 
 
 def check_cli_against_cluster(address: str, work: Path):
+    from tiny_supernet import entry_point_site
+
     checkpoint = _tiny_checkpoint(work / "ckpt-cli")
+    # the CLI finds the test space as a user's installed package (entry point), never by a
+    # module named in the checkpoint
+    site = entry_point_site(work / "site")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([site, os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run(
         [sys.executable, "-m", "raynas.cli.main", "search", "--address", address, "--checkpoint", str(checkpoint),
          "--strategy", "random", "--num-samples", "6", "--batch-size", "3", "--actors", "1",
          "--output", str(work / "cli"), "--name", "on-cluster"],
-        capture_output=True, text=True, timeout=300, env=os.environ.copy())
+        capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     import raynas
 

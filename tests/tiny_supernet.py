@@ -191,6 +191,20 @@ def train_random_widths(net: TinySupernet, images_f: torch.Tensor, labels: torch
         opt.step()
 
 
+def entry_point_site(folder) -> str:
+    """Write into ``folder`` the metadata of an installed package whose ``raynas.spaces`` entry
+    point registers this space, and return it: on another process's ``PYTHONPATH`` (with this
+    module importable), the space resolves by name, as a user's installed package does. (raynas
+    never imports a module named in a checkpoint.)"""
+    from pathlib import Path
+
+    info = Path(folder) / "raynas_tiny_test_space-1.0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: raynas-tiny-test-space\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[raynas.spaces]\n{SPACE_NAME} = {__name__}\n")
+    return str(folder)
+
+
 @contextlib.contextmanager
 def single_threaded() -> Iterator[None]:
     """Run torch on one thread: for these tiny convs extra threads only add contention on the

@@ -14,16 +14,15 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Mapping, Type, Union
 
 from raynas.errors import ConfigError
+from raynas.registry import Registry
 
-_SCHEDULES: Dict[str, Type["TemperatureSchedule"]] = {}
+SCHEDULES: Registry[Type["TemperatureSchedule"]] = Registry("temperature schedule")
 
 
 def register_schedule(name: str) -> Callable[[Type["TemperatureSchedule"]], Type["TemperatureSchedule"]]:
     """Class decorator adding a schedule under ``name`` (``make_schedule(name, **options)``)."""
     def decorator(cls: Type["TemperatureSchedule"]) -> Type["TemperatureSchedule"]:
-        if name in _SCHEDULES and _SCHEDULES[name] is not cls:
-            raise ConfigError(f"temperature schedule '{name}' is already registered")
-        _SCHEDULES[name] = cls
+        SCHEDULES.register(name, cls)
         cls.name = name
         return cls
     return decorator
@@ -117,7 +116,7 @@ ScheduleSpec = Union[str, Mapping[str, Any], TemperatureSchedule]
 
 def list_schedules() -> Dict[str, str]:
     """Schedule name -> one-line description."""
-    return {name: (cls.__doc__ or "").strip().splitlines()[0] for name, cls in sorted(_SCHEDULES.items())}
+    return SCHEDULES.describe()
 
 
 def make_schedule(spec: ScheduleSpec = "constant", **options: Any) -> TemperatureSchedule:
@@ -132,9 +131,8 @@ def make_schedule(spec: ScheduleSpec = "constant", **options: Any) -> Temperatur
     if isinstance(spec, Mapping):
         options = {**{k: v for k, v in spec.items() if k != "name"}, **options}
         spec = spec.get("name", "constant")
-    if not isinstance(spec, str) or spec not in _SCHEDULES:
-        raise ConfigError(f"unknown temperature schedule {spec!r}; use one of {sorted(_SCHEDULES)}")
+    schedule = SCHEDULES.get(spec)
     try:
-        return _SCHEDULES[spec](**options)
+        return schedule(**options)
     except TypeError as exc:
         raise ConfigError(f"bad options {options} for temperature schedule '{spec}': {exc}") from exc

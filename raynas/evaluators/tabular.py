@@ -2,8 +2,9 @@
 
 Any CSV or Parquet file with one row per architecture works: a key column (for NB201 the
 ``arch_str`` the space's ``table_key`` produces; for other spaces a column of canonical arch
-JSON) and metric columns. Evaluators pickle as path + options only; each process loads a table
-once (module-level cache keyed by path, size and mtime), and lookups are dict hits.
+JSON) and metric columns. Evaluators pickle as path, options and space (never the table); each
+process loads a table once (module-level cache keyed by path, size and mtime), and lookups are
+dict hits.
 """
 from __future__ import annotations
 
@@ -106,21 +107,13 @@ class _TableLookup:
 
         self.path = str(path)
         self.key = str(key)
-        self.space_spec = (space.spec() if isinstance(space, SearchSpace)
-                           else {"name": str(space), "options": {}})
         self._metrics = _normalise_metrics(metrics)
         self._space: Any = space if isinstance(space, SearchSpace) else create_space(str(space))
 
-    def __getstate__(self) -> Dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_space"] = None  # rebuilt from the spec in the receiving process
-        return state
-
     @property
     def space(self):
-        if self._space is None:
-            from raynas.registry import space_from_spec
-            self._space = space_from_spec(self.space_spec)
+        # the space object itself travels to Ray workers (their pickles are Ray's own, never a
+        # file a user receives), so a user-defined space needs no module import by name there
         return self._space
 
     @property

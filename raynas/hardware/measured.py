@@ -9,7 +9,7 @@ weights' values, so no checkpoint has to travel. A device nobody offers fails at
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from raynas.arch import Arch
 from raynas.errors import ConfigError
@@ -17,14 +17,12 @@ from raynas.evaluators.base import Evaluator, Metrics
 
 
 class _LatencyActor:
-    """Runs on the target device's node; rebuilds the space from its spec once."""
+    """Runs on the target device's node with the space object Ray shipped to it."""
 
-    def __init__(self, space_spec: Mapping[str, Any], device: str, batch_size: int, warmup: int,
+    def __init__(self, space: Any, device: str, batch_size: int, warmup: int,
                  repeats: int, num_classes: Optional[int], threads: Optional[int]) -> None:
-        from raynas.registry import space_from_spec
-
         self.threads = threads
-        self.space = space_from_spec(space_spec)
+        self.space = space
         self.device, self.batch_size = device, int(batch_size)
         self.warmup, self.repeats, self.num_classes = int(warmup), int(repeats), num_classes
 
@@ -52,7 +50,7 @@ class MeasuredLatencyEvaluator(Evaluator):
     """Reports ``latency_ms`` (median of ``repeats`` timed runs) measured on a pinned actor.
 
     Args:
-        space: the space (its spec travels to the actor).
+        space: the space (the object travels to the actor).
         resource: custom Ray resource of the target device's node (None: any node).
         device: torch device on that node (``"cpu"``, ``"cuda"``).
         batch_size: images per timed forward pass.
@@ -82,7 +80,7 @@ class MeasuredLatencyEvaluator(Evaluator):
             options["resources"] = {resource: 1.0}
         self.resource = resource
         self.actor = ray.remote(_LatencyActor).options(**options).remote(
-            space.spec(), device, batch_size, warmup, repeats, num_classes, threads)
+            space, device, batch_size, warmup, repeats, num_classes, threads)
 
     def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
         import ray

@@ -4,11 +4,12 @@ evaluator that searches on them, and the predict-then-verify loop.
 Importing this package stays light (numpy): the MLP fits and predicts in numpy, scikit-learn loads
 only to fit boosted trees, whose prediction is numpy too. Nothing here needs torch.
 """
-from raynas.predictors.base import (PREDICTOR_KINDS, Predictor, TargetTransform, load_predictor,
-                                    make_predictor, predictor_class)
+from raynas.predictors.base import (PREDICTOR_KINDS, PREDICTORS, Predictor, TargetTransform,
+                                    list_predictors, load_predictor, make_predictor, predictor_class,
+                                    register_predictor)
 from raynas.predictors.data import PredictorData, encode_archs, from_pairs, load_training_data
 from raynas.predictors.metrics import ranking_metrics
 
-__all__ = ["PREDICTOR_KINDS", "Predictor", "PredictorData", "TargetTransform", "encode_archs", "from_pairs",
-           "load_predictor", "load_training_data", "make_predictor", "predictor_class",
-           "ranking_metrics"]
+__all__ = ["PREDICTOR_KINDS", "PREDICTORS", "Predictor", "PredictorData", "TargetTransform",
+           "encode_archs", "from_pairs", "list_predictors", "load_predictor", "load_training_data",
+           "make_predictor", "predictor_class", "ranking_metrics", "register_predictor"]

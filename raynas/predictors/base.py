@@ -10,19 +10,19 @@ scikit-learn in the processes that query it.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type, Union
 
 import numpy as np
 
 from raynas.arch import Arch, canonical
-from raynas.errors import CheckpointError, ConfigError, DataError
+from raynas.errors import CheckpointError, ConfigError, DataError, clip, shorten
 from raynas.io import atomic_directory
+from raynas.registry import Registry
 from raynas.predictors.data import PredictorData, encode_archs, from_pairs
 from raynas.predictors.metrics import ranking_metrics
 
@@ -32,11 +32,23 @@ CONFIG_FILE = "predictor.json"
 ARRAYS_FILE = "arrays.safetensors"
 PathLike = Union[str, os.PathLike]
 
-#: predictor kind -> "module:Class", imported on first use (scikit-learn loads only then)
+#: built-in predictor kind -> module that registers it, imported on first use (scikit-learn
+#: loads only then)
 PREDICTOR_KINDS: Dict[str, str] = {
-    "mlp": "raynas.predictors.mlp:MLPPredictor",
-    "gbt": "raynas.predictors.gbt:GBTPredictor",
+    "mlp": "raynas.predictors.mlp",
+    "gbt": "raynas.predictors.gbt",
 }
+PREDICTORS: Registry[Type["Predictor"]] = Registry("predictor kind", lazy=PREDICTOR_KINDS)
+
+
+def register_predictor(kind: str) -> Callable[[Type["Predictor"]], Type["Predictor"]]:
+    """Class decorator making a :class:`Predictor` subclass available as ``kind``."""
+    return PREDICTORS.register(kind)
+
+
+def list_predictors() -> List[str]:
+    """Every predictor kind (``make_predictor(kind, space)``)."""
+    return PREDICTORS.names()
 
 
 class Predictor(ABC):
@@ -249,11 +261,8 @@ class TargetTransform:
             self.sorted = np.asarray(values, dtype=np.float64)
 
 
-def predictor_class(kind: str):
-    if kind not in PREDICTOR_KINDS:
-        raise ConfigError(f"unknown predictor kind '{kind}'; available: {', '.join(sorted(PREDICTOR_KINDS))}")
-    module, _, name = PREDICTOR_KINDS[kind].partition(":")
-    return getattr(importlib.import_module(module), name)
+def predictor_class(kind: str) -> Type["Predictor"]:
+    return PREDICTORS.get(kind)
 
 
 def make_predictor(kind: str, space, metric: str = "accuracy", seed: int = 0, **options: Any) -> Predictor:
@@ -280,7 +289,7 @@ def load_predictor(path: PathLike, space=None) -> Predictor:
         raise CheckpointError(f"{config_path} is not valid JSON ({exc}); save the predictor again") from exc
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{config_path} is not a raynas predictor config (format "
-                              f"{config.get('format') if isinstance(config, dict) else None!r})")
+                              f"{clip(config.get('format') if isinstance(config, dict) else None)})")
     if config.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{config_path} has predictor format version {config.get('format_version')}, "
                               f"this raynas reads version {FORMAT_VERSION}; refit and save the predictor")
@@ -295,9 +304,9 @@ def load_predictor(path: PathLike, space=None) -> Predictor:
         raise CheckpointError(f"{arrays_path} is truncated or corrupt ({type(exc).__name__}: {exc}); "
                               "save the predictor again") from exc
     kind = str(config["kind"])
-    if kind not in PREDICTOR_KINDS:
+    if kind not in PREDICTORS:
         raise CheckpointError(f"{config_path}: unknown predictor kind '{kind}' (known: "
-                              f"{', '.join(sorted(PREDICTOR_KINDS))})")
+                              f"{', '.join(list_predictors())})")
     predictor = make_predictor(kind, space, metric=config["metric"], seed=int(config.get("seed", 0)),
                                target=str(config["target"]), **config["hyperparameters"])
     prefix = TargetTransform.PREFIX
@@ -319,7 +328,8 @@ def _checked_space(config: Mapping[str, Any], space, folder: Path):
         space = space_from_spec(saved_spec)
     else:
         spec = space.spec()
-        if canonical(spec) != canonical(saved_spec):
+        if not isinstance(saved_spec, Mapping) or canonical(spec) != canonical(
+                {"name": saved_spec.get("name"), "options": saved_spec.get("options") or {}}):
             raise CheckpointError(
                 f"the predictor in {folder} was fitted on space {_fmt_spec(saved_spec)}, not on "
                 f"{_fmt_spec(spec)}: its encoding does not fit these archs. Load it without a space "
@@ -327,12 +337,14 @@ def _checked_space(config: Mapping[str, Any], space, folder: Path):
     version = str(space.encoding_version)
     if version != saved_version or space.encoding_size != saved_size:
         raise CheckpointError(
-            f"the predictor in {folder} was fitted on encoding version {saved_version!r} "
+            f"the predictor in {folder} was fitted on encoding version {clip(saved_version, 60)} "
             f"({saved_size} features) of space '{space.name}', but this raynas encodes version "
             f"{version!r} ({space.encoding_size} features); refit the predictor on fresh evaluations")
     return space
 
 
-def _fmt_spec(spec: Mapping[str, Any]) -> str:
+def _fmt_spec(spec: Any) -> str:
+    if not isinstance(spec, Mapping):
+        return clip(spec)
     opts = ", ".join(f"{k}={v!r}" for k, v in sorted((spec.get("options") or {}).items()))
-    return f"'{spec.get('name')}'({opts})"
+    return shorten(f"'{spec.get('name')}'({opts})")

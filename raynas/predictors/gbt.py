@@ -12,11 +12,12 @@ from typing import Any, Dict, Mapping
 import numpy as np
 
 from raynas.errors import CheckpointError, ConfigError
-from raynas.predictors.base import Predictor
+from raynas.predictors.base import Predictor, register_predictor
 
 _NODE_ARRAYS = ("left", "right", "feature", "threshold", "value")
 
 
+@register_predictor("gbt")
 class GBTPredictor(Predictor):
     """Boosted trees: ``init + learning_rate * sum(tree(x))`` over ``n_estimators`` trees."""
 

@@ -17,11 +17,12 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from raynas.errors import CheckpointError, ConfigError
-from raynas.predictors.base import Predictor
+from raynas.predictors.base import Predictor, register_predictor
 
 Layer = Tuple[np.ndarray, np.ndarray]  # (weight (out, in), bias (out,))
 
 
+@register_predictor("mlp")
 class MLPPredictor(Predictor):
     """MLP accuracy predictor (OFA: ``hidden=(400, 400, 400)``)."""
 

@@ -1,7 +1,7 @@
 """``ProxyEvaluator``: zero-cost proxy scores of a space's archs, built untrained and seeded.
 
 In-process (no Ray inside): the pool hosts one per actor/GPU and feeds it batches of archs.
-It pickles as the space spec, the options and one fixed minibatch (CPU tensors).
+It pickles as the space, the options and one fixed minibatch (CPU tensors).
 """
 from __future__ import annotations
 
@@ -76,7 +76,6 @@ class ProxyEvaluator(Evaluator):
         for name in self.proxies:
             proxy_spec(name)  # unknown names fail here, naming the available ones
         self._space = space if isinstance(space, SearchSpace) else create_space(str(space))
-        self.space_spec = self._space.spec()
         self.num_classes = num_classes
         self.seed = int(seed)
         self.device_name = str(device)
@@ -108,14 +107,12 @@ class ProxyEvaluator(Evaluator):
 
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_space=None, _device=None, _device_batch=None, timings={})
+        # the space object travels with the evaluator (Ray's own pickles, never a user's file)
+        state.update(_device=None, _device_batch=None, timings={})
         return state
 
     @property
     def space(self):
-        if self._space is None:
-            from raynas.registry import space_from_spec
-            self._space = space_from_spec(self.space_spec)
         return self._space
 
     @property

@@ -18,7 +18,7 @@ from raynas.proxies.registry import ProxyBatch
 
 
 def _hosted(evaluator: ProxyEvaluator) -> ProxyEvaluator:
-    """Runs inside a pool worker: the evaluator arrives pickled (space spec, options, batch)
+    """Runs inside a pool worker: the evaluator arrives pickled by Ray (space, options, batch)
     and resolves its device there."""
     return evaluator
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from raynas.errors import ConfigError
 from raynas.proxies.state import StateSnapshot
+from raynas.registry import Registry
 
 LossFn = Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 Batch = Union[torch.Tensor, Tuple[torch.Tensor, Optional[torch.Tensor]], "ProxyBatch"]
@@ -68,7 +69,9 @@ class ProxySpec:
         return doc.splitlines()[0] if doc else ""
 
 
-_PROXIES: Dict[str, ProxySpec] = {}
+PROXIES: Registry[ProxySpec] = Registry(
+    "proxy", preload=[f"raynas.proxies.{m}" for m in ("activation", "gradient", "size", "synflow", "zen")],
+    hint="Register your own with @raynas.proxies.register_proxy('name').")
 
 
 def register_proxy(name: str, *, data_free: bool = False, needs_labels: bool = True,
@@ -78,31 +81,22 @@ def register_proxy(name: str, *, data_free: bool = False, needs_labels: bool = T
         raise ConfigError("register_proxy needs a non-empty name")
 
     def decorator(fn: Callable[["ProxyContext"], float]) -> Callable[["ProxyContext"], float]:
-        if name in _PROXIES and _PROXIES[name].fn is not fn:
-            raise ConfigError(f"proxy '{name}' is already registered")
-        _PROXIES[name] = ProxySpec(name, fn, data_free, needs_labels, reference)
+        spec = ProxySpec(name, fn, data_free, needs_labels, reference)
+        # the same function again (a module reloaded) keeps the name; another one is an error
+        same = PROXIES.is_loaded(name) and PROXIES.get(name).fn is fn
+        PROXIES.register(name, spec, description=spec.description, replace=same)
         return fn
 
     return decorator
 
 
-def _load_builtins() -> None:
-    # importing the modules registers the built-in proxies
-    from raynas.proxies import activation, gradient, size, synflow, zen  # noqa: F401
-
-
 def list_proxies() -> List[str]:
     """Names of every registered proxy."""
-    _load_builtins()
-    return sorted(_PROXIES)
+    return PROXIES.names()
 
 
 def proxy_spec(name: str) -> ProxySpec:
-    _load_builtins()
-    if name not in _PROXIES:
-        raise ConfigError(f"unknown proxy '{name}'. Available proxies: {', '.join(sorted(_PROXIES))}. "
-                          "Register your own with @raynas.proxies.register_proxy('name').")
-    return _PROXIES[name]
+    return PROXIES.get(name)
 
 
 def logits_of(output: Any) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """Search strategies, each a Ray Tune ``Searcher`` (see :class:`ArchSearcher`)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, List, Mapping, Optional, Union
 
 from raynas.errors import ConfigError, RaynasError
+from raynas.registry import Registry
 from raynas.searchers.base import ArchSearcher
 
 DEDUP_MODES = ("equivalence", "arch")
@@ -15,24 +16,24 @@ from raynas.searchers.optuna_search import OptunaArchSearcher
 from raynas.searchers.random_search import RandomSearcher
 from raynas.searchers.reinforce import ReinforceSearcher
 
-_STRATEGIES: Dict[str, Callable[..., ArchSearcher]] = {
-    "random": RandomSearcher,
-    "evolution": RegularizedEvolution,
-    "mo_evolution": MultiObjectiveEvolution,
-    "reinforce": ReinforceSearcher,
-    "local_search": LocalSearch,
-    "grid": GridSearcher,
-    "optuna": OptunaArchSearcher,
-}
+STRATEGIES: Registry[Callable[..., ArchSearcher]] = Registry("strategy")
+STRATEGIES.register("random", RandomSearcher)
+STRATEGIES.register("evolution", RegularizedEvolution)
+STRATEGIES.register("mo_evolution", MultiObjectiveEvolution)
+STRATEGIES.register("reinforce", ReinforceSearcher)
+STRATEGIES.register("local_search", LocalSearch)
+STRATEGIES.register("grid", GridSearcher)
+STRATEGIES.register("optuna", OptunaArchSearcher)
 
 
 def register_strategy(name: str, factory: Callable[..., ArchSearcher]) -> None:
-    """Make a strategy available by name to :func:`raynas.search` and the CLI."""
-    _STRATEGIES[name] = factory
+    """Make a strategy available by name to :func:`raynas.search` and the CLI (a name registered
+    again is replaced, so a user can swap a built-in strategy for their own)."""
+    STRATEGIES.register(name, factory, replace=True)
 
 
 def list_strategies() -> List[str]:
-    return sorted(_STRATEGIES) + ["optuna:" + s for s in ("tpe", "nsga2", "cmaes", "gp")]
+    return STRATEGIES.names() + ["optuna:" + s for s in ("tpe", "nsga2", "cmaes", "gp")]
 
 
 def make_searcher(strategy: Union[str, ArchSearcher], options: Optional[Mapping[str, Any]] = None) -> ArchSearcher:
@@ -49,13 +50,13 @@ def make_searcher(strategy: Union[str, ArchSearcher], options: Optional[Mapping[
         options.setdefault("sampler", variant)
     elif variant:
         raise ConfigError(f"strategy '{strategy}': only 'optuna:<sampler>' takes a variant")
-    if name not in _STRATEGIES:
+    if name not in STRATEGIES:
         raise ConfigError(f"unknown strategy '{strategy}'; available: {', '.join(list_strategies())}")
     dedup = options.pop("dedup", ArchSearcher.dedup)   # an option of every strategy
     if dedup not in DEDUP_MODES:
         raise ConfigError(f"strategy option dedup must be one of {DEDUP_MODES}, got {dedup!r}")
     try:
-        searcher = _STRATEGIES[name](**options)
+        searcher = STRATEGIES.get(name)(**options)
     except RaynasError:
         raise
     except (TypeError, ValueError, AttributeError) as exc:  # e.g. a string where a number belongs
@@ -66,4 +67,4 @@ def make_searcher(strategy: Union[str, ArchSearcher], options: Optional[Mapping[
 
 __all__ = ["ArchSearcher", "RandomSearcher", "RegularizedEvolution", "MultiObjectiveEvolution",
            "ReinforceSearcher", "LocalSearch", "GridSearcher", "OptunaArchSearcher",
-           "make_searcher", "register_strategy", "list_strategies"]
+           "STRATEGIES", "make_searcher", "register_strategy", "list_strategies"]

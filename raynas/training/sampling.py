@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from raynas.arch import Arch
 from raynas.errors import ConfigError
+from raynas.registry import Registry
 from raynas.rng import derive_rng
 from raynas.training.schedule import Phase, single_phase
 
@@ -156,36 +157,25 @@ class FixedArchSampling(SamplingStrategy):
         return [SubnetTask.labels(self._resolved)]
 
 
-_STRATEGIES: Dict[str, Callable[..., SamplingStrategy]] = {
-    "uniform": UniformSampling,
-    "spos": UniformSampling,
-    "sandwich": SandwichSampling,
-    "fixed": FixedArchSampling,
-}
-_LAZY = {
-    "progressive_shrinking": "raynas.training.progressive",
-    "ofa": "raynas.training.progressive",
-    "preferred": "raynas.training.preferred",
-    "prenas": "raynas.training.preferred",
-}
+SAMPLING_STRATEGIES: Registry[Callable[..., SamplingStrategy]] = Registry(
+    "sampling strategy", lazy={"progressive_shrinking": "raynas.training.progressive",
+                               "ofa": "raynas.training.progressive",
+                               "preferred": "raynas.training.preferred",
+                               "prenas": "raynas.training.preferred"})
+SAMPLING_STRATEGIES.register("uniform", UniformSampling)
+SAMPLING_STRATEGIES.register("spos", UniformSampling)
+SAMPLING_STRATEGIES.register("sandwich", SandwichSampling)
+SAMPLING_STRATEGIES.register("fixed", FixedArchSampling)
 
 
 def register_sampling_strategy(name: str, factory: Callable[..., SamplingStrategy]) -> None:
-    _STRATEGIES[name] = factory
+    """Make a sampling strategy available by name (a name registered again is replaced)."""
+    SAMPLING_STRATEGIES.register(name, factory, replace=True)
 
 
 def list_sampling_strategies() -> List[str]:
-    return sorted(set(_STRATEGIES) | set(_LAZY))
+    return SAMPLING_STRATEGIES.names()
 
 
 def make_sampling_strategy(name: str, **options: Any) -> SamplingStrategy:
-    if name not in _STRATEGIES and name in _LAZY:
-        import importlib
-
-        importlib.import_module(_LAZY[name])
-    if name not in _STRATEGIES:
-        raise ConfigError(f"unknown sampling strategy '{name}'; available: {', '.join(list_sampling_strategies())}")
-    try:
-        return _STRATEGIES[name](**options)
-    except TypeError as exc:
-        raise ConfigError(f"bad options for sampling strategy '{name}': {exc}") from exc
+    return SAMPLING_STRATEGIES.create(name, **options)
