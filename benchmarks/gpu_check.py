@@ -46,7 +46,8 @@ def main() -> None:
     with raynas.SupernetPool.from_checkpoint(str(checkpoint), batch_size=500) as pool:
         result = raynas.search(space, pool, strategy="evolution", num_samples=args.num_samples,
                                objectives=["accuracy:max", "macs:min"], storage_path=Path(args.output).parent,
-                               name="gpu_check_search", progress=False)
+                               name="gpu_check_search", progress=False,
+                               overwrite=True)  # this script's own scratch search, rerun each time
         info["pool_health"] = {k: v for k, v in pool.health().items() if k != "worker_info"}
     timings["search_s"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -1,12 +1,17 @@
 """Pareto fronts, non-dominated sorting, crowding distance and hypervolume.
 
 Everything works on 'higher is better' matrices: callers multiply each column by its
-objective's sign first (see :func:`to_maximisation`).
+objective's sign first (see :func:`to_maximisation`). Dominance, ranks and hypervolume come
+from ``moocore`` (C implementations of the standard algorithms): on the same inputs it gives
+the same masks, fronts and volumes (to 1e-15) as the numpy code it replaced, hypervolume 40x
+(2-D) to 4,000x-15,000x (3-5 objectives) faster and sorting 4-35x
+(``benchmarks/pareto_check.py``).
 """
 from __future__ import annotations
 
 from typing import List, Sequence
 
+import moocore
 import numpy as np
 
 from raynas.objectives import Objective
@@ -18,34 +23,32 @@ def to_maximisation(values: np.ndarray, objectives: Sequence[Objective]) -> np.n
     return values * np.array([o.sign for o in objectives], dtype=np.float64)
 
 
+def _matrix(points: np.ndarray) -> np.ndarray:
+    pts = np.asarray(points, dtype=np.float64)
+    return pts.reshape(0, 1) if pts.size == 0 and pts.ndim < 2 else pts
+
+
 def pareto_mask(points: np.ndarray) -> np.ndarray:
     """Boolean mask of the non-dominated rows of a maximisation matrix (duplicates all kept)."""
-    pts = np.asarray(points, dtype=np.float64)
-    n = len(pts)
-    mask = np.ones(n, dtype=bool)
-    for i in range(n):
-        if not mask[i]:
-            continue
-        dominated = np.all(pts >= pts[i], axis=1) & np.any(pts > pts[i], axis=1)
-        if dominated.any():
-            mask[i] = False
-    return mask
+    pts = _matrix(points)
+    if len(pts) == 0:
+        return np.zeros(0, dtype=bool)
+    return np.asarray(moocore.is_nondominated(pts, maximise=True, keep_weakly=True), dtype=bool)
 
 
 def non_dominated_sort(points: np.ndarray) -> List[np.ndarray]:
-    """Fronts (index arrays) in order: front 0 is the Pareto front (Deb et al. 2002)."""
-    pts = np.asarray(points, dtype=np.float64)
-    remaining = np.arange(len(pts))
-    fronts = []
-    while len(remaining):
-        mask = pareto_mask(pts[remaining])
-        fronts.append(remaining[mask])
-        remaining = remaining[~mask]
-    return fronts
+    """Fronts (index arrays, ascending) in order: front 0 is the Pareto front (Deb et al. 2002)."""
+    pts = _matrix(points)
+    if len(pts) == 0:
+        return []
+    ranks = np.asarray(moocore.pareto_rank(pts, maximise=True))
+    return [np.flatnonzero(ranks == r) for r in np.unique(ranks)]
 
 
 def crowding_distance(points: np.ndarray) -> np.ndarray:
-    """NSGA-II crowding distance of the rows of one front (boundary points get infinity)."""
+    """NSGA-II crowding distance of the rows of one front (boundary points get infinity).
+
+    Written here: neither moocore nor Optuna (whose version is private) offers it publicly."""
     pts = np.asarray(points, dtype=np.float64)
     n, k = pts.shape
     dist = np.zeros(n)
@@ -86,8 +89,6 @@ def hypervolume(points: np.ndarray, reference: Sequence[float]) -> float:
     """Exact hypervolume dominated by ``points`` above ``reference`` (maximisation).
 
     Points not strictly better than the reference in every coordinate contribute nothing.
-    2-D uses a sweep; higher dimensions slice recursively along the last axis (exact; fine for
-    the front sizes a NAS run produces).
     """
     pts = np.asarray(points, dtype=np.float64)
     ref = np.asarray(reference, dtype=np.float64)
@@ -96,28 +97,4 @@ def hypervolume(points: np.ndarray, reference: Sequence[float]) -> float:
     pts = pts[np.all(pts > ref, axis=1)]
     if len(pts) == 0:
         return 0.0
-    pts = pts[pareto_mask(pts)]
-    return float(_hv(pts, ref))
-
-
-def _hv(pts: np.ndarray, ref: np.ndarray) -> float:
-    k = pts.shape[1]
-    if k == 1:
-        return float(pts[:, 0].max() - ref[0])
-    if k == 2:
-        order = np.argsort(-pts[:, 0])
-        volume, best_y = 0.0, ref[1]
-        for x, y in pts[order]:
-            if y > best_y:
-                volume += (x - ref[0]) * (y - best_y)
-                best_y = y
-        return volume
-    # slice along the last coordinate: between consecutive levels the dominated set is the
-    # (k-1)-dimensional hypervolume of the points at or above that level
-    levels = np.sort(np.unique(pts[:, -1]))
-    volume, lower = 0.0, ref[-1]
-    for level in levels:
-        above = pts[pts[:, -1] >= level][:, :-1]
-        volume += _hv(above[pareto_mask(above)], ref[:-1]) * (level - lower)
-        lower = level
-    return volume
+    return float(moocore.hypervolume(pts, ref=ref, maximise=True))

@@ -130,10 +130,11 @@ def state_dict_tensors(module: nn.Module) -> Dict[str, torch.Tensor]:
 
 
 def write_safetensors(path: Path, module: nn.Module, metadata: Optional[Dict[str, str]] = None) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    save_file(state_dict_tensors(module), str(path), metadata=metadata or {})
-    fsync_file(path)
+    # serialised in memory and written by open(), so the file gets the user's umask (the library's
+    # own writer creates it 0600)
+    write_bytes_synced(path, save(state_dict_tensors(module), metadata=metadata or {}))
 
 
 def parse_safetensors(source: FileSource, name: str) -> Dict[str, torch.Tensor]:
@@ -206,7 +207,3 @@ def write_bytes_synced(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
 
-
-def fsync_file(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())

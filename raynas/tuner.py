@@ -14,6 +14,7 @@ from raynas.arch import Arch
 from raynas.constraints import CostFn, CostModel, check_constraints_feasible, parse_constraints
 from raynas.errors import CheckpointError, ConfigError, RaynasError
 from raynas.evaluators.base import Evaluator, FunctionEvaluator
+from raynas.experiments import check_name, default_name, is_experiment, prepare_new
 from raynas.objectives import parse_objectives
 from raynas.registry import create_space
 from raynas.ledger import read_journal, reported_rows
@@ -49,7 +50,8 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
            storage_path: Union[str, Path] = DEFAULT_STORAGE, scheduler: Any = None,
            cost_functions: Sequence[CostFn] = (), trial_resources: Optional[Mapping[str, float]] = None,
            progress: bool = True, tune_loggers: bool = False, address: Optional[str] = None,
-           resume: bool = False, callbacks: Sequence[Any] = (), max_trial_failures: int = DEFAULT_TRIAL_RETRIES,
+           resume: bool = False, overwrite: bool = False, callbacks: Sequence[Any] = (),
+           max_trial_failures: int = DEFAULT_TRIAL_RETRIES,
            extra_meta: Optional[Mapping[str, Any]] = None) -> SearchResult:
     """Search ``space`` for the best archs under ``constraints``, evaluating with ``evaluator``.
 
@@ -68,8 +70,12 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
             (one arch per trial, one report per fidelity; see :mod:`raynas.schedulers`).
         cost_functions: extra pre-evaluation metrics (e.g. a latency lookup table).
         tune_loggers: keep Tune's CSV/JSON/TensorBoard loggers (for dashboards).
+        name: the experiment's folder under ``storage_path``: a plain name (default:
+            ``<space>-<strategy>-<date>-<time>``).
         resume: continue the experiment ``<storage_path>/<name>`` if it exists (see
             :func:`resume_search`; its saved configuration wins over these arguments), else start it.
+        overwrite: replace an existing experiment ``<storage_path>/<name>`` (its folder is removed
+            first). Without ``resume`` or ``overwrite`` an existing experiment is an error.
         callbacks: extra Tune callbacks (e.g. a logger of your own).
         max_trial_failures: times Tune re-runs a trial whose process died (e.g. its node was
             lost) before its archs are recorded as failed; the pool's cache answers what the
@@ -81,12 +87,16 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
     """
     from ray import tune
 
+    if resume and overwrite:
+        raise ConfigError("resume=True continues an experiment and overwrite=True replaces it: pass one")
+    storage = Path(storage_path).expanduser().resolve()
+    if name is not None:
+        check_name(name)
     if resume:
         if not name:
             raise ConfigError("resume=True needs the name of the experiment to continue")
-        existing = Path(storage_path).expanduser().resolve() / name
-        if (existing / TUNER_STATE_FILE).exists():
-            return resume_search(existing, evaluator, progress=progress, address=address, callbacks=callbacks)
+        if is_experiment(storage / name):
+            return resume_search(storage / name, evaluator, progress=progress, address=address, callbacks=callbacks)
     space = create_space(space) if isinstance(space, str) else space
     if not isinstance(space, SearchSpace):
         raise ConfigError(f"space must be a registered name or a SearchSpace, got {type(space).__name__}")
@@ -111,17 +121,17 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
     searcher = make_searcher(strategy, strategy_options)
     searcher.setup(space, objectives, constraints=constraints, cost_model=cost_model, budget=int(num_samples),
                    batch_size=batch_size, max_concurrent=max_concurrent, seed=seed)
-    ensure_ray(address)  # only once the configuration is known to be good
-    name = name or f"{space.name}-{searcher.strategy_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage = Path(storage_path).expanduser().resolve()
+    name = name or default_name(storage, f"{space.name}-{searcher.strategy_name}")
     directory = storage / name
+    prepare_new(directory, overwrite)
+    ensure_ray(address)  # only once the configuration is known to be good
     directory.mkdir(parents=True, exist_ok=True)
     meta = {"name": name, "space": space.spec(), "strategy": strategy if isinstance(strategy, str)
             else searcher.strategy_name, "num_samples": int(num_samples), "seed": seed,
             "objectives": [str(o) for o in objectives], "constraints": [str(c) for c in constraints],
             "batch_size": batch_size, "max_concurrent": max_concurrent, "multi_fidelity": multi_fidelity,
             "tune_loggers": bool(tune_loggers), "trial_resources": resources, **dict(extra_meta or {}),
-            "started_at": time.time()}
+            "status": "running", "started_at": time.time()}
     write_search_meta(directory, meta)
     searcher.attach_experiment(str(directory))
 
@@ -191,6 +201,7 @@ def resume_search(path: Union[str, Path], evaluator: Any, *, progress: bool = Tr
                                             done=collector.rows))
     run_config.callbacks = new_callbacks
     meta.pop("finished_at", None)
+    meta["status"] = "running"
     meta.setdefault("resumed_at", []).append(time.time())
     write_search_meta(directory, meta)
     return _fit(tuner, collector, objectives, directory, meta)
@@ -219,6 +230,7 @@ def _fit(tuner, collector: ResultsCollector, objectives, directory: Path, meta: 
         collector.flush()
         collector.journal.close()
     meta["finished_at"] = time.time()
+    meta["status"] = "finished"
     write_search_meta(directory, meta)
     return SearchResult(collector.dataframe(), objectives, directory, meta)
 

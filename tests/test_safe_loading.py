@@ -123,7 +123,7 @@ def test_a_space_of_an_installed_entry_point_resolves_by_name(tmp_path, monkeypa
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-space-pkg\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[raynas.spaces]\nthirdparty = thirdparty_space_pkg\n")
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setattr(registry, "_builtins_loaded", False)
+    monkeypatch.setattr(registry.SPACES, "_loaded", False)  # read the entry points again
     space = raynas.space_from_spec({"name": "thirdparty_synthetic", "options": {"num_layers": 3}})
     assert space.name == "thirdparty_synthetic" and space.spec() == {"name": "thirdparty_synthetic",
                                                                    "options": space.options}

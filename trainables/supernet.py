@@ -35,10 +35,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from raynas.accuracy import top1
 from raynas.arch import Arch, arch_id
 from raynas.checkpoint import (load_training_state, read_checkpoint_meta,
                                save_supernet_checkpoint)
 from raynas.data import ImageDataset, apply_augment, augment_params, load_dataset, resize, to_float
+from raynas.device import bf16_autocast, resolve_device
 from raynas.errors import CheckpointError, ConfigError
 from raynas.io import atomic_directory, atomic_write_json
 from raynas.registry import create_space
@@ -52,12 +54,6 @@ log = logging.getLogger("raynas.training")
 CHECKPOINT_DIR = "checkpoint"
 STANDALONE_DIR = "model"
 SUBNET_LOG_DIR = "subnets"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def soft_cross_entropy(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -293,9 +289,7 @@ class SupernetTrainer:
 
     # ------------------------------------------------------------------ one step
     def _autocast(self):
-        if self.config.bf16 and self.device.type == "cuda":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return bf16_autocast(self.config.bf16, self.device)
 
     def _activate(self, arch: Arch) -> Arch:
         if self.config.standalone:
@@ -623,23 +617,13 @@ def arch_mode(model: nn.Module) -> Iterator[None]:
         model.set_mode(mode)
 
 
-@torch.no_grad()
 def evaluate_accuracy(model: nn.Module, data: ImageDataset, split: str, device: torch.device,
                       resolution: Optional[int], batch_size: int = 256, bf16: bool = True) -> float:
     """Top-1 accuracy (%) of a model (eval mode, its own BN statistics) on a split."""
-    was = model.training
-    model.eval()
-    correct, total = torch.zeros((), dtype=torch.int64, device=device), 0
-    auto = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and device.type == "cuda" \
-        else contextlib.nullcontext()
-    part = data.split(split)
-    with auto:
-        for x_u8, y in part.batches(batch_size, device=device):
-            x = resize(to_float(x_u8, data.mean, data.std), resolution)
-            correct += (model(x).argmax(dim=1) == y).sum()
-            total += len(y)
-    model.train(was)
-    return 100.0 * int(correct) / max(1, total)
+    batches = ((resize(to_float(x_u8, data.mean, data.std), resolution), y)
+               for x_u8, y in data.split(split).batches(batch_size, device=device))
+    with bf16_autocast(bf16, device):
+        return top1(model, batches).accuracy
 
 
 # ------------------------------------------------------------------------------ one rank's run

@@ -41,8 +41,12 @@ def register(sub) -> None:
     how.add_argument("--max-concurrent", type=int, help="Tune trials in flight")
     how.add_argument("--seed", type=int, default=0)
     out = p.add_argument_group("output")
-    out.add_argument("--name", help="experiment name (default: space-strategy-time)")
+    out.add_argument("--name", help="experiment name, a plain folder name under --output "
+                                    "(default: space-strategy-date-time)")
     out.add_argument("--output", default="raynas_results", help="folder of experiments")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace an existing experiment of the same name (its folder is removed first); "
+                          "without it (or --resume) an existing experiment is an error")
     out.add_argument("--export", action="store_true", help="also export the best subnet (needs --checkpoint)")
     out.add_argument("--top", type=int, default=10, help="rows of the printed table")
     out.add_argument("--tensorboard", action="store_true",
@@ -76,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
                            constraints=args.constraint, objectives=objectives,
                            strategy_options=parse_kv_options(args.strategy_option, "strategy"),
                            batch_size=args.batch_size, max_concurrent=args.max_concurrent, seed=args.seed,
-                           name=args.name, storage_path=args.output, tune_loggers=args.tensorboard,
+                           name=args.name, storage_path=args.output, overwrite=args.overwrite,
+                           tune_loggers=args.tensorboard,
                            extra_meta={"evaluator": spec})
     return _finish(args, result, space, spec)
 

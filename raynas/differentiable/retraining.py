@@ -19,7 +19,9 @@ from raynas.arch import arch_id
 from raynas.data import ImageDataset, load_dataset
 from raynas.data.device import DeviceSplit
 from raynas.differentiable.config import RetrainConfig
-from raynas.differentiable.search import bf16_autocast, cosine_lr, resolve_device
+from raynas.accuracy import top1
+from raynas.device import bf16_autocast, resolve_device
+from raynas.differentiable.search import cosine_schedule
 from raynas.errors import ConfigError
 from raynas.registry import create_space
 from raynas.rng import derive_rng
@@ -65,6 +67,7 @@ class Retrainer:
                 int(derive_rng(cfg.seed, "drop-path").integers(2 ** 62)))
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
+        self.lr_schedule = cosine_schedule(self.optimizer, cfg)
         self.params = int(getattr(self.model, "inference_parameters", lambda: sum(
             p.numel() for p in self.model.parameters()))())
         self.epoch = 0
@@ -72,9 +75,6 @@ class Retrainer:
 
     def _autocast(self):
         return bf16_autocast(self.config.bf16, self.device)
-
-    def learning_rate(self, epoch: int) -> float:
-        return cosine_lr(epoch, self.config)
 
     def _forward(self, x: torch.Tensor):
         with_aux = getattr(self.model, "forward_with_aux", None)
@@ -87,9 +87,7 @@ class Retrainer:
         if epoch >= cfg.epochs:
             raise ConfigError(f"the training already ran its {cfg.epochs} epochs")
         start = time.perf_counter()
-        lr = self.learning_rate(epoch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = self.lr_schedule.get_last_lr()[0]
         if hasattr(model, "drop_path_prob"):
             model.drop_path_prob = cfg.drop_path_prob * epoch / cfg.epochs
         model.train()
@@ -112,6 +110,7 @@ class Retrainer:
             sums += torch.stack([loss.detach().double(), (logits.argmax(1) == y).sum().double()])
         train_loss, correct = sums.tolist()
         train_seconds = time.perf_counter() - start
+        self.lr_schedule.step()
         self.epoch += 1
         record: Dict[str, Any] = {
             "epoch": self.epoch, "lr": lr, "drop_path_prob": float(getattr(model, "drop_path_prob", 0.0)),
@@ -127,20 +126,17 @@ class Retrainer:
         self.history.append(record)
         return record
 
-    @torch.no_grad()
     def evaluate(self) -> Dict[str, float]:
         """Top-1 accuracy (percent) and loss on the evaluation split (reported as ``test_*``)."""
-        self.model.eval()
-        sums = torch.zeros(2, dtype=torch.float64, device=self.device)
-        for x, y in self.test.batches(self.config.eval_batch_size):
-            if self.config.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                logits = self.model(x)
-            sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum").double(),
-                                 (logits.argmax(1) == y).sum().double()])
-        loss, correct = sums.tolist()
-        return {"test_loss": loss / len(self.test), "test_accuracy": 100.0 * correct / len(self.test)}
+        def batches():
+            for x, y in self.test.batches(self.config.eval_batch_size):
+                if self.config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                yield x, y
+
+        with self._autocast():
+            result = top1(self.model, batches(), with_loss=True)
+        return {"test_loss": result.loss, "test_accuracy": result.accuracy}
 
     def fit(self, on_epoch: Optional[EpochCallback] = None) -> List[Dict[str, Any]]:
         """Train the remaining epochs (``on_epoch(record)`` after each), then export if asked."""

@@ -8,9 +8,7 @@ accuracy from a benchmark table).
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -21,6 +19,7 @@ from raynas.arch import Arch, arch_id, canonical_json
 from raynas.data import ImageDataset, Split, load_dataset
 from raynas.data.device import DeviceSplit
 from raynas.data.splits import stratified_split
+from raynas.device import bf16_autocast, resolve_device
 from raynas.differentiable.architect import Architect
 from raynas.differentiable.config import DartsSearchConfig
 from raynas.differentiable.mixed import mean_normalised_entropy
@@ -33,25 +32,10 @@ SKIP_OP = "skip_connect"
 EpochCallback = Callable[[Dict[str, Any]], None]
 
 
-def bf16_autocast(enabled: bool, device: torch.device):
-    """bf16 autocast on CUDA when enabled; a no-op context elsewhere (CPU bf16 is slower)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def cosine_lr(epoch: int, config: Any) -> float:
-    """Cosine schedule per epoch from ``config.lr`` down to ``config.lr_min`` over ``config.epochs``."""
-    return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * epoch / config.epochs))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' was asked for but CUDA is not available here; use 'cpu' or 'auto'")
-    return device
+def cosine_schedule(optimizer: torch.optim.Optimizer, config: Any) -> torch.optim.lr_scheduler.LRScheduler:
+    """DARTS' cosine schedule, stepped once per epoch: from ``config.lr`` down to
+    ``config.lr_min`` over ``config.epochs``."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr_min)
 
 
 def count_op(arch: Any, op: str = SKIP_OP) -> int:
@@ -126,6 +110,7 @@ class DartsSearch:
         self.model = model.to(self.device)
         self.weight_optimizer = torch.optim.SGD(self.model.weight_parameters(), lr=cfg.lr,
                                                 momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.lr_schedule = cosine_schedule(self.weight_optimizer, cfg)
         self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=cfg.arch_lr,
                                                betas=tuple(cfg.arch_betas),
                                                weight_decay=cfg.arch_weight_decay)
@@ -153,10 +138,6 @@ class DartsSearch:
     def _autocast(self):
         return bf16_autocast(self.config.bf16, self.device)
 
-    def learning_rate(self, epoch: int) -> float:
-        """DARTS' cosine schedule per epoch, from ``lr`` down to ``lr_min``."""
-        return cosine_lr(epoch, self.config)
-
     def derive(self) -> Arch:
         """The discrete arch of the current α at ``derive_temperature`` (default: the current T)."""
         return self.model.derive(self.config.derive_temperature)
@@ -171,9 +152,7 @@ class DartsSearch:
         if cfg.relaxation == "gumbel":  # the epoch's op draws, reproducible per (seed, epoch)
             model.gumbel_generator = torch.Generator().manual_seed(
                 int(derive_rng(cfg.seed, "gumbel", epoch).integers(2 ** 62)))
-        lr = self.learning_rate(epoch)
-        for group in self.weight_optimizer.param_groups:
-            group["lr"] = lr
+        lr = self.lr_schedule.get_last_lr()[0]
         # sums on the device, read once per epoch: no synchronisation per step
         sums = torch.zeros(4, dtype=torch.float64, device=self.device)
         model.train()
@@ -197,6 +176,7 @@ class DartsSearch:
                                  val_loss.double(), (val_logits.argmax(1) == val[1]).sum().double()])
         train_loss, train_correct, val_loss, val_correct = sums.tolist()
         n = self.steps_per_epoch * cfg.batch_size
+        self.lr_schedule.step()
         self.epoch += 1
         record = self._record(epoch, lr, start)
         record.update(train_loss=train_loss / self.steps_per_epoch, train_accuracy=100.0 * train_correct / n,

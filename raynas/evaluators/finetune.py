@@ -137,13 +137,8 @@ class FineTuneEvaluator(Evaluator):
                    "epoch": float(epoch), "inherited_accuracy": inherited["accuracy"], **cost}
 
     def _accuracy(self, model, split, device, mean, std, resolution) -> float:
-        import torch
-
+        from raynas.accuracy import top1
         from raynas.data import iterate_batches, prepare_inputs
 
-        model.eval()
-        correct = 0
-        with torch.inference_mode():
-            for x, y in iterate_batches(split, None, 256, shuffle=False, device=device):
-                correct += int((model(prepare_inputs(x, mean, std, resolution)).argmax(1) == y).sum())
-        return 100.0 * correct / max(len(split), 1)
+        batches = iterate_batches(split, None, 256, shuffle=False, device=device)
+        return top1(model, ((prepare_inputs(x, mean, std, resolution), y) for x, y in batches)).accuracy

@@ -6,16 +6,17 @@ it through the pool, never by pickling it.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any, ContextManager, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from raynas.accuracy import top1
 from raynas.arch import Arch
 from raynas.bn import recalibrate_bn
 from raynas.data.batches import iterate_batches
 from raynas.data.dataset import ImageDataset, Split
 from raynas.data.transforms import resize, to_float
+from raynas.device import bf16_autocast
 from raynas.errors import ConfigError
 from raynas.evaluators.base import Evaluator, Metrics
 from raynas.rng import derive_rng
@@ -93,9 +94,7 @@ class WeightInheritedEvaluator(Evaluator):
         return [self._to_device_float(x) for _, (x, _) in zip(range(wanted), batches)]
 
     def _autocast(self) -> ContextManager:
-        if self.bf16:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return bf16_autocast(self.bf16, self.device)
 
     def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
         was_training = self.supernet.training
@@ -112,12 +111,8 @@ class WeightInheritedEvaluator(Evaluator):
         with self._autocast():
             recalibrate_bn(net, (resize(x, resolution) for x in self._calib))
             net.eval()
-            correct = torch.zeros((), dtype=torch.int64, device=self.device)
-            with torch.inference_mode():
-                for x, y in self._val:
-                    logits = net(resize(x, resolution))
-                    correct += (logits.argmax(dim=1) == y).sum()
-        metrics: Metrics = {"accuracy": 100.0 * int(correct.item()) / self.num_val}
+            accuracy = top1(net, ((resize(x, resolution), y) for x, y in self._val)).accuracy
+        metrics: Metrics = {"accuracy": accuracy}
         metrics.update({k: float(v) for k, v in net.space.cost(arch).items()})
         return metrics
 

@@ -6,8 +6,9 @@ import contextlib
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Iterator, Optional, Sequence, Tuple
 
+from raynas.device import resolve_device
 from raynas.errors import ConfigError
 
 
@@ -17,17 +18,6 @@ class Timing:
     std_ms: float
     count: int
     median_ms: float
-
-
-def resolve_device(device: Union[str, None]):
-    import torch
-
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' asked for, but this machine has no CUDA GPU; use 'cpu'")
-    return dev
 
 
 @contextlib.contextmanager

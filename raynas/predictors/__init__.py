@@ -1,8 +1,8 @@
 """Accuracy predictors (OFA's MLP, boosted trees) fitted on results tables, the surrogate
 evaluator that searches on them, and the predict-then-verify loop.
 
-Importing this package stays light (numpy): the MLP fits and predicts in numpy, scikit-learn loads
-only to fit boosted trees, whose prediction is numpy too. Nothing here needs torch.
+Importing this package stays light (numpy): torch loads only to fit the MLP and scikit-learn only
+to fit boosted trees; prediction is numpy for both, so querying a fitted predictor needs neither.
 """
 from raynas.predictors.base import (PREDICTOR_KINDS, PREDICTORS, Predictor, TargetTransform,
                                     list_predictors, load_predictor, make_predictor, predictor_class,

@@ -6,7 +6,7 @@ its ``encoding_version``, fit summary) and ``arrays.safetensors`` (every learned
 pickled, so loading a file cannot run code. Loading checks the encoding: a predictor fitted on
 another space, other space options or an older ``encode`` refuses to load instead of silently
 predicting nonsense. Prediction is plain numpy, so a surrogate evaluator needs neither torch nor
-scikit-learn in the processes that query it.
+scikit-learn in the processes that query it (they load only to fit).
 """
 from __future__ import annotations
 

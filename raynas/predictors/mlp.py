@@ -3,11 +3,13 @@ that predicts a residual over the mean accuracy of its training archs.
 
 By default targets are standardised (``(y - mean) / std``, see
 :class:`raynas.predictors.base.TargetTransform`), so the network learns the residual over the
-mean at unit scale whatever the metric's units. Everything is numpy (no torch: fitting and
-predicting stay cheap to import in any process): weights start from the predictor's seeded
-generator (PyTorch's default uniform bounds), training is backpropagation with Adam, a cosine
-learning rate and mini-batches in a seeded order, and prediction reads the same arrays. ``ensemble > 1`` averages independently initialised members, which ranks more stably
-on small training sets.
+mean at unit scale whatever the metric's units. Weights start from the predictor's seeded
+generator (PyTorch's default uniform bounds); fitting is torch (``torch.optim.Adam`` with L2
+weight decay, a per-step ``CosineAnnealingLR`` to zero, mini-batches in a seeded order), imported
+only when a predictor is fitted. The learned weights are kept and saved as numpy arrays and
+prediction is a numpy forward pass, so a process that only queries a fitted predictor (a
+surrogate evaluator) never loads torch. ``ensemble > 1`` averages independently initialised
+members, which ranks more stably on small training sets.
 """
 from __future__ import annotations
 
@@ -65,24 +67,37 @@ class MLPPredictor(Predictor):
         return layers
 
     def _train_member(self, X: np.ndarray, z: np.ndarray, rng: np.random.Generator) -> List[Layer]:
-        layers = self._init_layers(rng)
-        params = [p for layer in layers for p in layer]
-        adam = _Adam(params, self.lr, self.weight_decay)
-        target = z.astype(np.float32)
+        import torch
+        import torch.nn.functional as F
+
+        # leaf tensors holding the seeded numpy init (nn.Linear would draw from torch's global RNG)
+        params = [torch.tensor(a, requires_grad=True) for layer in self._init_layers(rng) for a in layer]
+        optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         n = len(X)
         batch = min(self.batch_size, n)
         steps_per_epoch = math.ceil(n / batch)
-        total = self.epochs * steps_per_epoch
-        step = 0
+        # cosine decay to 0 over all steps (step 0 uses the full lr)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs * steps_per_epoch)
+        inputs, target = torch.as_tensor(X), torch.as_tensor(z, dtype=torch.float32)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            for i in range(0, len(params), 2):
+                x = F.linear(x, params[i], params[i + 1])
+                if i + 2 < len(params):
+                    x = F.relu(x)
+            return x[:, 0]
+
         for _ in range(self.epochs):
-            order = rng.permutation(n)
+            order = torch.from_numpy(rng.permutation(n))
             for s in range(steps_per_epoch):
                 idx = order[s * batch:(s + 1) * batch]
-                grads = _mse_gradients(layers, X[idx], target[idx])
-                # cosine decay to 0 over all steps (the factor of step 0 is 1)
-                adam.step(grads, 0.5 * (1.0 + math.cos(math.pi * step / total)))
-                step += 1
-        return [(params[i], params[i + 1]) for i in range(0, len(params), 2)]
+                loss = F.mse_loss(forward(inputs[idx]), target[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+        arrays = [p.detach().numpy() for p in params]
+        return [(arrays[i], arrays[i + 1]) for i in range(0, len(arrays), 2)]
 
     # ------------------------------------------------------------------ predict
     def _predict(self, X: np.ndarray) -> np.ndarray:
@@ -120,52 +135,6 @@ class MLPPredictor(Predictor):
         if len(arrays) != expected:
             raise CheckpointError(f"MLP predictor file holds {len(arrays)} arrays, expected {expected}")
         self.members = members
-
-
-class _Adam:
-    """Adam with L2 weight decay added to the gradient (as ``torch.optim.Adam``), in place."""
-
-    def __init__(self, params: List[np.ndarray], lr: float, weight_decay: float,
-                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        self.params, self.lr, self.weight_decay = params, lr, weight_decay
-        self.b1, self.b2, self.eps = betas[0], betas[1], eps
-        self.m = [np.zeros_like(p) for p in params]
-        self.v = [np.zeros_like(p) for p in params]
-        self.t = 0
-
-    def step(self, grads: List[np.ndarray], lr_factor: float) -> None:
-        self.t += 1
-        lr = self.lr * lr_factor
-        c1, c2 = 1.0 - self.b1 ** self.t, 1.0 - self.b2 ** self.t
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            if self.weight_decay:
-                g = g + self.weight_decay * p
-            m *= self.b1
-            m += (1.0 - self.b1) * g
-            v *= self.b2
-            v += (1.0 - self.b2) * g * g
-            p -= (lr / c1) * m / (np.sqrt(v / c2) + self.eps)
-
-
-def _mse_gradients(layers: Sequence[Layer], x: np.ndarray, target: np.ndarray) -> List[np.ndarray]:
-    """Gradients of mean((mlp(x) - target)^2) w.r.t. every weight and bias, by backpropagation."""
-    activations = [x]
-    h = x
-    for i, (w, b) in enumerate(layers):
-        h = h @ w.T + b
-        if i < len(layers) - 1:
-            h = np.maximum(h, 0.0)
-        activations.append(h)
-    delta = (2.0 / len(x)) * (activations[-1][:, 0] - target)[:, None]
-    grads: List[np.ndarray] = []
-    for i in range(len(layers) - 1, -1, -1):
-        w, _ = layers[i]
-        grads.append(delta.sum(axis=0))                  # bias
-        grads.append(delta.T @ activations[i])           # weight
-        if i > 0:
-            delta = (delta @ w) * (activations[i] > 0)   # through the ReLU of layer i - 1
-    grads.reverse()  # [w0, b0, w1, b1, ...]
-    return [g.astype(np.float32, copy=False) for g in grads]
 
 
 def _forward_numpy(layers: Sequence[Layer], x: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from raynas.arch import Arch, arch_id
+from raynas.device import resolve_device
 from raynas.errors import ConfigError
 from raynas.evaluators.base import Evaluator, Metrics
 from raynas.proxies.registry import ProxyBatch, compute_proxies, proxy_spec
@@ -38,15 +39,6 @@ def data_free_batch(batch_size: int, input_shape: Sequence[int], *, seed: int = 
         x = x * torch.tensor(std).view(1, -1, *([1] * (len(shape) - 2)))
         x = x + torch.tensor(mean).view(1, -1, *([1] * (len(shape) - 2)))
     return ProxyBatch(x, None)
-
-
-def resolve_device(device: Union[str, torch.device]) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' asked for but CUDA is not available; use device='cpu'")
-    return dev
 
 
 class ProxyEvaluator(Evaluator):

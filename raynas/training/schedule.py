@@ -88,7 +88,14 @@ class PhasePlan:
         return self.phases[self.index(step)]
 
     def learning_rate(self, step: int) -> float:
-        """Linear warm-up then cosine decay to zero, inside the step's phase."""
+        """Linear warm-up then cosine decay to zero, inside the step's phase.
+
+        Kept as a closed form of the global step rather than ``torch.optim.lr_scheduler``
+        objects: every phase (OFA's progressive shrinking has up to six) restarts with its own
+        peak and warm-up, and a resumed or data-parallel run gets the exact rate of any step
+        from the step alone, with no scheduler state to checkpoint (torch's
+        ``CosineAnnealingLR`` steps recursively from the previous rate, and chaining per-phase
+        schedulers needs ``SequentialLR`` state restored in the same order)."""
         i = self.index(step)
         phase, local, length = self.phases[i], step - self.starts[i], self.lengths[i]
         warmup = min(int(phase.warmup_epochs * self.steps_per_epoch), length - 1)
