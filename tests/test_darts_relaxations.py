@@ -112,3 +112,17 @@ def test_search_records_alphas_and_both_supernet_accuracies_each_epoch():
     assert search.config.method == "gdas1"
     with pytest.raises(ConfigError, match="first order"):
         DartsSearchConfig.from_any(base, relaxation="gumbel", order=2)
+
+
+def test_evaluation_images_are_a_mixed_sample_of_the_alpha_half():
+    """The halves are stored class by class: the evaluation subset must still hold every class,
+    in random order (BN without running statistics normalises each batch by itself)."""
+    base = {"space": "nb201", "data": "digits", "data_options": {"image_size": 8},
+            "supernet_options": {"channels": 2, "cells_per_stage": 1, "resolution": 8}, "epochs": 1,
+            "batch_size": 32, "half_size": 400, "device": "cpu", "eval_images": 100}
+    search = DartsSearch(DartsSearchConfig.from_any(base))
+    labels = search.eval_split.labels.numpy()
+    assert len(labels) == 100 and len(set(labels.tolist())) == 10
+    assert np.bincount(labels[:50], minlength=10).max() < 20   # not sorted by class
+    val_rows = {tuple(r) for r in search.val.images.flatten(1).tolist()}
+    assert all(tuple(r) in val_rows for r in search.eval_split.images.flatten(1).tolist())

@@ -91,8 +91,12 @@ class DartsSearch:
         self.val = DeviceSplit(val, self.device, self.data.mean, self.data.std)
         self.eval_split = None
         if cfg.eval_images:
-            count = min(cfg.eval_images, len(val))
-            self.eval_split = DeviceSplit(Split(val.images[:count].contiguous(), val.labels[:count].clone()),
+            # a seeded random subset in random order: the halves are stored class by class, and
+            # BN layers without running statistics normalise each evaluation batch by itself
+            rows = torch.from_numpy(derive_rng(cfg.data_seed, "darts-eval").permutation(len(val))
+                                    [:min(cfg.eval_images, len(val))])
+            self.eval_split = DeviceSplit(Split(val.images.index_select(0, rows).contiguous(),
+                                                val.labels.index_select(0, rows)),
                                           self.device, self.data.mean, self.data.std)
         self.steps_per_epoch = min(self.train.steps(cfg.batch_size), self.val.steps(cfg.batch_size))
         if self.steps_per_epoch < 1:
