@@ -56,6 +56,8 @@ METHODS: Dict[str, Dict[str, Any]] = {
     # the founding slides' TD-DARTS: softmax(α/T), T linear per epoch from 10 to 0.1
     "td-darts1": {"order": 1, "relaxation": "softmax", "schedule": _TD},
     "td-darts2": {"order": 2, "relaxation": "softmax", "schedule": _TD},
+    # a variant, not the founding method: the same decay, but T never drops below 1
+    "td-darts1-floor1": {"order": 1, "relaxation": "softmax", "schedule": {**_TD, "t_floor": 1.0}},
     # GDAS (Dong & Yang 2019): one Gumbel-sampled op per edge, τ linear from 10 to 0.1
     "gdas1": {"order": 1, "relaxation": "gumbel", "schedule": _TD},
 }

@@ -200,7 +200,8 @@ class DartsSearchConfig(JsonConfig):
         if schedule.name == "constant" and getattr(schedule, "t", None) == 1.0:
             return f"darts{self.order}"
         if schedule.name == "linear":
-            return f"td-darts{self.order}"
+            floor = getattr(schedule, "t_floor", None)
+            return f"td-darts{self.order}" + ("" if floor is None else f"-floor{floor:g}")
         return f"{schedule.name}-darts{self.order}"
 
 
