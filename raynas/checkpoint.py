@@ -124,6 +124,16 @@ def read_checkpoint_meta(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     return parse_json(FileSource(path, _KIND), META_FILE, required=("space", "num_classes"))
 
 
-__all__ = ["save_supernet_checkpoint", "load_supernet_checkpoint", "load_training_state",
+def check_dataset_fits(meta: Mapping[str, Any], dataset: Any, where: Union[str, os.PathLike]) -> None:
+    """Refuse a dataset whose classes are not the ones the checkpoint's classifier was built
+    for (checked before a pool loads anything: every evaluation would be wrong or fail)."""
+    expected, got = int(meta["num_classes"]), int(dataset.num_classes)
+    if got != expected:
+        raise CheckpointError(f"{where} was trained for {expected} classes, but the dataset "
+                              f"{clip(getattr(dataset, 'spec', '?'), 120)} has {got}: give the dataset the "
+                              "supernet was trained on (--data)")
+
+
+__all__ = ["check_dataset_fits", "save_supernet_checkpoint", "load_supernet_checkpoint", "load_training_state",
            "checkpoint_to_bytes", "load_supernet_from_bytes", "read_checkpoint_meta",
            "MODEL_FILE", "META_FILE", "OPTIMIZER_FILE", "TRAINER_STATE_FILE"]

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from raynas.arch import Arch
-from raynas.errors import ConfigError, InfeasibleConstraintError
+from raynas.errors import ConfigError, InfeasibleConstraintError, clip
 
 CostFn = Callable[[Arch], Mapping[str, float]]
 
@@ -78,7 +78,7 @@ def parse_constraints(specs: Union[ConstraintSpec, Iterable[ConstraintSpec], Non
     if isinstance(specs, Mapping):
         return [Constraint(str(k), max=_bound(k, v)) for k, v in specs.items()]
     if not isinstance(specs, Iterable):
-        raise ConfigError(f"cannot read constraints {specs!r}: give a string like 'flops<=200M' or a list of them")
+        raise ConfigError(f"cannot read constraints {clip(specs)}: give a string like 'flops<=200M' or a list of them")
     out: List[Constraint] = []
     for spec in specs:  # type: ignore[union-attr]
         if isinstance(spec, Constraint):
@@ -88,18 +88,18 @@ def parse_constraints(specs: Union[ConstraintSpec, Iterable[ConstraintSpec], Non
         elif isinstance(spec, str):
             m = _PATTERN.match(spec)
             if not m:
-                raise ConfigError(f"cannot read constraint {spec!r}: write e.g. 'flops<=200M', "
+                raise ConfigError(f"cannot read constraint {clip(spec)}: write e.g. 'flops<=200M', "
                                   "'params<1.5e6' or 'latency_ms<=20' (suffixes k, M, G allowed)")
             metric, op, number, suffix = m.groups()
             try:
                 value = float(number.replace("_", "")) * _SUFFIX[suffix.lower()]
             except ValueError as exc:
-                raise ConfigError(f"constraint {spec!r}: {number!r} is not a number") from exc
+                raise ConfigError(f"constraint {clip(spec)}: {clip(number, 60)} is not a number") from exc
             strict = op in ("<", ">")
             out.append(Constraint(metric, max=value, strict=strict) if op.startswith("<")
                        else Constraint(metric, min=value, strict=strict))
         else:
-            raise ConfigError(f"cannot read constraint {spec!r}")
+            raise ConfigError(f"cannot read constraint {clip(spec)}")
     return out
 
 
@@ -109,7 +109,7 @@ def _bound(metric: Any, value: Any) -> float:
     except (TypeError, ValueError):
         bound = math.nan
     if isinstance(value, bool) or math.isnan(bound):
-        raise ConfigError(f"constraint on '{metric}': the limit must be a number, got {value!r}")
+        raise ConfigError(f"constraint on '{metric}': the limit must be a number, got {clip(value, 60)}")
     return bound
 
 

@@ -58,6 +58,25 @@ class EvaluationError(RaynasError, RuntimeError):
     """An evaluation failed permanently (after its retries)."""
 
 
+class SearchFailedError(RaynasError, RuntimeError):
+    """A search ran but is not what was asked for: every arch (or too many) failed, or fewer
+    archs were evaluated than asked. The CLI exits 1 on it (2 is for bad input)."""
+
+    exit_code = 1
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """A search stopped by SIGINT (Ctrl+C). Its folder is consistent and says ``interrupted``;
+    the message tells how to continue it. A ``KeyboardInterrupt``, so callers that stop on
+    Ctrl+C still do; the CLI exits 130."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, directory: Any = None) -> None:
+        super().__init__(message)
+        self.directory = directory
+
+
 #: most characters of a value echoed in an error message (a value may come from a huge file)
 ECHO_LIMIT = 300
 

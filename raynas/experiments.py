@@ -61,18 +61,23 @@ def status_of(directory: Path) -> str:
     return "finished" if meta.get("finished_at") else "unfinished"
 
 
+def check_new(directory: Path, overwrite: bool) -> None:
+    """Refuse to start a search in the folder of an existing experiment unless ``overwrite``
+    (checked before anything starts; :func:`prepare_new` acts on it)."""
+    directory = Path(directory)
+    if is_experiment(directory) and not overwrite:
+        raise ExperimentExistsError(
+            f"experiment {directory} already exists ({status_of(directory)}): continue it with "
+            f"--resume {directory} (resume=True), replace it with --overwrite (overwrite=True), "
+            "or choose another --name")
+
+
 def prepare_new(directory: Path, overwrite: bool) -> None:
     """Make ``directory`` ready for a new search: refuse an existing experiment unless
     ``overwrite``, which removes its folder entirely (no old Tune files stay mixed in).
 
     A folder without experiment files (e.g. one holding only a supernet checkpoint) is used as is.
     """
-    directory = Path(directory)
-    if not is_experiment(directory):
-        return
-    if not overwrite:
-        raise ExperimentExistsError(
-            f"experiment {directory} already exists ({status_of(directory)}): continue it with "
-            f"--resume {directory} (resume=True), replace it with --overwrite (overwrite=True), "
-            "or choose another --name")
-    shutil.rmtree(directory)
+    check_new(directory, overwrite)
+    if is_experiment(directory):
+        shutil.rmtree(directory)

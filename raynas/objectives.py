@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, List, Mapping, Sequence, Tuple, Union
 
-from raynas.errors import ConfigError
+from raynas.errors import ConfigError, clip
 
 MODES = ("max", "min")
 # Directions that need no saying; anything else must be written "metric:max" or "metric:min".
@@ -19,8 +19,11 @@ class Objective:
     mode: str = "max"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.metric, str) or not self.metric or any(c in self.metric for c in ": \t\n"):
+            raise ConfigError(f"objective metric {clip(self.metric, 80)} must be one metric name (no ':' or "
+                              "spaces): write 'metric', 'metric:max' or 'metric:min'")
         if self.mode not in MODES:
-            raise ConfigError(f"objective '{self.metric}': mode must be 'max' or 'min', got {self.mode!r}")
+            raise ConfigError(f"objective '{self.metric}': mode must be 'max' or 'min', got {clip(self.mode, 40)}")
 
     @property
     def sign(self) -> float:
@@ -58,7 +61,7 @@ def parse_objective(spec: ObjectiveSpec) -> Objective:
             metric, mode = spec.rsplit(":", 1)
             return Objective(metric.strip(), mode.strip())
         return Objective(spec.strip(), _default_mode(spec.strip()))
-    raise ConfigError(f"cannot read objective {spec!r}: use 'metric', 'metric:max' or 'metric:min'")
+    raise ConfigError(f"cannot read objective {clip(spec)}: use 'metric', 'metric:max' or 'metric:min'")
 
 
 def parse_objectives(specs: Union[ObjectiveSpec, Iterable[ObjectiveSpec], None]) -> List[Objective]:
@@ -72,7 +75,7 @@ def parse_objectives(specs: Union[ObjectiveSpec, Iterable[ObjectiveSpec], None])
     if isinstance(specs, Mapping):
         specs = list(specs.items())
     if not isinstance(specs, Iterable):
-        raise ConfigError(f"cannot read objectives {specs!r}: give e.g. 'accuracy' or ['accuracy:max', 'macs:min']")
+        raise ConfigError(f"cannot read objectives {clip(specs)}: give e.g. 'accuracy' or ['accuracy:max', 'macs:min']")
     out = [parse_objective(s) for s in specs]  # type: ignore[union-attr]
     if not out:
         raise ConfigError("at least one objective is needed")

@@ -473,15 +473,16 @@ class SupernetPool:
                         wait: bool = True, **pool_options: Any) -> "SupernetPool":
         """Pool serving weight-inherited accuracy (BN recalibrated) of a trained supernet.
 
-        ``data`` defaults to the checkpoint's dataset; only its calibration and validation splits
+        ``data`` (a dataset spec or a loaded ``ImageDataset``) defaults to the checkpoint's
+        dataset; its classes must be the checkpoint's; only its calibration and validation splits
         travel to the workers (through the object store, like the checkpoint itself).
         ``calib_batches`` of ``batch_size`` calibration images (default: all full batches)
         re-estimate BN statistics per arch, as :func:`raynas.export.export_subnet` does.
         ``wait``: return once every worker holds the supernet (a checkpoint they cannot load is
         an error here rather than a failure of every evaluation).
         """
-        from raynas.checkpoint import checkpoint_to_bytes, read_checkpoint_meta
-        from raynas.data import load_dataset
+        from raynas.checkpoint import check_dataset_fits, checkpoint_to_bytes, read_checkpoint_meta
+        from raynas.data import ImageDataset, load_dataset
         from raynas.registry import space_from_spec
 
         meta = read_checkpoint_meta(checkpoint)
@@ -490,7 +491,9 @@ class SupernetPool:
         space = space_from_spec(meta["space"])
         blobs = checkpoint_to_bytes(checkpoint)
         _check_safetensors(blobs, checkpoint)  # a damaged file fails here, not in every worker
-        dataset = load_dataset(data or meta.get("dataset") or "digits", seed=seed)
+        dataset = data if isinstance(data, ImageDataset) else \
+            load_dataset(data or meta.get("dataset") or "digits", seed=seed)
+        check_dataset_fits(meta, dataset, checkpoint)
         from raynas.runtime import ensure_ray
 
         ensure_ray(pool_options.get("address"))

@@ -55,5 +55,10 @@ class SearchProgress(Callback):
             bar.set_postfix(postfix, refresh=False)
 
     def on_experiment_end(self, trials, **info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the bar (also when the run stops without Tune ending the experiment)."""
         if self.bar is not None:
             self.bar.close()
+            self.bar = None

@@ -22,9 +22,9 @@ from raynas.arch import Arch, canonical
 from raynas.errors import ArchError, ConfigError
 from raynas.registry import register_space
 from raynas.space import Decision, SearchSpace, require_choice, require_json_mapping
-from spaces.conv_ops import mbconv_cost
-from spaces.options import resolve_num_classes, sorted_choices
-from spaces.transformer_ops import transformer_block_cost
+from spaces.options import choices, resolve_num_classes
+from spaces.layers.mbconv import BlockGeometry
+from spaces.layers.transformer import transformer_block_cost
 
 CONV, ATTN = "conv", "attn"
 OPS = (CONV, ATTN)
@@ -47,9 +47,9 @@ class HybridSpace(SearchSpace):
             img_size=int(img_size), in_chans=int(in_chans), num_classes=int(num_classes),
             channels=int(channels), stem_stride=int(stem_stride), num_layers=int(num_layers),
             kernel_size=int(kernel_size),
-            expand_ratios=sorted_choices(expand_ratios, int, "expand_ratios"),
-            num_heads=sorted_choices(num_heads, int, "num_heads"), head_dim=int(head_dim),
-            mlp_ratios=sorted_choices(mlp_ratios, float, "mlp_ratios"), qkv_bias=bool(qkv_bias))
+            expand_ratios=choices("expand_ratios", expand_ratios),
+            num_heads=choices("num_heads", num_heads), head_dim=int(head_dim),
+            mlp_ratios=choices("mlp_ratios", mlp_ratios, "float"), qkv_bias=bool(qkv_bias))
         o = self.options
         for key in ("img_size", "in_chans", "num_classes", "channels", "stem_stride",
                     "num_layers", "kernel_size", "head_dim"):
@@ -163,13 +163,20 @@ class HybridSpace(SearchSpace):
         macs = pixels * C * self.in_chans * 9 + C * K
         for layer in arch["layers"]:
             if layer["op"] == CONV:
-                block = mbconv_cost(C, layer["expand_ratio"], self.kernel_size, pixels)
+                block_params, block_macs = self.conv_geometry(layer["expand_ratio"]).cost(R)
             else:
                 block = transformer_block_cost(C, pixels, layer["num_heads"], self.head_dim,
                                                layer["mlp_ratio"], self.qkv_bias)
-            params += block["params"]
-            macs += block["macs"]
+                block_params, block_macs = block["params"], block["macs"]
+            params += block_params
+            macs += block_macs
         return {"params": float(params), "macs": float(macs), "flops": float(2 * macs)}
+
+    def conv_geometry(self, expand_ratio: int) -> BlockGeometry:
+        """The convolution F of a layer: a stride-1 MBConv (SiLU, no SE) of ``channels *
+        expand_ratio`` hidden channels on the fixed map (:class:`spaces.layers.BlockGeometry`)."""
+        C = self.channels
+        return BlockGeometry(C, C, C * int(expand_ratio), self.kernel_size, 1, "silu", False)
 
     def input_resolution(self, arch: Arch) -> Optional[int]:
         return self.img_size

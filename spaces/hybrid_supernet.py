@@ -30,10 +30,9 @@ from raynas.arch import Arch
 from raynas.errors import ConfigError, DataError
 from raynas.rng import derive_rng
 from raynas.supernet import Supernet
-from spaces.conv_ops import MBConv, ElasticMBConv
-from spaces.export_utils import build_and_load
 from spaces.hybrid import ATTN, CONV
-from spaces.transformer_ops import NORM_EPS, ElasticTransformerBlock, timm_block
+from spaces.layers import ElasticMBConv, MBConv, build_and_load, prefixed
+from spaces.layers.transformer import NORM_EPS, ElasticTransformerBlock, timm_block
 from spaces.vit_supernet import drop_path_rates
 
 MODES = ("arch", "convex", "uniform", "weighted")
@@ -80,7 +79,9 @@ class HybridLayer(nn.Module):
     def __init__(self, space, drop_path_rate: float) -> None:
         super().__init__()
         C = space.channels
-        self.conv = ElasticMBConv(C, space.expand_ratios[-1], space.kernel_size)
+        # in = out width, stride 1, SiLU, no SE; hidden width exactly C * expand ratio
+        self.conv = ElasticMBConv(C, C, 1, "silu", False, (space.kernel_size,), space.expand_ratios,
+                                  channel_divisor=1)
         self.attn = ElasticTokenBlock(ElasticTransformerBlock(
             C, space.num_heads[-1], space.head_dim, space.mlp_ratios[-1], space.qkv_bias,
             drop_path_rate=drop_path_rate))
@@ -155,7 +156,7 @@ class HybridSupernet(Supernet):
         for layer, spec in zip(self.layers, arch["layers"]):
             layer.op = spec["op"]
             if spec["op"] == CONV:
-                layer.conv.expand_ratio = spec["expand_ratio"]
+                layer.conv.configure(self.space.kernel_size, spec["expand_ratio"])
             else:
                 layer.attn.block.configure(spec["num_heads"], spec["mlp_ratio"])
 
@@ -166,7 +167,7 @@ class HybridSupernet(Supernet):
         widths = self.space.validate_widths(expand_ratio, num_heads, mlp_ratio)
         for i, layer in enumerate(self.layers):
             if "expand_ratio" in widths:
-                layer.conv.expand_ratio = widths["expand_ratio"][i]
+                layer.conv.configure(self.space.kernel_size, widths["expand_ratio"][i])
             block = layer.attn.block
             block.configure(widths.get("num_heads", [block.num_heads] * len(self.layers))[i],
                             widths.get("mlp_ratio", [block.mlp_ratio] * len(self.layers))[i])
@@ -191,7 +192,7 @@ class HybridSupernet(Supernet):
         layers = []
         for layer, a in zip(self.layers, self.alpha_values()):
             if a > 0.5:
-                layers.append({"op": CONV, "expand_ratio": layer.conv.expand_ratio})
+                layers.append({"op": CONV, "expand_ratio": layer.conv.active_expand_ratio})
             else:
                 block = layer.attn.block
                 layers.append({"op": ATTN, "num_heads": block.num_heads,
@@ -222,22 +223,19 @@ class HybridSupernet(Supernet):
             x = layer(x, self.mode, conv)
         return self.head(self.norm(x.mean(dim=(2, 3))))
 
-    @torch.no_grad()
-    def subnet_state_dict(self, arch: Arch) -> Dict[str, torch.Tensor]:
-        """Copies of the subnet's weights and BN statistics under :class:`HybridNet`'s names."""
+    def static_state_dict(self, arch: Arch) -> Dict[str, torch.Tensor]:
+        """The subnet's weights and BN statistics under :class:`HybridNet`'s names (views)."""
         arch = self.space.validate(arch)
-        out = {f"stem.{k}": v.clone() for k, v in self.stem.state_dict().items()}
-        out.update({f"norm.{k}": v.clone() for k, v in self.norm.state_dict().items()})
-        out.update({f"head.{k}": v.clone() for k, v in self.head.state_dict().items()})
-        out["pos_embed"] = self.pos_embed.detach().clone()
+        out = {**prefixed("stem.", self.stem.state_dict()), **prefixed("norm.", self.norm.state_dict()),
+               **prefixed("head.", self.head.state_dict()), "pos_embed": self.pos_embed}
         for i, (layer, spec) in enumerate(zip(self.layers, arch["layers"])):
             if spec["op"] == CONV:
-                part, prefix = layer.conv.subnet_state_dict(spec["expand_ratio"]), f"layers.{i}."
+                part = prefixed(f"layers.{i}.", layer.conv.static_state_dict(
+                    kernel=self.space.kernel_size, expand_ratio=spec["expand_ratio"]))
             else:
-                part = layer.attn.block.subnet_state_dict(self.space.channels, spec["num_heads"],
-                                                          spec["mlp_ratio"])
-                prefix = f"layers.{i}.block."
-            out.update({prefix + k: v for k, v in part.items()})
+                part = prefixed(f"layers.{i}.block.", layer.attn.block.static_state_dict(
+                    dim=self.space.channels, num_heads=spec["num_heads"], mlp_ratio=spec["mlp_ratio"]))
+            out.update(part)
         return out
 
     def export(self, arch: Arch) -> "HybridNet":
@@ -245,7 +243,7 @@ class HybridSupernet(Supernet):
         arch = self.space.validate(arch)
         return build_and_load(lambda: HybridNet(self.space, arch, self.num_classes,
                                                 self.drop_path_rate),
-                              self.subnet_state_dict(arch), like=self.pos_embed)
+                              self.static_state_dict(arch), like=self.pos_embed)
 
 
 class HybridNet(nn.Module):
@@ -262,7 +260,7 @@ class HybridNet(nn.Module):
         layers: List[nn.Module] = []
         for i, spec in enumerate(arch["layers"]):
             if spec["op"] == CONV:
-                layers.append(MBConv(C, spec["expand_ratio"], space.kernel_size))
+                layers.append(MBConv(space.conv_geometry(spec["expand_ratio"])))
             else:
                 layers.append(TokenBlock(timm_block(C, spec["num_heads"], space.head_dim,
                                                     spec["mlp_ratio"], space.qkv_bias,

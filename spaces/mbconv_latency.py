@@ -13,7 +13,7 @@ from typing import Dict, Tuple
 import torch
 import torch.nn as nn
 
-from spaces.mbconv import BlockGeometry, MBConv, conv_bn_act, make_activation
+from spaces.layers.mbconv import BlockGeometry, MBConv, conv_bn_act, make_activation
 
 Shape = Tuple[int, ...]
 

@@ -44,10 +44,10 @@ from raynas.errors import ArchError, ConfigError
 from raynas.registry import register_space
 from raynas.space import Decision, SearchSpace, require_choice, require_mapping
 from raynas.supernet import Supernet
-from spaces.elastic import ElasticMBConv
-from spaces.mbconv import (BlockGeometry, MBConv, MobileNetV3, MobileNetV3Head, NetworkGeometry,
-                           conv_bn_act, expanded_channels, initialize_weights,
-                           make_divisible)
+from spaces.layers import (BlockGeometry, ElasticMBConv, MBConv, build_and_load, conv_bn_act,
+                           expanded_channels, make_divisible, prefixed)
+from spaces.ofa_mbv3_net import MobileNetV3, MobileNetV3Head, NetworkGeometry, initialize_weights
+from spaces.options import choices, int_list
 
 BASE_STEM_WIDTH = 16
 BASE_STAGE_WIDTHS = (24, 40, 80, 112, 160)
@@ -65,43 +65,6 @@ IMAGENET_OPTIONS: Dict[str, Any] = dict(
 CIFAR_OPTIONS: Dict[str, Any] = dict(
     IMAGENET_OPTIONS, width_mult=1.0, resolutions=(24, 28, 32), stem_stride=1,
     stage_strides=(1, 2, 2, 1, 2), dropout=0.0, num_classes=10)
-
-
-# ------------------------------------------------------------------------------ option checking
-def _int_tuple(name: str, value: Any, *, odd: bool = False, length: Optional[int] = None,
-               allowed: Optional[Sequence[int]] = None) -> Tuple[int, ...]:
-    if isinstance(value, (bool, str)) or not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"option '{name}' must be a non-empty list of integers, got {value!r}")
-    out = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1 or (odd and v % 2 == 0) or (
-                allowed is not None and v not in allowed):
-            what = f"one of {list(allowed)}" if allowed is not None else (
-                "odd positive integers" if odd else "positive integers")
-            raise ConfigError(f"option '{name}' must contain {what}, got {value!r}")
-        out.append(int(v))
-    if length is not None and len(out) != length:
-        raise ConfigError(f"option '{name}' needs exactly {length} entries, got {value!r}")
-    return tuple(out)
-
-
-def _choices(name: str, value: Any, **kw: Any) -> Tuple[int, ...]:
-    """A sorted, duplicate-free choice list (smallest cost first, as decisions need)."""
-    values = _int_tuple(name, value, **kw)
-    if len(set(values)) != len(values):
-        raise ConfigError(f"option '{name}' has duplicate entries: {value!r}")
-    return tuple(sorted(values))
-
-
-def _expand_choices(value: Any) -> Tuple[float, ...]:
-    if isinstance(value, (bool, str)) or not isinstance(value, (list, tuple)) or not value or any(
-            isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in value):
-        raise ConfigError(f"option 'expand_choices' must be a non-empty list of positive numbers, "
-                          f"got {value!r}")
-    values = tuple(sorted(int(v) if float(v).is_integer() else float(v) for v in value))
-    if len(set(values)) != len(values):
-        raise ConfigError(f"option 'expand_choices' has duplicate entries: {value!r}")
-    return values
 
 
 @dataclass(frozen=True)
@@ -133,13 +96,13 @@ class OFAMobileNetV3Config:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ConfigError(f"option 'num_classes' must be a positive integer, got {num_classes!r}")
         return cls(width_mult=float(width_mult),
-                   resolutions=_choices("resolutions", resolutions),
-                   depth_choices=_choices("depth_choices", depth_choices),
-                   kernel_choices=_choices("kernel_choices", kernel_choices, odd=True),
-                   expand_choices=_expand_choices(expand_choices),
-                   stem_stride=_int_tuple("stem_stride", [stem_stride], allowed=(1, 2))[0],
-                   stage_strides=_int_tuple("stage_strides", stage_strides, length=NUM_STAGES,
-                                            allowed=(1, 2)),
+                   resolutions=choices("resolutions", resolutions),
+                   depth_choices=choices("depth_choices", depth_choices),
+                   kernel_choices=choices("kernel_choices", kernel_choices, odd=True),
+                   expand_choices=choices("expand_choices", expand_choices, "number"),
+                   stem_stride=int_list("stem_stride", [stem_stride], allowed=(1, 2))[0],
+                   stage_strides=int_list("stage_strides", stage_strides, length=NUM_STAGES,
+                                          allowed=(1, 2)),
                    dropout=float(dropout), kernel_transform=kernel_transform,
                    num_classes=int(num_classes))
 
@@ -368,7 +331,7 @@ class ElasticStage(nn.Sequential):
 class OFAMobileNetV3Supernet(Supernet):
     """The largest OFA MobileNetV3; ``activate(arch)`` selects the subnet ``forward`` runs.
 
-    Module names match the static :class:`~spaces.mbconv.MobileNetV3` (``stages.2.1.expand.conv``
+    Module names match the static :class:`~spaces.ofa_mbv3_net.MobileNetV3` (``stages.2.1.expand.conv``
     ...), so a supernet state dict lines up with every exported model's.
     """
 
@@ -403,20 +366,27 @@ class OFAMobileNetV3Supernet(Supernet):
             x = stage(x)
         return self.head(x)
 
+    def static_state_dict(self, arch: Arch) -> Dict[str, torch.Tensor]:
+        """The subnet's weights and BN statistics under the static MobileNetV3's names (views)."""
+        arch = self.space.validate(arch)
+        out: Dict[str, torch.Tensor] = {}
+        for name in ("stem", "first_block", "head"):
+            out.update(prefixed(f"{name}.", getattr(self, name).state_dict()))
+        for i, (stage, spec) in enumerate(zip(self.stages, arch["stages"])):
+            for j, (block, kernel, expand) in enumerate(zip(stage, spec["kernel"], spec["expand"])):
+                out.update(prefixed(f"stages.{i}.{j}.",
+                                    block.static_state_dict(kernel=kernel, expand_ratio=expand)))
+        return out
+
     @torch.no_grad()
     def export(self, arch: Optional[Arch] = None) -> MobileNetV3:
         """A static MobileNetV3 with copies of the subnet's weights and BN statistics (the
-        active subnet when ``arch`` is None). It is ``space.build_static(arch)`` plus a copy, so
+        active subnet when ``arch`` is None): the structure of ``space.build_static(arch)``, so
         ``space_from_spec(spec).build_static(arch, num_classes)`` + its state dict rebuilds it."""
         arch = self.space.validate(self.active_arch if arch is None else arch)
-        static = self.space.build_static(arch, self.num_classes)
-        ref = next(self.parameters())
-        static.to(device=ref.device, dtype=ref.dtype)
-        for name in ("stem", "first_block", "head"):
-            getattr(static, name).load_state_dict(getattr(self, name).state_dict())
-        for elastic_stage, static_stage in zip(self.stages, static.stages):
-            for elastic_block, static_block in zip(elastic_stage, static_stage):
-                elastic_block.copy_to(static_block)
+        geometry = self.space.network_geometry(arch, self.num_classes)
+        static = build_and_load(lambda: MobileNetV3(geometry), self.static_state_dict(arch),
+                                like=next(self.parameters()))
         static.train(self.training)
         return static
 

@@ -7,7 +7,7 @@ is ``64 * num_heads``; the MLP hidden width is ``int(embed_dim * mlp_ratio)``.
 
 Flat decisions: ``embed_dim``, ``depth``, ``l{i}.heads`` and ``l{i}.mlp_ratio``.
 Weight entanglement and the head-major QKV row layout are described in
-:mod:`spaces.transformer_ops`; the supernet and its timm export live in :mod:`spaces.vit_supernet`.
+:mod:`spaces.layers.transformer`; the supernet and its timm export live in :mod:`spaces.vit_supernet`.
 Presets ``autoformer_tiny/small/base`` reproduce AutoFormer's ``supernet-{T,S,B}.yaml`` exactly;
 ``vit_cifar`` is a small 32x32 space; :func:`autoformer_space_options` reads such a YAML.
 """
@@ -20,8 +20,8 @@ from raynas.arch import Arch, canonical
 from raynas.errors import ArchError, ConfigError
 from raynas.registry import register_space
 from raynas.space import Decision, SearchSpace, require_choice, require_json_mapping
-from spaces.options import resolve_num_classes, sorted_choices
-from spaces.transformer_ops import transformer_block_cost
+from spaces.options import choices, resolve_num_classes
+from spaces.layers.transformer import transformer_block_cost
 
 ARCH_FIELDS = ("depth", "embed_dim", "mlp_ratio", "num_heads")
 
@@ -73,10 +73,10 @@ class ElasticViTSpace(SearchSpace):
                  supernet_mlp_ratio: Optional[float] = None, img_size: int = 224,
                  patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
                  head_dim: int = 64, qkv_bias: bool = True) -> None:
-        embed_dims = sorted_choices(embed_dims, int, "embed_dims")
-        depths = sorted_choices(depths, int, "depths")
-        num_heads = sorted_choices(num_heads, int, "num_heads")
-        mlp_ratios = sorted_choices(mlp_ratios, float, "mlp_ratios")
+        embed_dims = choices("embed_dims", embed_dims)
+        depths = choices("depths", depths)
+        num_heads = choices("num_heads", num_heads)
+        mlp_ratios = choices("mlp_ratios", mlp_ratios, "float")
         super().__init__(
             embed_dims=embed_dims, depths=depths, num_heads=num_heads, mlp_ratios=mlp_ratios,
             supernet_embed_dim=int(supernet_embed_dim or embed_dims[-1]),

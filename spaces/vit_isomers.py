@@ -4,7 +4,7 @@ Groups: same ``embed_dim`` and ``depth``, and the same number of layers with eac
 each MLP ratio. Block steps, all at the group's embed dim ``e`` (head dim ``hd``):
 
 - heads ``h_a -> h_b`` in layer ``l``: rows ``[3·hd·h_a, 3·hd·h_b)`` of ``blocks.l.attn.qkv.weight``
-  (head-major layout, :mod:`spaces.transformer_ops`) and columns ``[hd·h_a, hd·h_b)`` of
+  (head-major layout, :mod:`spaces.layers.transformer`) and columns ``[hd·h_a, hd·h_b)`` of
   ``blocks.l.attn.proj.weight``;
 - MLP ratio ``r_a -> r_b``: rows ``[int(e·r_a), int(e·r_b))`` of ``mlp.fc1.weight`` and the same
   columns of ``mlp.fc2.weight``.

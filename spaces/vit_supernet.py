@@ -17,10 +17,10 @@ from timm.models.vision_transformer import VisionTransformer
 from raynas.arch import Arch
 from raynas.errors import DataError
 from raynas.supernet import Supernet
-from spaces.export_utils import build_and_load
-from spaces.slicing import leading
-from spaces.transformer_ops import (NORM_EPS, ElasticTransformerBlock, ElasticLayerNorm,
-                                    LinearWeights, dropout, timm_block, width_scaled)
+from spaces.layers.export import build_and_load, prefixed
+from spaces.layers.slicing import leading
+from spaces.layers.transformer import (NORM_EPS, ElasticTransformerBlock, ElasticLayerNorm,
+                                       LinearWeights, dropout, timm_block, width_scaled)
 
 
 def drop_path_rates(rate: float, supernet_depth: int) -> List[float]:
@@ -97,21 +97,20 @@ class ElasticViTSupernet(Supernet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    @torch.no_grad()
-    def subnet_state_dict(self, arch: Arch) -> Dict[str, torch.Tensor]:
-        """Copies of the subnet's weights under the exported timm model's names."""
+    def static_state_dict(self, arch: Arch) -> Dict[str, torch.Tensor]:
+        """The subnet's weights under the exported timm model's names (views)."""
         arch = self.space.validate(arch)
         e, proj = arch["embed_dim"], self.patch_embed.proj
         out = {
-            "cls_token": self.cls_token[:, :, :e], "pos_embed": self.pos_embed[:, :, :e],
-            "patch_embed.proj.weight": proj.weight[:e], "patch_embed.proj.bias": proj.bias[:e],
-            "norm.weight": self.norm.weight[:e], "norm.bias": self.norm.bias[:e],
-            "head.weight": self.head.weight[:, :e], "head.bias": self.head.bias,
+            "cls_token": leading(self.cls_token, 1, 1, e),
+            "pos_embed": leading(self.pos_embed, 1, self.pos_embed.shape[1], e),
+            "patch_embed.proj.weight": leading(proj.weight, e), "patch_embed.proj.bias": leading(proj.bias, e),
+            **prefixed("norm.", self.norm.static_state_dict(dim=e)),
+            **prefixed("head.", self.head.static_state_dict(in_features=e, out_features=self.num_classes)),
         }
-        out = {k: v.clone() for k, v in out.items()}
         for i, (heads, ratio) in enumerate(zip(arch["num_heads"], arch["mlp_ratio"])):
-            for key, value in self.blocks[i].subnet_state_dict(e, heads, ratio).items():
-                out[f"blocks.{i}.{key}"] = value
+            out.update(prefixed(f"blocks.{i}.", self.blocks[i].static_state_dict(
+                dim=e, num_heads=heads, mlp_ratio=ratio)))
         return out
 
     def export(self, arch: Arch) -> VisionTransformer:
@@ -122,7 +121,7 @@ class ElasticViTSupernet(Supernet):
                                   attn_drop_rate=self.attn_drop_rate,
                                   drop_path_rate=self.drop_path_rate)
 
-        return build_and_load(build, self.subnet_state_dict(arch), like=self.pos_embed)
+        return build_and_load(build, self.static_state_dict(arch), like=self.pos_embed)
 
 
 def build_timm_vit(space, arch: Arch, num_classes: int, drop_rate: float = 0.0,

@@ -37,24 +37,13 @@ def test_unknown_space_names_the_available_ones():
     assert "no_such_space" in str(info.value) and "synthetic" in str(info.value)
 
 
-def test_space_spec_round_trip():
-    space = create_space("synthetic", num_layers=5, num_choices=3, seed=7)
-    again = raynas.space_from_spec(json.loads(json.dumps(space.spec())))
-    a = space.sample(np.random.default_rng(1))
-    assert again.score(a) == space.score(a)
-
-
-def test_operators_always_yield_valid_archs():
+def test_neighbors_change_exactly_one_decision():
+    # spec round trip and operator validity of every space: tests/test_space_contract.py
     space = create_space("synthetic", num_layers=6, num_choices=3)
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        a, b = space.sample(rng), space.sample(rng)
-        m = space.mutate(a, rng)
-        assert space.validate(m) == m and arch_id(m) != arch_id(a)
-        c = space.crossover(a, b, rng)
-        assert space.validate(c) == c
-        assert all(x in (y, z) for x, y, z in zip(c["ops"], a["ops"], b["ops"]))
-    assert len(space.neighbors(a)) == 6 * 2
+    a = space.sample(np.random.default_rng(0))
+    neighbors = space.neighbors(a)
+    assert len(neighbors) == 6 * 2
+    assert all(sum(x != y for x, y in zip(n["ops"], a["ops"])) == 1 for n in neighbors)
 
 
 def test_validate_names_field_value_and_allowed():

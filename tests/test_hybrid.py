@@ -2,15 +2,11 @@
 uniform modes, seeded draws, export, cost, validation and the search operators."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
-from raynas import ArchError, ConfigError, arch_id, create_space, space_from_spec
+from raynas import ArchError, ConfigError, create_space
 from spaces.hybrid_supernet import HybridNet
 
 # 16x16 images, 8x8 feature map (64 tokens), 3 layers: fast on a shared CPU
@@ -177,7 +173,9 @@ def test_derive_arch_takes_conv_where_alpha_above_half():
         net.set_mode("softmax")
 
 
-def test_export_equals_supernet_in_arch_mode_and_cost_is_exact():
+def test_export_after_training_steps_equals_supernet_in_arch_mode():
+    # untrained-statistics exports, exact params/FLOPs and the spec rebuild of every arch kind:
+    # tests/test_space_contract.py; here the BN statistics come from training-mode forwards
     torch.manual_seed(0)
     space = _space()
     net = _perturbed(space.build_supernet()).train()
@@ -188,21 +186,12 @@ def test_export_equals_supernet_in_arch_mode_and_cost_is_exact():
             net(_images(n=4, seed=5))
     net.eval()
     x = _images(n=3, seed=6)
-    archs = [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(4)]
-    for arch in archs:
+    for arch in [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(4)]:
         net.activate(arch)
         model = net.export(arch).eval()
         assert isinstance(model, HybridNet)
         with torch.no_grad():
             assert (model(x) - net(x)).abs().max().item() < 1e-5, arch
-        assert sum(p.numel() for p in model.parameters()) == space.cost(arch)["params"]
-        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
-            model(x)
-        assert fc.get_total_flops() == 3 * space.cost(arch)["flops"]
-        rebuilt = space_from_spec(space.spec()).build_static(arch).eval()
-        rebuilt.load_state_dict(model.state_dict())
-        with torch.no_grad():
-            assert torch.equal(rebuilt(x), model(x))
 
 
 def test_sliced_batch_norm_updates_only_the_active_channels():
@@ -210,7 +199,7 @@ def test_sliced_batch_norm_updates_only_the_active_channels():
     net = space.build_supernet().train()
     arch = {"layers": [{"op": "conv", "expand_ratio": 2}] * 3}
     net.activate(arch)
-    bn = net.layers[0].conv.bn1
+    bn = net.layers[0].conv.expand.bn
     before = bn.running_mean.clone()
     net(_images())
     changed = (bn.running_mean != before)
@@ -239,22 +228,13 @@ def test_validate_names_the_bad_field():
         assert info.value.field == field
 
 
-def test_operators_yield_valid_archs_and_spec_round_trips():
+def test_decisions_of_the_op_not_chosen_are_switched_off():
+    # operator validity and the spec round trip of every space: tests/test_space_contract.py
     space = _space()
-    rng = np.random.default_rng(0)
-    for _ in range(100):
-        a, b = space.sample(rng), space.sample(rng)
-        for child in (space.mutate(a, rng), space.crossover(a, b, rng)):
-            assert space.validate(child) == child
-        assert arch_id(space.mutate(a, rng)) != arch_id(a)
-        assert space.from_decisions(space.to_decisions(a)) == a
-    arch = space.sample(rng)
+    arch = space.sample(np.random.default_rng(0))
     decisions = space.to_decisions(arch)
     for i, layer in enumerate(arch["layers"]):
         assert (decisions[f"l{i}.expand_ratio"] is None) == (layer["op"] == "attn")
-    assert all(space.is_valid(n) for n in space.neighbors(arch))
-    again = space_from_spec(json.loads(json.dumps(space.spec())))
-    assert again.options == space.options and again.cost(arch) == space.cost(arch)
     assert create_space("hybrid_cifar").feature_size == 16
     model = space.build_supernet(num_classes=7).export(arch)
     assert sum(p.numel() for p in model.parameters()) == space.cost(arch, num_classes=7)["params"]
@@ -293,7 +273,7 @@ def test_cumulative_bn_recalibration_matches_the_exported_model():
             for seed in range(3):
                 m(_images(n=4, seed=10 + seed))
         m.eval()
-    bn_net, bn_model = net.layers[0].conv.bn1, model.layers[0].bn1
+    bn_net, bn_model = net.layers[0].conv.expand.bn, model.layers[0].expand.bn
     assert torch.allclose(bn_net.running_mean[:32], bn_model.running_mean, atol=1e-6)
     assert torch.allclose(bn_net.running_var[:32], bn_model.running_var, atol=1e-5)
     x = _images(n=3, seed=20)

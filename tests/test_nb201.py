@@ -71,12 +71,9 @@ def test_space_operators_and_enumeration(space):
     assert [d.name for d in space.decisions()] == [f"edge_{j}_{i}" for j, i in EDGES]
     assert space.smallest() == {"edges": ["none"] * 6}
     assert space.largest() == {"edges": ["nor_conv_3x3"] * 6}
+    # mutate/crossover/encode of every space: tests/test_space_contract.py
     for _ in range(50):
-        a, b = space.sample(rng), space.sample(rng)
-        assert space.validate(space.mutate(a, rng)) != a
-        child = space.crossover(a, b, rng)
-        assert all(c in (x, y) for c, x, y in zip(child["edges"], a["edges"], b["edges"]))
-        assert space.encode(a).sum() == 6
+        assert space.encode(space.sample(rng)).sum() == 6
     assert len(space.neighbors(space.smallest())) == 6 * 4
     assert sum(1 for _ in space.enumerate()) == 5 ** 6
 

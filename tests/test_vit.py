@@ -13,7 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import shared_data_path
-from raynas import ArchError, ConfigError, arch_id, create_space, space_from_spec
+from raynas import ArchError, ConfigError, create_space, space_from_spec
 from spaces.vit import (AUTOFORMER_BASE, AUTOFORMER_SMALL, AUTOFORMER_TINY, ElasticViTSpace,
                         autoformer_retrain_arch, autoformer_space_options)
 
@@ -39,25 +39,19 @@ def _images(n=2, seed=0):
     return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
-def test_export_equals_supernet_subnet_for_random_archs(cifar):
+def test_export_is_a_timm_vit_with_the_subnets_features(cifar):
+    # logits equal to the active subnet, exact cost, rebuild from the spec: test_space_contract.py
     space, net = cifar
     rng = np.random.default_rng(0)
-    archs = [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(6)]
     x = _images()
-    outputs = []
-    for arch in archs:
+    for arch in [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(6)]:
         net.activate(arch)
         model = net.export(arch).eval()
         assert isinstance(model, VisionTransformer)
         with torch.no_grad():
-            expected, got = net(x), model(x)
             feat_diff = (net.forward_features(x) - model.forward_features(x)).abs().max().item()
-        assert got.shape == (2, space.num_classes)
-        assert (got - expected).abs().max().item() < 1e-5, arch
+            assert model(x).shape == (2, space.num_classes)
         assert feat_diff < 1e-5
-        outputs.append(expected)
-    # the comparison can fail: different subnets give different outputs
-    assert (outputs[0] - outputs[1]).abs().max().item() > 1e-3
 
 
 def test_exported_blocks_carry_per_layer_widths_and_rebuild_from_spec(cifar):
@@ -231,16 +225,14 @@ def test_validate_names_the_bad_field():
         space.build_supernet(num_classes=0)
 
 
-def test_operators_yield_valid_canonical_archs():
+def test_operators_keep_one_entry_per_active_layer():
+    # validity of every operator's archs, spec round trip: tests/test_space_contract.py
     space = create_space("vit_cifar")
     rng = np.random.default_rng(0)
     for _ in range(100):
         a, b = space.sample(rng), space.sample(rng)
         for child in (space.mutate(a, rng), space.crossover(a, b, rng)):
-            assert space.validate(child) == child
             assert len(child["num_heads"]) == len(child["mlp_ratio"]) == child["depth"]
-        assert arch_id(space.mutate(a, rng)) != arch_id(a)
-        assert space.from_decisions(space.to_decisions(a)) == a
     arch = space.smallest()
     assert arch == {"embed_dim": 64, "depth": 4, "num_heads": [1] * 4, "mlp_ratio": [2.0] * 4}
     decisions = space.to_decisions(arch)
@@ -248,11 +240,3 @@ def test_operators_yield_valid_canonical_archs():
     assert all(space.is_valid(n) for n in space.neighbors(arch))
     assert space.encode(arch).shape == (space.encoding_size,)
 
-
-def test_spec_round_trip():
-    space = create_space("autoformer_small", num_classes=100)
-    again = space_from_spec(json.loads(json.dumps(space.spec())))
-    assert again.options == space.options and again.name == "autoformer_small"
-    arch = space.sample(np.random.default_rng(5))
-    assert again.cost(arch) == space.cost(arch)
-    assert [d.name for d in again.decisions()] == [d.name for d in space.decisions()]

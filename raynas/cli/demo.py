@@ -40,6 +40,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import raynas
     from raynas.export import export_subnet, verify_exported
+    from raynas.outcome import check_outcome
     from raynas.registry import create_space
     from raynas.reporting import write_search_artifacts
     from raynas.training import SupernetTrainConfig
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     health = pool.health()
     pool.shutdown()
     paths = write_search_artifacts(result, space)
+    check_outcome(result, args.num_samples)  # failed evaluations exit non-zero, as 'raynas search' does
 
     print("[3/3] exporting the best subnet ...")
     t = time.perf_counter()

@@ -83,10 +83,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except RaynasError as exc:
+        # 2: bad input (nothing ran, or it could not go on); 1: it ran, and failed
         print(f"raynas {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"raynas {args.command}: interrupted", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 2))
+    except KeyboardInterrupt as exc:
+        print(f"raynas {args.command}: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130
 
 

@@ -40,6 +40,9 @@ def register(sub) -> None:
     how.add_argument("--batch-size", type=int, help="archs per Tune trial")
     how.add_argument("--max-concurrent", type=int, help="Tune trials in flight")
     how.add_argument("--seed", type=int, default=0)
+    how.add_argument("--max-failures", default="10%", metavar="FRACTION",
+                     help="exit non-zero when more than this share of the archs failed (0.1 or 10%%); "
+                          "every arch failing, or fewer archs than asked, always does")
     out = p.add_argument_group("output")
     out.add_argument("--name", help="experiment name, a plain folder name under --output "
                                     "(default: space-strategy-date-time)")
@@ -61,46 +64,54 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import raynas
     from raynas.errors import ConfigError
+    from raynas.experiments import check_name, check_new
+    from raynas.outcome import parse_fraction
+    from raynas.tuner import check_search_inputs
 
+    max_failures = parse_fraction(args.max_failures)
     if args.resume:
-        return _resume(args)
+        return _resume(args, max_failures)
     if bool(args.checkpoint) == bool(args.table):
         raise ConfigError("give exactly one evaluator: --checkpoint DIR (a trained supernet) or --table FILE")
     if args.table and not args.space:
         raise ConfigError("--table needs --space (e.g. --space nb201)")
     if args.export and not args.checkpoint:
         raise ConfigError("--export needs --checkpoint (a table has no weights)")
+    # everything is checked before Ray and a pool start (they take seconds)
+    if args.name is not None:
+        check_name(args.name)
+        check_new(Path(args.output).expanduser().resolve() / args.name, args.overwrite)
     spec = _evaluator_spec(args, {})
     space = _space(args, spec)
-    _precheck(spec)
-    raynas.ensure_ray(args.address, num_cpus=args.num_cpus)
-    evaluator = _build_evaluator(spec, space)
+    prepared = _prepare_evaluator(spec, space)
     objectives = args.objective or ["accuracy"]
+    options = parse_kv_options(args.strategy_option, "strategy")
+    check_search_inputs(space, strategy=args.strategy, strategy_options=options, num_samples=args.num_samples,
+                        constraints=args.constraint, objectives=objectives, seed=args.seed,
+                        metrics=prepared.metrics())
+    raynas.ensure_ray(args.address, num_cpus=args.num_cpus)
+    evaluator = prepared.build()
     result = raynas.search(space, evaluator, strategy=args.strategy, num_samples=args.num_samples,
-                           constraints=args.constraint, objectives=objectives,
-                           strategy_options=parse_kv_options(args.strategy_option, "strategy"),
+                           constraints=args.constraint, objectives=objectives, strategy_options=options,
                            batch_size=args.batch_size, max_concurrent=args.max_concurrent, seed=args.seed,
                            name=args.name, storage_path=args.output, overwrite=args.overwrite,
-                           tune_loggers=args.tensorboard,
-                           extra_meta={"evaluator": spec})
-    return _finish(args, result, space, spec)
+                           tune_loggers=args.tensorboard, extra_meta={"evaluator": spec})
+    return _finish(args, result, space, spec, max_failures)
 
 
-def _resume(args: argparse.Namespace) -> int:
+def _resume(args: argparse.Namespace, max_failures: float) -> int:
     import raynas
     from raynas.registry import space_from_spec
-    from raynas.results import read_search_meta
-
     from raynas.tuner import check_resumable
 
-    check_resumable(args.resume)  # before a pool is started for nothing
-    meta = read_search_meta(args.resume)
+    # the journal must replay (the searcher is rebuilt from it) before a pool starts for nothing
+    meta, _ = check_resumable(args.resume, replay=True)
     spec = _evaluator_spec(args, meta.get("evaluator") or {})
     space = space_from_spec(meta.get("space"))
-    _precheck(spec)
+    prepared = _prepare_evaluator(spec, space)
     raynas.ensure_ray(args.address, num_cpus=args.num_cpus)
-    result = raynas.resume_search(args.resume, _build_evaluator(spec, space))
-    return _finish(args, result, space, spec)
+    result = raynas.resume_search(args.resume, prepared.build())
+    return _finish(args, result, space, spec, max_failures)
 
 
 def _evaluator_spec(args: argparse.Namespace, saved: Dict[str, Any]) -> Dict[str, Any]:
@@ -135,33 +146,62 @@ def _space(args: argparse.Namespace, spec: Dict[str, Any]):
     return space_from_spec(read_checkpoint_meta(spec["checkpoint"])["space"])
 
 
-def _precheck(spec: Dict[str, Any]) -> None:
+class _Prepared:
+    """The evaluator's inputs, read and checked without Ray: a table with its columns, or a
+    checkpoint (meta, weights' header) with its dataset (whose classes must fit)."""
+
+    def __init__(self, spec: Dict[str, Any]) -> None:
+        self.spec = spec
+        self.table = None
+        self.dataset = None
+
+    def metrics(self):
+        if self.table is not None:
+            return self.table.metrics
+        from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
+        return WeightInheritedEvaluator.metrics
+
+    def build(self):
+        import raynas
+
+        if self.table is not None:
+            return self.table
+        return raynas.SupernetPool.from_checkpoint(self.spec["checkpoint"], data=self.dataset,
+                                                   num_actors=self.spec.get("actors"))
+
+
+def _prepare_evaluator(spec: Dict[str, Any], space) -> _Prepared:
     """Cheap checks of the evaluator's inputs, before Ray and a pool start."""
-    if spec.get("checkpoint"):
-        from raynas.pool import check_checkpoint
-        check_checkpoint(spec["checkpoint"])
-    elif not Path(spec["table"]).is_file():
-        from raynas.errors import DataError
-        raise DataError(f"results table {spec['table']} does not exist")
-
-
-def _build_evaluator(spec: Dict[str, Any], space):
-    import raynas
-
-    if spec.get("checkpoint"):
-        from raynas.checkpoint import read_checkpoint_meta
-
-        meta = read_checkpoint_meta(spec["checkpoint"])
-        return raynas.SupernetPool.from_checkpoint(spec["checkpoint"], data=spec.get("data") or meta.get("dataset"),
-                                                   num_actors=spec.get("actors"))
+    from raynas.errors import DataError
     from raynas.evaluators.tabular import TabularEvaluator
-    return TabularEvaluator(spec["table"], space=space, metrics=spec.get("table_metrics"))
+
+    prepared = _Prepared(spec)
+    if spec.get("checkpoint"):
+        from raynas.checkpoint import check_dataset_fits, read_checkpoint_meta
+        from raynas.data import load_dataset
+        from raynas.pool import check_checkpoint
+
+        check_checkpoint(spec["checkpoint"])
+        meta = read_checkpoint_meta(spec["checkpoint"])
+        data = spec.get("data") or meta.get("dataset") or "digits"
+        prepared.dataset = load_dataset(data)
+        check_dataset_fits(meta, prepared.dataset, spec["checkpoint"])
+        return prepared
+    if not Path(spec["table"]).is_file():
+        raise DataError(f"results table {spec['table']} does not exist")
+    # loads the table once here and checks every --table-metric column (listing the columns)
+    prepared.table = TabularEvaluator(spec["table"], space=space, metrics=spec.get("table_metrics")).check()
+    return prepared
 
 
-def _finish(args: argparse.Namespace, result, space, spec: Dict[str, Any]) -> int:
+def _finish(args: argparse.Namespace, result, space, spec: Dict[str, Any], max_failures: float) -> int:
+    from raynas.outcome import check_outcome
     from raynas.reporting import write_search_artifacts
 
     write_search_artifacts(result, space, top=args.top)
+    # a search that ran but is not what was asked for exits non-zero (its files stay written)
+    check_outcome(result, int(result.meta.get("num_samples") or args.num_samples), max_failures,
+                  where=str(result.path))
     if args.export:
         from raynas.errors import ConfigError
         from raynas.export import export_subnet

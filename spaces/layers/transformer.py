@@ -12,7 +12,7 @@ the rows once (:func:`head_major_to_timm`).
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict, Mapping
 
 import torch
 import torch.nn as nn
@@ -21,7 +21,8 @@ from timm.layers import LayerNorm
 from timm.layers import drop_path as timm_drop_path
 from timm.models.vision_transformer import Attention, Block, init_weights_vit_timm
 
-from spaces.slicing import leading
+from spaces.layers.export import ElasticLayer, prefixed
+from spaces.layers.slicing import leading
 
 #: timm's ViT LayerNorm epsilon; the supernet uses the same so exported outputs match
 NORM_EPS = 1e-6
@@ -37,7 +38,7 @@ def width_scaled(rate: float, width: int, max_width: int) -> float:
     return float(rate) * width / max_width
 
 
-class LinearWeights(nn.Module):
+class LinearWeights(nn.Module, ElasticLayer):
     """Holds a full-size weight and bias under timm's parameter names (``weight``, ``bias``);
     elastic callers slice them inside their own ``forward``."""
 
@@ -46,6 +47,20 @@ class LinearWeights(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         nn.init.trunc_normal_(self.weight, std=0.02)
+
+    @staticmethod
+    def static_from_config(config: Mapping[str, Any]) -> nn.Linear:
+        return nn.Linear(**config)
+
+    def static_config(self, *, in_features: int, out_features: int) -> Dict[str, Any]:
+        return {"in_features": int(in_features), "out_features": int(out_features),
+                "bias": self.bias is not None}
+
+    def static_state_dict(self, *, in_features: int, out_features: int) -> Dict[str, torch.Tensor]:
+        out = {"weight": leading(self.weight, out_features, in_features)}
+        if self.bias is not None:
+            out["bias"] = leading(self.bias, out_features)
+        return out
 
 
 def head_major_to_timm(qkv: torch.Tensor, heads: int) -> torch.Tensor:
@@ -78,13 +93,25 @@ class ElasticMlp(nn.Module):
         self.fc2 = LinearWeights(max_hidden, max_dim)
 
 
-class ElasticLayerNorm(nn.LayerNorm):
+class ElasticLayerNorm(nn.LayerNorm, ElasticLayer):
+    """LayerNorm over the last ``x.shape[-1]`` features with the leading slice of its affine."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = x.shape[-1]
         return F.layer_norm(x, (e,), leading(self.weight, e), leading(self.bias, e), self.eps)
 
+    @staticmethod
+    def static_from_config(config: Mapping[str, Any]) -> nn.LayerNorm:
+        return LayerNorm(config["dim"], eps=config["eps"])
 
-class ElasticTransformerBlock(nn.Module):
+    def static_config(self, *, dim: int) -> Dict[str, Any]:
+        return {"dim": int(dim), "eps": self.eps}
+
+    def static_state_dict(self, *, dim: int) -> Dict[str, torch.Tensor]:
+        return {"weight": leading(self.weight, dim), "bias": leading(self.bias, dim)}
+
+
+class ElasticTransformerBlock(nn.Module, ElasticLayer):
     """Pre-norm ViT block: the embed width comes from the input; heads and MLP ratio are set by
     :meth:`configure`. Parameter names mirror timm's ``Block`` so export copies by name."""
 
@@ -131,24 +158,32 @@ class ElasticTransformerBlock(nn.Module):
         h = F.linear(h, leading(mlp.fc2.weight, e, hidden), leading(mlp.fc2.bias, e))
         return self._residual(x, dropout(h, p_drop, self.training))
 
-    @torch.no_grad()
-    def subnet_state_dict(self, dim: int, num_heads: int,
-                          mlp_ratio: float) -> Dict[str, torch.Tensor]:
-        """Sliced copies of the weights a subnet block uses, under timm ``Block``'s names."""
+    @staticmethod
+    def static_from_config(config: Mapping[str, Any]) -> Block:
+        return timm_block(**config)
+
+    def static_config(self, *, dim: int, num_heads: int, mlp_ratio: float) -> Dict[str, Any]:
+        return {"dim": int(dim), "num_heads": int(num_heads), "head_dim": self.head_dim,
+                "mlp_ratio": float(mlp_ratio), "qkv_bias": self.attn.qkv.bias is not None,
+                "drop_rate": self.drop_rate, "attn_drop_rate": self.attn_drop_rate,
+                "drop_path_rate": self.drop_path_rate}
+
+    def static_state_dict(self, *, dim: int, num_heads: int, mlp_ratio: float) -> Dict[str, torch.Tensor]:
+        """The sliced weights under timm ``Block``'s names (qkv rows reordered to timm's)."""
         heads, a = int(num_heads), int(num_heads) * self.head_dim
         hidden = int(dim * float(mlp_ratio))
         attn, mlp = self.attn, self.mlp
         out = {
-            "norm1.weight": self.norm1.weight[:dim], "norm1.bias": self.norm1.bias[:dim],
+            **prefixed("norm1.", self.norm1.static_state_dict(dim=dim)),
             "attn.qkv.weight": head_major_to_timm(attn.qkv_weight(heads, dim), heads),
-            "attn.proj.weight": attn.proj.weight[:dim, :a], "attn.proj.bias": attn.proj.bias[:dim],
-            "norm2.weight": self.norm2.weight[:dim], "norm2.bias": self.norm2.bias[:dim],
-            "mlp.fc1.weight": mlp.fc1.weight[:hidden, :dim], "mlp.fc1.bias": mlp.fc1.bias[:hidden],
-            "mlp.fc2.weight": mlp.fc2.weight[:dim, :hidden], "mlp.fc2.bias": mlp.fc2.bias[:dim],
+            **prefixed("attn.proj.", attn.proj.static_state_dict(in_features=a, out_features=dim)),
+            **prefixed("norm2.", self.norm2.static_state_dict(dim=dim)),
+            **prefixed("mlp.fc1.", mlp.fc1.static_state_dict(in_features=dim, out_features=hidden)),
+            **prefixed("mlp.fc2.", mlp.fc2.static_state_dict(in_features=hidden, out_features=dim)),
         }
         if attn.qkv.bias is not None:
             out["attn.qkv.bias"] = head_major_to_timm(attn.qkv_bias(heads), heads)
-        return {k: v.clone() for k, v in out.items()}
+        return out
 
 
 def timm_block(dim: int, num_heads: int, head_dim: int, mlp_ratio: float, qkv_bias: bool = True,

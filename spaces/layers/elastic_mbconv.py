@@ -1,30 +1,28 @@
-"""Elastic (weight-sharing) layers for Once-for-All style supernets.
+"""Elastic (weight-sharing) MBConv for Once-for-All style supernets, and its parts.
 
 Each layer holds the weights of its largest setting and, in ``forward``, uses a slice of them:
 the input width comes from the tensor (``x.shape[1]``), the output width and kernel size from
 instance attributes that the supernet sets when it activates an arch. Slices are views of the
 parameters (no cached copies, nothing class-level or global); when the active setting is the
 largest one the parameter itself is used, so the largest subnet costs what a static model costs.
-Each layer also produces the tensors a static layer of the active setting is filled with
-(``active_weight``), so forward and export cannot disagree.
+Each layer also gives its static layer for a setting (:class:`~spaces.layers.export.ElasticLayer`),
+with the same slices, so forward and export cannot disagree.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import asdict
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from spaces.mbconv import (BlockGeometry, MBConv, expanded_channels, make_activation,
-                           se_channels, squeeze_excite_forward)
-
-
-def _prefix(t: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:
-    """First ``n`` entries along dim 0 (the tensor itself when that is all of it)."""
-    if t is None or t.shape[0] == n:
-        return t
-    return t[:n]
+from spaces.layers.batchnorm import ElasticBatchNorm2d
+from spaces.layers.export import ElasticLayer, prefixed
+from spaces.layers.mbconv import (CHANNEL_DIVISOR, BlockGeometry, MBConv, SqueezeExcite,
+                                  expanded_channels, make_activation, se_channels,
+                                  squeeze_excite_forward)
+from spaces.layers.slicing import leading
 
 
 def centre_crop(weight: torch.Tensor, kernel: int) -> torch.Tensor:
@@ -36,53 +34,7 @@ def centre_crop(weight: torch.Tensor, kernel: int) -> torch.Tensor:
     return weight[..., start:start + kernel, start:start + kernel]
 
 
-class ElasticBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm over the first ``x.shape[1]`` channels of the largest layer.
-
-    A subclass of ``nn.BatchNorm2d`` so generic code (BN recalibration that resets the running
-    statistics and sets ``momentum=None``) works unchanged. In training mode only the active
-    slice of the running buffers moves, with the same factor ``nn.BatchNorm2d`` uses
-    (``momentum``, or ``1/num_batches_tracked`` for a cumulative average when it is None).
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        channels = x.shape[1]
-        if channels == self.num_features:
-            return super().forward(x)
-        self._check_input_dim(x)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        use_buffers = not self.training or self.track_running_stats
-        # slices of the contiguous 1-D buffers are contiguous views: F.batch_norm's in-place
-        # update of the running statistics lands in the active part of the full buffers
-        return F.batch_norm(
-            x,
-            _prefix(self.running_mean, channels) if use_buffers else None,
-            _prefix(self.running_var, channels) if use_buffers else None,
-            _prefix(self.weight, channels), _prefix(self.bias, channels),
-            use_batch_stats, factor, self.eps)
-
-    @torch.no_grad()
-    def copy_to(self, bn: nn.BatchNorm2d) -> None:
-        """Fill a static BN of ``bn.num_features`` channels with this layer's active slice."""
-        n = bn.num_features
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            copy_exact(getattr(bn, name), getattr(self, name)[:n])
-        bn.num_batches_tracked.copy_(self.num_batches_tracked)
-        bn.eps = self.eps
-
-    @torch.no_grad()
-    def permute_(self, order: torch.Tensor) -> None:
-        """Reorder the channels (parameters and running statistics) in place."""
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            t = getattr(self, name)
-            t.copy_(t.index_select(0, order))
-
-
-class ElasticConv2d(nn.Conv2d):
+class ElasticConv2d(nn.Conv2d, ElasticLayer):
     """A dense conv whose active weight is ``weight[:active_out_channels, :x.shape[1]]``."""
 
     def __init__(self, max_in_channels: int, max_out_channels: int, kernel_size: int = 1,
@@ -92,17 +44,30 @@ class ElasticConv2d(nn.Conv2d):
         self.active_out_channels = max_out_channels
 
     def active_weight(self, in_channels: int, out_channels: int) -> torch.Tensor:
-        if in_channels == self.in_channels and out_channels == self.out_channels:
-            return self.weight
-        return self.weight[:out_channels, :in_channels]
+        return leading(self.weight, out_channels, in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.active_out_channels
-        return F.conv2d(x, self.active_weight(x.shape[1], out), _prefix(self.bias, out),
+        return F.conv2d(x, self.active_weight(x.shape[1], out), leading(self.bias, out),
                         self.stride, self.padding)
 
+    @staticmethod
+    def static_from_config(config: Mapping[str, Any]) -> nn.Conv2d:
+        return nn.Conv2d(**config)
 
-class ElasticDepthwiseConv2d(nn.Conv2d):
+    def static_config(self, *, in_channels: int, out_channels: int) -> Dict[str, Any]:
+        k = self.kernel_size[0]
+        return {"in_channels": int(in_channels), "out_channels": int(out_channels), "kernel_size": k,
+                "stride": self.stride[0], "padding": k // 2, "bias": self.bias is not None}
+
+    def static_state_dict(self, *, in_channels: int, out_channels: int) -> Dict[str, torch.Tensor]:
+        out = {"weight": self.active_weight(in_channels, out_channels)}
+        if self.bias is not None:
+            out["bias"] = leading(self.bias, out_channels)
+        return out
+
+
+class ElasticDepthwiseConv2d(nn.Conv2d, ElasticLayer):
     """Depthwise conv with elastic width (from the input) and kernel size (``active_kernel``).
 
     A smaller kernel is the centre crop of the largest one. With ``kernel_transform`` (OFA), each
@@ -146,7 +111,7 @@ class ElasticDepthwiseConv2d(nn.Conv2d):
     def active_weight(self, channels: int, kernel: int) -> torch.Tensor:
         if kernel not in self.kernel_choices:
             raise ValueError(f"kernel {kernel} is not one of {self.kernel_choices}")
-        weight = _prefix(self.weight, channels)
+        weight = leading(self.weight, channels)
         if not self.kernel_transform:
             return centre_crop(weight, kernel)
         for src, dst in self._steps:
@@ -161,8 +126,20 @@ class ElasticDepthwiseConv2d(nn.Conv2d):
         return F.conv2d(x, self.active_weight(channels, kernel), None, self.stride,
                         kernel // 2, 1, channels)
 
+    @staticmethod
+    def static_from_config(config: Mapping[str, Any]) -> nn.Conv2d:
+        return nn.Conv2d(**config)
 
-class ElasticSqueezeExcite(nn.Module):
+    def static_config(self, *, channels: int, kernel: int) -> Dict[str, Any]:
+        return {"in_channels": int(channels), "out_channels": int(channels), "kernel_size": int(kernel),
+                "stride": self.stride[0], "padding": int(kernel) // 2, "groups": int(channels),
+                "bias": False}
+
+    def static_state_dict(self, *, channels: int, kernel: int) -> Dict[str, torch.Tensor]:
+        return {"weight": self.active_weight(channels, kernel)}
+
+
+class ElasticSqueezeExcite(nn.Module, ElasticLayer):
     """Squeeze-excite on the first ``x.shape[1]`` channels; hidden width ``se_channels(C)``."""
 
     def __init__(self, max_channels: int) -> None:
@@ -173,35 +150,41 @@ class ElasticSqueezeExcite(nn.Module):
 
     def _slices(self, channels: int):
         hidden = se_channels(channels)
-        if channels == self.reduce.in_channels:
-            return self.reduce.weight, self.reduce.bias, self.expand.weight, self.expand.bias
-        return (self.reduce.weight[:hidden, :channels], self.reduce.bias[:hidden],
-                self.expand.weight[:channels, :hidden], self.expand.bias[:channels])
+        return (leading(self.reduce.weight, hidden, channels), leading(self.reduce.bias, hidden),
+                leading(self.expand.weight, channels, hidden), leading(self.expand.bias, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return squeeze_excite_forward(x, *self._slices(x.shape[1]))
 
-    @torch.no_grad()
-    def copy_to(self, se: nn.Module) -> None:
-        for dst, src in zip((se.reduce.weight, se.reduce.bias, se.expand.weight, se.expand.bias),
-                            self._slices(se.reduce.in_channels)):
-            copy_exact(dst, src)
+    @staticmethod
+    def static_from_config(config: Mapping[str, Any]) -> SqueezeExcite:
+        return SqueezeExcite(**config)
+
+    def static_config(self, *, channels: int) -> Dict[str, Any]:
+        return {"channels": int(channels), "hidden": se_channels(channels)}
+
+    def static_state_dict(self, *, channels: int) -> Dict[str, torch.Tensor]:
+        names = ("reduce.weight", "reduce.bias", "expand.weight", "expand.bias")
+        return dict(zip(names, self._slices(channels)))
 
 
-class ElasticMBConv(nn.Module):
+class ElasticMBConv(nn.Module, ElasticLayer):
     """An MBConv block with elastic depthwise kernel and expand ratio (in/out widths fixed).
 
-    Module names match :class:`spaces.mbconv.MBConv`, so the two state dicts line up.
+    Module names match :class:`spaces.layers.mbconv.MBConv`, so the two state dicts line up.
+    The middle width of expand ratio ``e`` is ``make_divisible(round(in_channels * e),
+    channel_divisor)``: OFA's rule with the default divisor 8, exactly ``in_channels * e`` with 1.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, activation: str,
                  use_se: bool, kernel_choices: Sequence[int], expand_choices: Sequence[float],
-                 kernel_transform: bool = False) -> None:
+                 kernel_transform: bool = False, channel_divisor: int = CHANNEL_DIVISOR) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
         self.activation, self.use_se = activation, use_se
+        self.channel_divisor = int(channel_divisor)
         self.expand_choices = tuple(sorted(expand_choices))
-        mid = expanded_channels(in_channels, self.expand_choices[-1])
+        mid = self.mid_channels(self.expand_choices[-1])
         self.expand = nn.Sequential()
         self.expand.add_module("conv", ElasticConv2d(in_channels, mid, 1))
         self.expand.add_module("bn", ElasticBatchNorm2d(mid))
@@ -216,26 +199,30 @@ class ElasticMBConv(nn.Module):
         self.project.add_module("conv", ElasticConv2d(mid, out_channels, 1))
         self.project.add_module("bn", ElasticBatchNorm2d(out_channels))
         self.use_shortcut = stride == 1 and in_channels == out_channels
+        self.active_expand_ratio = self.expand_choices[-1]
 
     @property
     def max_mid_channels(self) -> int:
         return self.expand.conv.out_channels
 
+    def mid_channels(self, expand_ratio: float) -> int:
+        return expanded_channels(self.in_channels, expand_ratio, self.channel_divisor)
+
     def geometry(self, kernel: int, expand_ratio: float) -> BlockGeometry:
-        return BlockGeometry(self.in_channels, self.out_channels,
-                             expanded_channels(self.in_channels, expand_ratio), kernel,
-                             self.stride, self.activation, self.use_se)
+        return BlockGeometry(self.in_channels, self.out_channels, self.mid_channels(expand_ratio),
+                             kernel, self.stride, self.activation, self.use_se)
 
     def configure(self, kernel: int, expand_ratio: float) -> None:
         """Select the active kernel size and expand ratio (instance state only)."""
         if kernel not in self.depthwise.conv.kernel_choices:
             raise ValueError(f"kernel {kernel} is not one of {self.depthwise.conv.kernel_choices}")
-        mid = expanded_channels(self.in_channels, expand_ratio)
+        mid = self.mid_channels(expand_ratio)
         if mid > self.max_mid_channels:
             raise ValueError(f"expand ratio {expand_ratio} needs {mid} channels, over the "
                              f"{self.max_mid_channels} this block holds")
         self.expand.conv.active_out_channels = mid
         self.depthwise.conv.active_kernel = kernel
+        self.active_expand_ratio = expand_ratio
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.depthwise(self.expand(x))
@@ -244,22 +231,28 @@ class ElasticMBConv(nn.Module):
         h = self.project(h)
         return h + x if self.use_shortcut else h
 
-    @torch.no_grad()
-    def copy_to(self, block: MBConv) -> None:
-        """Fill a static block (built from ``self.geometry(k, e)``) with the sliced weights."""
-        g = block.geometry
-        if (g.in_channels, g.out_channels, g.stride, g.use_se) != (
-                self.in_channels, self.out_channels, self.stride, self.use_se) or not g.has_expand:
-            raise ValueError(f"static block {g} does not match this elastic block")
-        mid = g.mid_channels
-        copy_exact(block.expand.conv.weight, self.expand.conv.active_weight(g.in_channels, mid))
-        self.expand.bn.copy_to(block.expand.bn)
-        copy_exact(block.depthwise.conv.weight, self.depthwise.conv.active_weight(mid, g.kernel))
-        self.depthwise.bn.copy_to(block.depthwise.bn)
+    @staticmethod
+    def static_from_config(config: Mapping[str, Any]) -> MBConv:
+        return MBConv.from_config(config)
+
+    def static_config(self, *, kernel: int, expand_ratio: float) -> Dict[str, Any]:
+        return asdict(self.geometry(kernel, expand_ratio))
+
+    def static_state_dict(self, *, kernel: int, expand_ratio: float) -> Dict[str, torch.Tensor]:
+        mid = self.mid_channels(expand_ratio)
+        out = {
+            **prefixed("expand.conv.", self.expand.conv.static_state_dict(
+                in_channels=self.in_channels, out_channels=mid)),
+            **prefixed("expand.bn.", self.expand.bn.static_state_dict(num_features=mid)),
+            **prefixed("depthwise.conv.", self.depthwise.conv.static_state_dict(channels=mid, kernel=kernel)),
+            **prefixed("depthwise.bn.", self.depthwise.bn.static_state_dict(num_features=mid)),
+            **prefixed("project.conv.", self.project.conv.static_state_dict(
+                in_channels=mid, out_channels=self.out_channels)),
+            **prefixed("project.bn.", self.project.bn.static_state_dict(num_features=self.out_channels)),
+        }
         if self.se is not None:
-            self.se.copy_to(block.se)
-        copy_exact(block.project.conv.weight, self.project.conv.active_weight(mid, g.out_channels))
-        self.project.bn.copy_to(block.project.bn)
+            out.update(prefixed("se.", self.se.static_state_dict(channels=mid)))
+        return out
 
     @torch.no_grad()
     def sort_channels(self, protected_widths: Sequence[int] = ()) -> torch.Tensor:
@@ -300,10 +293,3 @@ class ElasticMBConv(nn.Module):
             reduce.weight.copy_(reduce.weight.index_select(0, hidden_order))
             reduce.bias.copy_(reduce.bias.index_select(0, hidden_order))
         return order
-
-
-def copy_exact(dst: torch.Tensor, src: torch.Tensor) -> None:
-    """``dst.copy_(src)`` that refuses to broadcast: shapes must match exactly."""
-    if dst.shape != src.shape:
-        raise ValueError(f"shape mismatch copying weights: {tuple(src.shape)} -> {tuple(dst.shape)}")
-    dst.copy_(src)
