@@ -63,10 +63,11 @@ METHODS: Dict[str, Dict[str, Any]] = {
 }
 #: NB201's published CIFAR-10 test accuracies (Dong & Yang 2020, Table 5) and the table optimum
 PUBLISHED = {"DARTS-V1": 54.30, "DARTS-V2": 54.30, "GDAS": 93.61, "optimum": 94.37}
-#: how a search's cell is read out: its last epoch's, or the epoch whose supernet scored best on
-#: the α half (what the founding slides report: their epoch-44 cell, the best search-phase
-#: validation accuracy of epochs 40-49, not the epoch-50 one)
-SELECTIONS = ("final", "best_search_val")
+#: how a search's cell is read out, from search-side signals only (never the table): its last
+#: epoch's; the epoch whose supernet scored best on the α half (what the founding slides report:
+#: their epoch-44 cell, the best search-phase validation accuracy of epochs 40-49, not the
+#: epoch-50 one); the epoch whose derived cell, run inside the supernet, scored best there
+SELECTIONS = ("final", "best_search_val", "best_derived_val")
 #: NB201's DARTS protocol: 50 epochs x 390 steps of batch 64 at α lr 3e-4
 PROTOCOL_ARCH_LR, PROTOCOL_STEPS = 3e-4, 50 * 390
 MAX_AUTO_ARCH_LR = 0.01
@@ -139,15 +140,16 @@ def calibrate(args: argparse.Namespace, methods: List[str], budget_s: float) -> 
 
 def selected_epoch(history: List[Dict[str, Any]], selection: str) -> Optional[Dict[str, Any]]:
     """The epoch record a selection rule reads the cell from (None if the history lacks the
-    signal): ``final`` the last; ``best_search_val`` the highest supernet accuracy on the α half
-    (ties: the later epoch, the further searched)."""
+    signal): ``final`` the last; ``best_search_val`` / ``best_derived_val`` the highest supernet /
+    derived-cell accuracy on the α half (ties: the later epoch, the further searched)."""
     if not history:
         return None
     if selection == "final":
         return history[-1]
-    if any("search_val_accuracy" not in r for r in history):
+    key = {"best_search_val": "search_val_accuracy", "best_derived_val": "derived_val_accuracy"}[selection]
+    if any(key not in r for r in history):
         return None
-    return max(reversed(history), key=lambda r: r["search_val_accuracy"])
+    return max(reversed(history), key=lambda r: r[key])
 
 
 def summarise(trials: List[Dict[str, Any]], methods: List[str], epochs: int) -> Dict[str, Any]:
@@ -168,6 +170,13 @@ def summarise(trials: List[Dict[str, Any]], methods: List[str], epochs: int) -> 
                 for key in ("search_val_accuracy", "derived_val_accuracy"):
                     if all(key in x for x in rows):
                         point[f"{key}_mean"] = float(np.mean([x[key] for x in rows]))
+                if e > 0 and all("alphas" in r["history"][e] for r in runs if len(r["history"]) > e):
+                    # how far α moved in this epoch (mean |Δα| over edges and ops): a late
+                    # rewrite of the cell shows up as a jump here
+                    point["alpha_change_mean"] = float(np.mean([
+                        np.abs(np.asarray(r["history"][e]["alphas"]["cell"])
+                               - np.asarray(r["history"][e - 1]["alphas"]["cell"])).mean()
+                        for r in runs if len(r["history"]) > e]))
                 curve.append(point)
         selections = {}
         for rule in SELECTIONS:

@@ -47,12 +47,14 @@ def test_nb201_benchmark_inline_runner_selections_and_resume(tmp_path):
     assert [(t["method"], t["seed"]) for t in first["trials"]] == [("darts1", 0), ("gdas1", 0)]
     for method in ("darts1", "gdas1"):
         selections = first["methods"][method]["selections"]
-        assert set(selections) == {"final", "best_search_val"}
+        assert set(selections) == {"final", "best_search_val", "best_derived_val"}
         history = next(t for t in first["trials"] if t["method"] == method)["history"]
         best = max(reversed(history), key=lambda r: r["search_val_accuracy"])
         assert selections["best_search_val"]["epochs"] == [best["epoch"]]
         assert selections["best_search_val"]["test_accuracy"] == [best["test_accuracy"]]
         assert selections["final"]["test_accuracy"] == [history[-1]["test_accuracy"]]
+        derived = max(reversed(history), key=lambda r: r["derived_val_accuracy"])
+        assert selections["best_derived_val"]["epochs"] == [derived["epoch"]]
     rows = list(csv.DictReader((tmp_path / "inline_epochs.csv").open()))
     assert len(rows) == 4 and {r["method"] for r in rows} == {"darts1", "gdas1"}
     assert (tmp_path / "inline_curves.png").stat().st_size > 0
