@@ -362,6 +362,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--runner", choices=("tune", "inline"), default="tune")
     parser.add_argument("--resume", action="store_true",
                         help="inline: keep the searches already in --out and run only the missing ones")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: recompute --out's summary, per-epoch CSV and plots from the "
+                             "searches it holds (e.g. a partial run's); pass the run's own settings")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--gpus", type=float, default=1.0, help="GPUs the searches share")
     parser.add_argument("--concurrency-gain", type=float, default=1.3,
@@ -392,15 +395,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"NB201 table not found: {args.table} (pass --table)")
     if args.resume and args.runner != "inline":
         parser.error("--resume needs --runner inline (Tune runs every search at once)")
+    if args.report_only and not out.is_file():
+        parser.error(f"--report-only reads an existing --out; {out} not found")
     previous: List[Dict[str, Any]] = []
-    if out.exists() and args.resume:
-        previous = [t for t in json.loads(out.read_text()).get("trials", []) if not t["error"]]
+    stored: Dict[str, Any] = {}
+    if out.exists() and (args.resume or args.report_only):
+        stored = json.loads(out.read_text())
+        previous = [t for t in stored.get("trials", []) if not t["error"]]
     elif out.exists() and not args.overwrite:
         parser.error(f"{out} exists; pass --overwrite to replace it, --resume (inline) to continue it, "
                      "or another --out")
 
     calibration = None
-    if args.half_size == "auto":
+    if args.report_only:  # the stored run's half and calibration: nothing is measured again
+        calibration = stored.get("calibration")
+        half_size = int(stored.get("settings", {}).get("half_size", 0) or args.half_size)
+    elif args.half_size == "auto":
         budget = args.budget_s - args.startup_s - (time.perf_counter() - start)
         calibration = calibrate(args, methods, budget)
         print(f"calibration: {calibration}", flush=True)
@@ -454,7 +464,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             "wall_s": time.perf_counter() - start,
         }
 
-    if args.runner == "inline":
+    if args.report_only:
+        trials = previous
+    elif args.runner == "inline":
         def save(trials: List[Dict[str, Any]]) -> None:
             atomic_write_json(out, report(trials, complete=False))
 
@@ -475,7 +487,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             method = next(m for m in methods if all(t["config"].get(k) == v for k, v in METHODS[m].items()))
             trials.append({"method": method, "seed": t["config"]["seed"], "history": t["history"],
                            "error": t["error"]})
-    final = report(trials, complete=True)
+    searched = {(t["method"], t["seed"]) for t in trials if len(t["history"]) == args.epochs}
+    missing = [(m, seed) for seed in args.seeds for m in methods if (m, seed) not in searched]
+    final = report(trials, complete=not missing)
+    if args.report_only:  # the run's own command and wall time, not this re-summary's
+        final.update(command=stored.get("command", final["command"]), wall_s=stored.get("wall_s", final["wall_s"]),
+                     report_command=" ".join(["python", *sys.argv]) if argv is None else repr(argv))
     atomic_write_json(out, final)
     write_epoch_csv(out.with_name(out.stem + "_epochs.csv"), trials)
     plot_curves(out.with_name(out.stem + "_curves.png"), final["methods"])
@@ -488,6 +505,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{m:<10} {rule:<16} {sel['test_accuracy_mean']:7.2f} {sel['test_accuracy_std']:6.2f}  "
                   f"{[round(a, 2) for a in sel['test_accuracy']]}  epochs {sel['epochs']}")
     print(f"checks: {final['checks']}\nwrote {out} in {final['wall_s']:.0f}s")
+    if missing:
+        print(f"partial: {len(missing)} of {len(methods) * len(args.seeds)} searches missing "
+              f"({', '.join(f'{m} seed {s}' for m, s in missing)}); rerun with --runner inline --resume to add them")
     return 0 if not any(s["errors"] for s in final["methods"].values()) else 1
 
 

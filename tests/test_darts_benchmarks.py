@@ -65,6 +65,17 @@ def test_nb201_benchmark_inline_runner_selections_and_resume(tmp_path):
     second = json.loads(out.read_text())
     assert [(t["method"], t["seed"]) for t in second["trials"]] == [("darts1", 0), ("gdas1", 0), ("td-darts1", 0)]
     assert second["trials"][:2] == first["trials"]
+    # --report-only trains nothing: it re-summarises the stored searches and says what is missing
+    (tmp_path / "inline_epochs.csv").unlink()
+    assert darts_nb201.main(common + ["--methods", "darts1,gdas1,td-darts1,darts2", "--report-only"]) == 0
+    partial = json.loads(out.read_text())
+    assert not partial["complete"] and partial["trials"] == second["trials"]
+    assert partial["command"] == second["command"] and "--report-only" in partial["report_command"]
+    assert partial["methods"]["darts2"]["completed"] == 0
+    assert partial["methods"]["td-darts1"]["selections"] == second["methods"]["td-darts1"]["selections"]
+    assert len(list(csv.DictReader((tmp_path / "inline_epochs.csv").open()))) == 6
+    with pytest.raises(SystemExit):  # nothing to report on
+        darts_nb201.main(common[:-1] + [str(tmp_path / "absent.json"), "--report-only"])
 
 
 def test_darts_space_benchmark_smoke(ray_session, tmp_path):
