@@ -14,7 +14,7 @@ distinct derived arch once, seed 0).
 The claim (founding slides, ETRI/TANGO 2023): weighted sampling's α converges where the convex
 mix's fails to, and the derived network is better.
 
-    # CPU protocol (recorded in benchmarks/results/hybrid_modes_cpu16.json): CIFAR-10 at 16x16
+    # CPU protocol (not run yet; it would write benchmarks/results/hybrid_modes_cpu16.json): CIFAR-10 at 16x16
     OMP_NUM_THREADS=1 python benchmarks/hybrid_modes.py --device cpu --threads 1 --image-size 16 \
         --space-options '{"img_size": 16, "channels": 32, "num_layers": 4, "expand_ratios": [2, 4],
         "num_heads": [1, 2], "head_dim": 16, "mlp_ratios": [2.0, 4.0]}' --steps 1500 --batch-size 128 \
