@@ -23,6 +23,7 @@ import asyncio
 import functools
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import ray
@@ -30,6 +31,7 @@ import ray
 from raynas.arch import Arch, arch_id
 from raynas.errors import ConfigError, EvaluationError
 from raynas.evaluators.base import Evaluator, Metrics
+from raynas.evaluators.batch import evaluate_batch
 
 EvaluatorFactory = Callable[[], Evaluator]
 #: most archs a worker gets at once (the unit of work the dispatcher hands out)
@@ -54,20 +56,8 @@ class _PoolWorker:
             sys.modules["torch"].set_num_threads(int(cpu_threads))
 
     def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
-        try:
-            results = self.evaluator.evaluate(list(archs))
-            if len(results) == len(archs):
-                return results
-        except Exception:  # noqa: BLE001 - isolate the failing arch below
-            if len(archs) == 1:
-                raise
-        out: List[Metrics] = []
-        for arch in archs:  # one bad arch must not fail its whole chunk
-            try:
-                out.append(self.evaluator.evaluate([arch])[0])
-            except Exception as exc:  # noqa: BLE001
-                out.append({"error": f"{type(exc).__name__}: {exc}"[:500]})
-        return out
+        # one bad arch must not fail its whole chunk: it gets an error row of its own
+        return evaluate_batch(self.evaluator, archs)
 
     def info(self) -> Dict[str, Any]:
         return {"index": self.index, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
@@ -373,8 +363,9 @@ class PoolEvaluator(Evaluator):
     """The picklable face of a pool that Tune trials hold: a handle to the dispatcher."""
 
     def __init__(self, dispatcher, num_workers: int, metrics: Sequence[str] = (),
-                 max_chunk: int = DEFAULT_MAX_CHUNK) -> None:
+                 max_chunk: int = DEFAULT_MAX_CHUNK, spec: Any = None) -> None:
         self.dispatcher = dispatcher
+        self.spec = spec
         self.num_workers = num_workers
         self.metrics = tuple(metrics)
         # Tune spends tenths of a second per trial on a busy head node, and every trial in
@@ -466,6 +457,9 @@ class SupernetPool:
         self.dispatcher = dispatcher_cls.remote(factory, self.num_actors, options, cpu_threads, max_retries,
                                                 max_chunk, chunk_timeout_s)
         self._metrics = tuple(metrics)
+        #: how to rebuild the pool from files, as JSON (set by from_checkpoint; read by
+        #: raynas.evaluators.spec, which records it for resuming)
+        self.spec: Optional[Dict[str, Any]] = None
         # The driver owns the objects the factory refers to (checkpoint, data): holding their refs
         # here keeps them alive for the pool's lifetime, so a replacement worker started long after
         # (or by a restarted dispatcher) can still fetch them.
@@ -504,6 +498,10 @@ class SupernetPool:
         factory = functools.partial(_weight_inherited_factory, ray.put(blobs), ray.put(dataset.eval_splits()),
                                     calib_batches, batch_size, device, space)
         pool = cls(factory, metrics=("accuracy", "params", "macs", "flops"), **pool_options)
+        if data is None or isinstance(data, str):   # a dataset object has no spec to record
+            pool.spec = {"kind": "checkpoint", "checkpoint": str(Path(checkpoint).expanduser().resolve()),
+                         "data": data, "actors": pool_options.get("num_actors"), "calib_batches": calib_batches,
+                         "batch_size": batch_size, "device": device, "seed": seed}
         return pool.wait_ready() if wait else pool
 
     def wait_ready(self) -> "SupernetPool":
@@ -516,7 +514,7 @@ class SupernetPool:
         return self
 
     def evaluator(self) -> PoolEvaluator:
-        return PoolEvaluator(self.dispatcher, self.num_actors, self._metrics, self.max_chunk)
+        return PoolEvaluator(self.dispatcher, self.num_actors, self._metrics, self.max_chunk, self.spec)
 
     def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
         return ray.get(self.dispatcher.evaluate.remote(list(archs)))

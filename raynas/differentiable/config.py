@@ -267,3 +267,11 @@ class RetrainConfig(JsonConfig):
             raise ConfigError("retrain option 'arch' must be the arch to train (a JSON object, e.g. "
                               "a derived genotype)")
         _check_device(owner, self.device)
+
+
+def merge_variant(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """A sweep trial's config with its ``variant`` (a dict of options) merged in."""
+    out = dict(config)
+    variant = out.pop("variant", None) or {}
+    out.update(variant)
+    return out
