@@ -254,9 +254,10 @@ class NB201Space(SearchSpace):
         """The differentiable (DARTS) supernet of this cell space (spaces/nb201_supernet.py)."""
         from spaces.nb201_supernet import NB201Supernet
 
-        options = {"channels": self.channels, "cells_per_stage": self.cells_per_stage, **options}
+        options = {"channels": self.channels, "cells_per_stage": self.cells_per_stage,
+                   "resolution": self.resolution, **options}
         return NB201Supernet(self, num_classes=self.num_classes if num_classes is None else num_classes,
-                             resolution=self.resolution, **options)
+                             **options)
 
     def input_resolution(self, arch: Arch) -> int:
         return self.resolution

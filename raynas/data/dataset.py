@@ -125,6 +125,22 @@ class ImageDataset:
         return ImageDataset(self.spec, self.num_classes, self.image_size, self.mean, self.std,
                             splits, self.class_names, self.seed, dict(self.info), indices)
 
+    def resized(self, size: int, chunk: int = 4096) -> "ImageDataset":
+        """Every split's images resized once to ``size`` x ``size`` (area averaging when
+        downsampling, e.g. 32 -> 16 CIFAR-10 for CPU-sized searches), still uint8 in memory; the
+        same splits, labels and normalisation. ``self`` when the size already matches."""
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise DataError(f"image size must be a positive int, got {size!r}")
+        if size == self.image_size:
+            return self
+        from raynas.data.transforms import resize_uint8
+
+        splits = {name: Split(resize_uint8(split.images, size, chunk), split.labels.clone())
+                  for name, split in self.splits.items()}
+        info = {**self.info, "resized_from": self.image_size}
+        return ImageDataset(self.spec, self.num_classes, size, self.mean, self.std, splits,
+                            self.class_names, self.seed, info, dict(self.source_indices))
+
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={v}" for k, v in self.sizes.items())
         return (f"ImageDataset('{self.spec}', classes={self.num_classes}, "
