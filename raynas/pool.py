@@ -469,7 +469,8 @@ class SupernetPool:
     @classmethod
     def from_checkpoint(cls, checkpoint: str, data: Any = None, *, seed: Optional[int] = None,
                         calib_images: Optional[int] = None, batch_size: Optional[int] = None,
-                        device: Optional[str] = None, wait: bool = True, **pool_options: Any) -> "SupernetPool":
+                        device: Optional[str] = None, wait: bool = True, val_size: Optional[int] = None,
+                        **pool_options: Any) -> "SupernetPool":
         """Pool serving weight-inherited accuracy (BN recalibrated) of a trained supernet.
 
         ``data`` is a dataset spec or a loaded ``ImageDataset`` whose classes must be the
@@ -481,6 +482,8 @@ class SupernetPool:
         calibration and validation splits travel to the workers (through the object store, like
         the checkpoint itself). ``wait``: return once every worker holds the supernet (a
         checkpoint they cannot load is an error here rather than a failure of every evaluation).
+        ``val_size``: measure accuracy on a seeded subset of that many validation images (see
+        ``ImageDataset.eval_splits``).
         """
         from raynas.checkpoint import check_dataset_fits, checkpoint_to_bytes, read_checkpoint_meta
         from raynas.data import ImageDataset
@@ -500,15 +503,18 @@ class SupernetPool:
         dataset = data if given else settings.load_dataset()
         check_dataset_fits(meta, dataset, checkpoint)
         evaluation = settings.to_dict(dataset)  # checks calib_images against the split, before Ray
+        eval_data = dataset.eval_splits(val_size)  # a bad val_size fails before Ray starts
         from raynas.runtime import ensure_ray
 
         ensure_ray(pool_options.get("address"))
-        factory = functools.partial(_weight_inherited_factory, ray.put(blobs), ray.put(dataset.eval_splits()),
+        factory = functools.partial(_weight_inherited_factory, ray.put(blobs), ray.put(eval_data),
                                     settings.calib_images, settings.batch_size, device, space,
                                     settings.channels_last)
-        pool = cls(factory, metrics=("accuracy", "params", "macs", "flops"), **pool_options)
-        pool.evaluation = evaluation
-        if data is None or isinstance(data, str):   # a dataset object has no spec to record
+        pool = cls(factory, metrics=("accuracy", "loss", "params", "macs", "flops"), **pool_options)
+        pool.evaluation = {**evaluation, "val_size": val_size} if val_size is not None else evaluation
+        # a spec rebuilds this pool to resume a search; it has no field for a validation subset,
+        # so such a pool records none (a resume then needs the evaluator passed again)
+        if (data is None or isinstance(data, str)) and val_size is None:   # a dataset object has no spec
             pool.spec = {"kind": "checkpoint", "checkpoint": str(Path(checkpoint).expanduser().resolve()),
                          "data": data, "actors": pool_options.get("num_actors"), "calib_images": calib_images,
                          "batch_size": batch_size, "device": device, "seed": seed}

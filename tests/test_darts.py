@@ -280,6 +280,10 @@ def test_schedules_give_t0_first_and_t_end_last():
     assert np.allclose(np.diff(np.log(values)), math.log(0.5 / 8.0) / 4)
     assert make_schedule("constant").at(7, 10) == 1.0 and make_schedule("constant", t=2).at(0, 1) == 2.0
     assert make_schedule("linear").at(0, 1) == 10.0  # a single epoch cannot decay
+    floored = make_schedule("linear", t_floor=1.0)  # a variant: the same line, clamped at 1
+    assert [floored.at(e, 16) for e in range(16)] == pytest.approx([max(linear.at(e, 16), 1.0) for e in range(16)])
+    assert floored.at(15, 16) == 1.0 and make_schedule(floored.spec()) == floored
+    assert DartsSearchConfig(schedule=floored.spec()).method == "td-darts1-floor1"
     assert make_schedule(linear.spec()).spec() == {"name": "linear", "t0": 10.0, "t_end": 0.1}
     assert set(list_schedules()) >= {"constant", "linear", "exponential"}
     for bad, match in ((lambda: make_schedule("cosine"), "unknown"), (lambda: make_schedule("linear", t0=-1), "positive"),

@@ -142,7 +142,7 @@ def test_resume_search_rebuilds_the_pool_from_search_json(ray_session, tmp_path)
     meta = json.loads((tmp_path / "cut" / "search.json").read_text())
     assert meta["status"] == "interrupted"
     assert meta["evaluator"] == {"kind": "checkpoint", "checkpoint": str(checkpoint.resolve()), "actors": 1,
-                                 "batch_size": 64, "seed": 0}
+                                 "batch_size": 64}   # seed and calibration: the training run's own
     assert 4 <= len(raynas.SearchResult.load(tmp_path / "cut").df) < 10
 
     resumed = raynas.resume_search(tmp_path / "cut", progress=False)   # no evaluator: rebuilt from search.json
