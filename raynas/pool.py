@@ -47,8 +47,10 @@ class _PoolWorker:
     def __init__(self, factory: EvaluatorFactory, index: int, cpu_threads: Optional[int]) -> None:
         import sys
 
+        from raynas.pool_refs import resolve_refs
+
         self.index = index
-        self.evaluator = factory()
+        self.evaluator = resolve_refs(factory)()
         # only an evaluator that uses torch pays for importing it (a replacement worker starts faster)
         if cpu_threads and "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(int(cpu_threads))
@@ -230,6 +232,10 @@ class _Dispatcher:
         while self.broken is None and not all(self.is_ready):
             await asyncio.sleep(0.05)
         return self.broken
+
+    def ready_count(self) -> int:
+        """Workers that have built their evaluator (for the driver's start-up progress bar)."""
+        return sum(self.is_ready)
 
     def _note_death(self, exc: BaseException) -> None:
         if getattr(exc, "actor_init_failed", False):
@@ -459,7 +465,11 @@ class SupernetPool:
                                                          max_task_retries=-1, scheduling_strategy=here)
         self.num_actors = int(num_actors)
         self.max_chunk = int(max_chunk)
-        self.dispatcher = dispatcher_cls.remote(factory, self.num_actors, options, cpu_threads, max_retries,
+        # the factory's ObjectRefs stay out of the restartable dispatcher's constructor (see raynas.pool_refs)
+        from raynas.pool_refs import hold_refs
+
+        held_factory, self._ref_holder = hold_refs(factory)
+        self.dispatcher = dispatcher_cls.remote(held_factory, self.num_actors, options, cpu_threads, max_retries,
                                                 max_chunk, chunk_timeout_s)
         self._metrics = tuple(metrics)
         # The driver owns the objects the factory refers to (checkpoint, data): holding their refs
@@ -502,10 +512,31 @@ class SupernetPool:
         pool = cls(factory, metrics=("accuracy", "params", "macs", "flops"), **pool_options)
         return pool.wait_ready() if wait else pool
 
-    def wait_ready(self) -> "SupernetPool":
+    def wait_ready(self, progress: bool = True) -> "SupernetPool":
         """Block until every worker has built its evaluator (e.g. loaded the supernet); raise
-        :class:`EvaluationError` with the workers' own error if they cannot."""
-        reason = ray.get(self.dispatcher.wait_ready.remote())
+        :class:`EvaluationError` with the workers' own error if they cannot. ``progress``: a
+        bar of the workers ready, once the start takes more than a second (starting Ray
+        worker processes and loading torch can take a minute on a busy machine)."""
+        done_ref = self.dispatcher.wait_ready.remote()
+        start, bar = time.monotonic(), None
+        try:
+            while not ray.wait([done_ref], timeout=0.5)[0]:
+                if progress and bar is None and time.monotonic() - start > 1.0:
+                    import sys
+
+                    from tqdm.auto import tqdm
+                    bar = tqdm(total=self.num_actors, desc="starting pool actors", unit="actor",
+                               file=sys.stderr, dynamic_ncols=True)
+                if bar is not None:
+                    bar.n = ray.get(self.dispatcher.ready_count.remote())
+                    bar.refresh()
+            reason = ray.get(done_ref)
+            if bar is not None and not reason:
+                bar.n = self.num_actors
+                bar.refresh()
+        finally:
+            if bar is not None:
+                bar.close()
         if reason:
             self.shutdown()
             raise EvaluationError(reason)
@@ -536,6 +567,8 @@ class SupernetPool:
         for worker in workers:
             ray.kill(worker, no_restart=True)
         ray.kill(self.dispatcher, no_restart=True)
+        if getattr(self, "_ref_holder", None) is not None:
+            ray.kill(self._ref_holder, no_restart=True)
 
     def __enter__(self) -> "SupernetPool":
         return self

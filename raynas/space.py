@@ -224,6 +224,10 @@ class SearchSpace(ABC):
         values = self.to_decisions(self.validate(arch))
         return " ".join(f"{k}={v}" for k, v in values.items() if v is not None)
 
+    #: how to read :meth:`describe`'s compact form (shown by ``raynas spaces NAME``); empty when
+    #: it is self-explanatory (``decision=value`` pairs)
+    notation: str = ""
+
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"{type(self).__name__}<{self.name}>({opts})"

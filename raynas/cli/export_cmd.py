@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from raynas.cli.common import read_arch
+from raynas.cli.common import HelpFormatter, read_arch
 
 
 def register(sub) -> None:
@@ -12,7 +12,7 @@ def register(sub) -> None:
         description="Recalibrate the subnet's BatchNorm statistics, measure its validation accuracy, "
                     "and write model.safetensors + config.json that rebuild it with "
                     "raynas.export.load_exported(folder) and nothing else.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="supernet checkpoint folder")
     p.add_argument("--arch", required=True, help="arch as JSON, or a .json file (e.g. a best.json)")
     p.add_argument("--output", required=True, help="folder to write")

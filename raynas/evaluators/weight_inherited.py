@@ -6,6 +6,8 @@ it through the pool, never by pickling it.
 """
 from __future__ import annotations
 
+import time
+
 from typing import Any, ContextManager, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -104,7 +106,9 @@ class WeightInheritedEvaluator(Evaluator):
             self.supernet.train(was_training)
 
     def evaluate_one(self, arch: Arch) -> Metrics:
-        """Recalibrate and validate one arch (leaves it active, in eval mode)."""
+        """Recalibrate and validate one arch (leaves it active, in eval mode); ``eval_seconds``
+        is this arch's own time (recalibration + validation)."""
+        start = time.perf_counter()
         net = self.supernet
         arch = net.activate(arch)
         resolution = net.input_resolution(arch)
@@ -114,6 +118,7 @@ class WeightInheritedEvaluator(Evaluator):
             accuracy = top1(net, ((resize(x, resolution), y) for x, y in self._val)).accuracy
         metrics: Metrics = {"accuracy": accuracy}
         metrics.update({k: float(v) for k, v in net.space.cost(arch).items()})
+        metrics["eval_seconds"] = time.perf_counter() - start
         return metrics
 
     def __reduce__(self):
