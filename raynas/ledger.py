@@ -1,18 +1,25 @@
-"""The journal of a search: one JSON line per Tune event, appended the moment it happens.
+"""The journal of a search: one JSON line per event, appended the moment it happens. It is the
+source of truth of a search: what was proposed, what was evaluated, in order.
 
 ``results.parquet`` is rewritten atomically every few seconds (rewriting it per trial would
 cost more than the trials on a long search); the journal in between is what makes a killed
-driver lose nothing. A kill can only cut its last line short, which reading skips. Events:
+driver lose nothing. A kill can only cut its last line short, which reading skips. Events of
+the searcher (every call that changes its state; :mod:`raynas.resume` replays them):
+
+- ``{"event": "suggest", "trial": id, "arch_ids": [...]}``: the archs proposed for a trial
+  (``[]``: the strategy had none while others were in flight; ``"finished": true``: it ran out);
+- ``{"event": "observe", "trial": id, "batch": [...] | null, "error": bool}``: the rows the
+  searcher learnt from when the trial ended (``null``: it reported nothing);
+- ``{"event": "reissue", "trial": id, "from": old_id}``: a trial in flight when a driver died,
+  run again under a new id by the resumed search.
+
+Events of the results collector (the table):
 
 - ``{"event": "result", "trial": id, "batch": [...], "records": [...]}``: a trial reported;
-  ``batch`` is what the trial reported per arch (what the searcher learns from), ``records`` the
-  table rows the collector stored from it.
-- ``{"event": "complete", "trial": id}``: the searcher was told the trial finished.
+  ``batch`` is what the trial reported per arch, ``records`` the table rows stored from it.
+- ``{"event": "complete", "trial": id}``: Tune ended the trial.
 - ``{"event": "error", "trial": id, "records": [...]}``: the trial failed for good; ``records``
   are the failure rows written for its archs that had none.
-
-The order of ``complete``/``error`` events is the order in which the searcher observed
-results, so a resumed searcher can replay what it learned after its last checkpoint exactly.
 """
 from __future__ import annotations
 

@@ -314,10 +314,11 @@ class ResultsCollector(Callback):
     leaves a readable table and loses nothing.
 
     ``resume=True`` continues the experiment in ``directory``: its rows are loaded first.
+    ``journal``: the :class:`raynas.ledger.Journal` to append to (default: a new one).
     """
 
     def __init__(self, directory: Path, cost_model=None, flush_seconds: float = 5.0,
-                 existing: Optional[pd.DataFrame] = None, resume: bool = False) -> None:
+                 existing: Optional[pd.DataFrame] = None, resume: bool = False, journal=None) -> None:
         from raynas.ledger import JOURNAL_FILE, Journal
 
         self.directory = Path(directory)
@@ -333,7 +334,8 @@ class ResultsCollector(Callback):
             for rec in existing.to_dict("records"):
                 self.rows[rec["arch_id"]] = {k: v for k, v in rec.items() if not _is_missing(v)}
         self._order = max((int(r.get("order", -1)) for r in self.rows.values()), default=-1) + 1
-        self.journal = Journal(self.directory, fresh=not resume)
+        # shared with the searcher, whose proposals and observations go to the same file
+        self.journal = journal if journal is not None else Journal(self.directory, fresh=not resume)
 
     def on_trial_result(self, iteration: int, trials, trial, result: Dict, **info) -> None:
         archs = {key: arch for key, arch in zip(trial.config.get("arch_ids", []), trial.config.get("archs", []))}

@@ -1,80 +1,85 @@
-"""Resuming a search whose driver died: Tune restores its trials and the searcher's state from
-its last experiment checkpoint, and the journal (:mod:`raynas.ledger`) brings the searcher from
-that checkpoint up to the moment of the kill.
+"""Resuming a search whose driver died: the journal is the source of truth.
 
-What can be in flight when the driver dies, and what happens to it on resume:
+The searcher journals every call that changes its state, in order (:mod:`raynas.ledger`):
+each proposal (``suggest``: the trial and the archs it got, or that the strategy had none),
+each observation (``observe``: the trial and the rows it learnt from) and each re-issue of a
+trial in flight after a resume. A strategy is deterministic given its seed and this sequence of
+calls, so resuming rebuilds the searcher from ``search.json`` and drives it through the journal
+again: every proposal is checked against the recorded one (a journal that does not replay is
+damaged, or belongs to another configuration, and is refused), and the searcher ends in exactly
+the state it had when the driver died. Tune's own checkpoint (``tuner.pkl``, experiment and
+searcher state files) is never read.
 
-- a trial the checkpoint knows as running (or pending): Tune runs it again with the same config;
-  the archs it had already reported are answered from the journal (``known`` rows of the
-  trainable), not evaluated again, and the searcher observes them once, when the journal says it
-  did or when the re-run completes;
-- a trial created after the checkpoint that reported (or completed) before the kill: the
-  checkpoint does not know it, so its archs are adopted from the journal - seen, counted against
-  the budget and observed - in the order the searcher observed them;
-- a trial created after the checkpoint that had not reported: lost with the driver; its archs
-  were never recorded, so the searcher proposes others in their place.
+What was in flight at the kill:
 
-Every arch ends in the results once, and a strategy's state (population, Pareto archive, Optuna
-study, policy) equals the state it had observed before the kill.
+- a trial proposed and not observed: re-issued first, with the same archs, in a new Tune run;
+  archs it had already reported are answered from the journal, not evaluated again;
+- a proposal the journal does not hold (the kill hit before it was written): never evaluated
+  (a trial starts after its proposal is journaled), so the replayed searcher proposes it again.
+
+With one trial in flight at a time (the default for cheap evaluators) the resumed run therefore
+makes the same proposals, in the same order, as the uninterrupted one: the same table, row for
+row. With several trials in flight the order in which results arrive depends on timing in any
+run; the resumed searcher is still exactly the killed one, continued.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-from raynas.arch import arch_from_json
+from raynas.errors import CheckpointError, clip
+
+#: journal events written by the searcher (the collector writes ``result``/``complete``/``error``)
+SEARCHER_EVENTS = ("suggest", "observe", "reissue")
 
 
-def replay_journal(searcher, events: List[Mapping[str, Any]]) -> Dict[str, int]:
-    """Apply the journal's events after the searcher's checkpoint to ``searcher`` (an
-    ``ArchSearcher`` just restored). Returns counts of what was replayed."""
-    counts = {"completed": 0, "adopted": 0}
-    reported: Dict[str, List[Dict[str, Any]]] = {}
-    archs_of: Dict[str, List[Dict[str, Any]]] = {}
-    finished = set()
-    for event in events:
-        kind, trial = event.get("event"), event.get("trial")
-        if not isinstance(trial, str):
+def replay_journal(searcher, events: List[Mapping[str, Any]], where: Optional[Path] = None) -> Dict[str, int]:
+    """Drive ``searcher`` (freshly set up, with the search's configuration and no journal
+    attached) through the recorded calls. Returns counts of what was replayed; raises
+    :class:`CheckpointError` naming the first event that does not replay."""
+    counts = {"suggest": 0, "observe": 0, "reissue": 0}
+    source = where or "the journal"
+    for number, event in enumerate(events, start=1):
+        kind = event.get("event")
+        if kind not in SEARCHER_EVENTS:
             continue
-        _remember_archs(archs_of, trial, event)
-        if kind == "result":
-            reported[trial] = [row for row in event.get("batch") or [] if isinstance(row, dict)]
-            if trial in searcher._live:
-                searcher.on_trial_result(trial, {"batch": reported[trial]})
-        elif kind in ("complete", "error"):
-            finished.add(trial)
-            if trial in searcher._live:
-                # exactly what Tune told the searcher before the kill
-                if kind == "error":
-                    searcher.on_trial_complete(trial, error=True)
-                else:
-                    result = {"batch": reported[trial]} if trial in reported else None
-                    searcher.on_trial_complete(trial, result=result)
-                counts["completed"] += 1
-            else:
-                counts["adopted"] += _adopt(searcher, archs_of.get(trial, []), reported.get(trial))
-    # trials that reported but had not completed at the kill, unknown to the checkpoint: nobody
-    # will run them again, so what they evaluated is adopted now
-    for trial, rows in reported.items():
-        if trial not in finished and trial not in searcher._live:
-            counts["adopted"] += _adopt(searcher, archs_of.get(trial, []), rows)
+        trial = event.get("trial")
+        if not isinstance(trial, str):
+            raise _damaged(source, number, event, "it names no trial")
+        if kind == "suggest":
+            expected = event.get("arch_ids")
+            out = searcher.suggest(trial)
+            got = list(out["arch_ids"]) if isinstance(out, dict) else []
+            finished = not isinstance(out, dict) and out is not None
+            if got != expected or bool(event.get("finished")) != finished:
+                raise _damaged(source, number, event, f"the strategy now proposes {clip(got, 120)}"
+                               f"{' (finished)' if finished else ''} instead: the journal belongs to another "
+                               "configuration (strategy, options, seed, space, constraints) or another raynas "
+                               "version, or it was edited")
+        elif kind == "observe":
+            if trial not in searcher.live_trials:
+                raise _damaged(source, number, event, "it observes a trial that is not in flight")
+            batch = event.get("batch")
+            searcher.on_trial_complete(trial, result=None if batch is None else {"batch": list(batch)},
+                                       error=bool(event.get("error")))
+        else:
+            old = event.get("from")
+            if old not in searcher.live_trials:
+                raise _damaged(source, number, event, "it re-issues a trial that is not in flight")
+            searcher.rename_trial(old, trial)
+        counts[kind] += 1
     return counts
 
 
-def _remember_archs(archs_of: Dict[str, List[Dict[str, Any]]], trial: str, event: Mapping[str, Any]) -> None:
-    for record in event.get("records") or []:
-        if isinstance(record, dict) and isinstance(record.get("arch"), str):
-            known = archs_of.setdefault(trial, [])
-            arch = arch_from_json(record["arch"])
-            if arch not in known:
-                known.append(arch)
+def check_replayable(events: List[Mapping[str, Any]], where: Path) -> None:
+    """Refuse, before anything starts, a journal whose results have no recorded proposals
+    (written by an older raynas that journaled results only)."""
+    if any(e.get("event") == "result" for e in events) and not any(e.get("event") == "suggest" for e in events):
+        raise CheckpointError(f"{where} records results but not the proposals that led to them (it was written "
+                              "by an older raynas): the search cannot be resumed exactly; start it again "
+                              "(its table stays readable with raynas.SearchResult.load)")
 
 
-def _adopt(searcher, archs: List[Dict[str, Any]], rows: Optional[List[Dict[str, Any]]]) -> int:
-    from raynas.arch import arch_id
-    from raynas.searchers.base import _row_metrics
-
-    by_id = {row.get("arch_id"): row for row in rows or []}
-    adopted = 0
-    for arch in archs:
-        adopted += bool(searcher.adopt(arch, _row_metrics(by_id.get(arch_id(arch)))))
-    return adopted
+def _damaged(source: Any, number: int, event: Mapping[str, Any], why: str) -> CheckpointError:
+    return CheckpointError(f"{source} event {number} ({clip(dict(event), 160)}) does not replay: {why}. The "
+                           "search cannot be resumed exactly; start it again (--overwrite)")

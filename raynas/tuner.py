@@ -16,8 +16,9 @@ from raynas.errors import CheckpointError, ConfigError, RaynasError, SearchInter
 from raynas.evaluators.base import Evaluator, FunctionEvaluator
 from raynas.experiments import check_name, default_name, is_experiment, prepare_new
 from raynas.objectives import parse_objectives
-from raynas.registry import create_space
-from raynas.ledger import read_journal, reported_rows
+from raynas.ledger import JOURNAL_FILE, Journal, read_journal, reported_rows
+from raynas.registry import create_space, space_from_spec
+from raynas.resume import check_replayable, replay_journal
 from raynas.results import ResultsCollector, SearchResult, read_search_meta, write_search_meta
 from raynas.schedulers import check_scheduler, resolve_scheduler
 from raynas.runtime import ensure_ray
@@ -25,8 +26,6 @@ from raynas.searchers import ArchSearcher, make_searcher
 from raynas.space import SearchSpace
 
 DEFAULT_STORAGE = "raynas_results"
-#: Tune's state file in an experiment directory (its presence means a search can be resumed)
-TUNER_STATE_FILE = "tuner.pkl"
 #: re-runs of a trial whose process died before its archs are recorded as failed
 DEFAULT_TRIAL_RETRIES = 3
 
@@ -73,7 +72,8 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
         name: the experiment's folder under ``storage_path``: a plain name (default:
             ``<space>-<strategy>-<date>-<time>``).
         resume: continue the experiment ``<storage_path>/<name>`` if it exists (see
-            :func:`resume_search`; its saved configuration wins over these arguments), else start it.
+            :func:`resume_search`; its saved configuration wins over these arguments; a strategy
+            object, scheduler object and cost functions are passed on), else start it.
         overwrite: replace an existing experiment ``<storage_path>/<name>`` (its folder is removed
             first). Without ``resume`` or ``overwrite`` an existing experiment is an error.
         callbacks: extra Tune callbacks (e.g. a logger of your own).
@@ -96,7 +96,10 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
         if not name:
             raise ConfigError("resume=True needs the name of the experiment to continue")
         if is_experiment(storage / name):
-            return resume_search(storage / name, evaluator, progress=progress, address=address, callbacks=callbacks)
+            return resume_search(storage / name, evaluator, strategy=strategy if isinstance(strategy, ArchSearcher)
+                                 else None, scheduler=None if isinstance(scheduler, str) else scheduler,
+                                 cost_functions=cost_functions, progress=progress, address=address,
+                                 callbacks=callbacks)
     evaluator = as_evaluator(evaluator)
     space, objectives, constraints, cost_model = check_search_inputs(
         space, strategy=strategy, strategy_options=strategy_options, num_samples=num_samples,
@@ -106,6 +109,7 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
     batch_size = _positive_int("batch_size", batch_size, optional=True)
     max_concurrent = _positive_int("max_concurrent", max_concurrent, optional=True)
 
+    scheduler_spec = scheduler
     scheduler = resolve_scheduler(scheduler, evaluator.num_fidelities)
     multi_fidelity = scheduler is not None and evaluator.num_fidelities > 1
     if multi_fidelity:
@@ -123,85 +127,115 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
     prepare_new(directory, overwrite)
     ensure_ray(address)  # only once the configuration is known to be good
     directory.mkdir(parents=True, exist_ok=True)
+    # what a resume needs to rebuild the very same searcher and run (plain JSON)
     meta = {"name": name, "space": space.spec(), "strategy": strategy if isinstance(strategy, str)
-            else searcher.strategy_name, "num_samples": int(num_samples), "seed": seed,
-            "objectives": [str(o) for o in objectives], "constraints": [str(c) for c in constraints],
-            "batch_size": batch_size, "max_concurrent": max_concurrent, "multi_fidelity": multi_fidelity,
-            "tune_loggers": bool(tune_loggers), "trial_resources": resources, **dict(extra_meta or {}),
+            else searcher.strategy_name, "strategy_name": searcher.strategy_name,
+            "strategy_options": _recorded_options(strategy, strategy_options), "num_samples": int(num_samples),
+            "seed": seed, "objectives": [str(o) for o in objectives],
+            "constraints": [str(c) for c in constraints], "batch_size": batch_size,
+            "max_concurrent": max_concurrent, "multi_fidelity": multi_fidelity,
+            "scheduler": scheduler_spec if isinstance(scheduler_spec, str) else None,
+            "scheduler_object": scheduler is not None and not isinstance(scheduler_spec, str),
+            "cost_functions": len(cost_functions), "tune_loggers": bool(tune_loggers), "trial_resources": resources,
+            "max_trial_failures": int(max_trial_failures), **dict(extra_meta or {}),
             "status": "running", "started_at": time.time()}
     write_search_meta(directory, meta)
-    searcher.attach_experiment(str(directory))
+    return _run(directory, meta, searcher, evaluator, scheduler, Journal(directory, fresh=True), resume=False,
+                progress=progress, callbacks=callbacks)
 
-    collector = ResultsCollector(directory, cost_model)
+
+def resume_search(path: Union[str, Path], evaluator: Any, *, strategy: Optional[ArchSearcher] = None,
+                  scheduler: Any = None, cost_functions: Sequence[CostFn] = (), progress: bool = True,
+                  address: Optional[str] = None, callbacks: Sequence[Any] = ()) -> SearchResult:
+    """Continue the search in experiment directory ``path`` whose driver died (killed,
+    interrupted, or its machine lost).
+
+    The journal is the source of truth (see :mod:`raynas.resume`): the searcher is rebuilt from
+    ``search.json`` and replays every recorded proposal and observation, which brings it to the
+    exact state it had when the driver died; the trials then in flight run again first (archs
+    they had reported are answered from the journal, not evaluated again), and the search goes
+    on as the uninterrupted one would have. Nothing pickled is read: not Tune's ``tuner.pkl``,
+    not its searcher or experiment state.
+
+    ``evaluator`` is built anew (the old pool died with the driver): the same kind the search
+    started with. A search started with a strategy object (not a name), a Tune scheduler object
+    or ``cost_functions`` needs them again: pass fresh ones, configured as before. Callbacks of
+    the first run are not restored: pass them again as ``callbacks``.
+    """
+    directory = Path(path).expanduser().resolve()
+    meta, events = check_resumable(directory)
+    evaluator = as_evaluator(evaluator)
+    searcher = _replayed_searcher(directory, meta, events, strategy, cost_functions)
+    searcher.reissue_live()
+    if meta.get("scheduler_object") and scheduler is None:
+        raise ConfigError(f"the search in {directory} ran with a Tune scheduler object; pass one again (scheduler=...)")
+    scheduler = resolve_scheduler(scheduler if scheduler is not None else meta.get("scheduler"),
+                                  evaluator.num_fidelities)
+    ensure_ray(address)
+    for key in ("finished_at", "interrupted_at", "failed_at"):
+        meta.pop(key, None)
+    meta["status"] = "running"
+    meta.setdefault("resumed_at", []).append(time.time())
+    write_search_meta(directory, meta)
+    return _run(directory, meta, searcher, evaluator, scheduler, Journal(directory, fresh=False), resume=True,
+                progress=progress, callbacks=callbacks, known=reported_rows(events))
+
+
+def _run(directory: Path, meta: Dict[str, Any], searcher: ArchSearcher, evaluator: Evaluator, scheduler,
+         journal: Journal, *, resume: bool, progress: bool, callbacks: Sequence[Any],
+         known: Optional[Mapping[str, Mapping[str, Any]]] = None) -> SearchResult:
+    """Build a fresh Tune run of ``searcher`` in ``directory`` and fit it (a new search, or a
+    resumed one whose searcher has replayed the journal)."""
+    from ray import tune
+
+    objectives = searcher.objectives
+    collector = ResultsCollector(directory, searcher.cost_model, resume=resume, journal=journal)
+    searcher.attach_journal(journal)
     all_callbacks = [collector, *callbacks]
     if progress:
         from raynas.progress import SearchProgress
-        all_callbacks.append(SearchProgress(int(num_samples), objectives[0]))
-
-    trainable = _make_trainable(evaluator, objectives[0], multi_fidelity, resources)
+        all_callbacks.append(SearchProgress(int(meta["num_samples"]), objectives[0],
+                                            done=collector.rows if resume else None))
+    trainable = _make_trainable(evaluator, objectives[0], bool(meta.get("multi_fidelity")),
+                                meta.get("trial_resources") or evaluator.trial_resources, known)
     primary = objectives[0]
     tune_config = tune.TuneConfig(
         # a cap, not a target: the searcher ends the search when its budget of archs is spent
-        # (a batch can close early, and a resumed search adopts archs Tune never saw)
-        search_alg=searcher, scheduler=scheduler, num_samples=int(num_samples),
-        max_concurrent_trials=max_concurrent, reuse_actors=True,
+        # (a batch can close early)
+        search_alg=searcher, scheduler=scheduler, num_samples=int(meta["num_samples"]),
+        max_concurrent_trials=int(meta["max_concurrent"]), reuse_actors=True,
         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
         metric=primary.metric if scheduler is not None else None,
         mode=primary.mode if scheduler is not None else None)
-    run_config = tune.RunConfig(name=name, storage_path=str(storage), callbacks=all_callbacks, verbose=0,
-                                log_to_file=False,
-                                failure_config=tune.FailureConfig(max_failures=int(max_trial_failures)))
+    run_config = tune.RunConfig(name=directory.name, storage_path=str(directory.parent), callbacks=all_callbacks,
+                                verbose=0, log_to_file=False, failure_config=tune.FailureConfig(
+                                    max_failures=int(meta.get("max_trial_failures", DEFAULT_TRIAL_RETRIES))))
     tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
     return _fit(tuner, searcher, collector, objectives, directory, meta, all_callbacks)
 
 
-def resume_search(path: Union[str, Path], evaluator: Any, *, progress: bool = True,
-                  address: Optional[str] = None, callbacks: Sequence[Any] = ()) -> SearchResult:
-    """Continue the search in experiment directory ``path`` whose driver was killed.
-
-    Tune restores its trials and the searcher's state (population, Pareto archive, Optuna
-    study, ...) from its last experiment checkpoint; the results journal replays what happened
-    after it (see :mod:`raynas.resume`): no arch is evaluated twice, none is lost, and the
-    result is the union of both runs. ``evaluator`` is built anew (the old pool died with the
-    driver): the same kind the search started with. Callbacks of the first run are not restored:
-    pass them again as ``callbacks``.
-
-    Tune's experiment checkpoint (tuner.pkl, experiment state) is pickled by Tune itself:
-    resume only experiment directories you trust.
-    """
-    from ray import tune
-
-    directory = Path(path).expanduser().resolve()
-    meta = read_search_meta(directory)
-    check_resumable(directory)
-    evaluator = as_evaluator(evaluator)
-    objectives = parse_objectives(meta.get("objectives"))
-    ensure_ray(address)
-    known = reported_rows(read_journal(directory))
-    resources = meta.get("trial_resources") or evaluator.trial_resources
-    trainable = _make_trainable(evaluator, objectives[0], bool(meta.get("multi_fidelity")), resources, known)
+def _recorded_options(strategy: Any, options: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The strategy options as search.json keeps them (None when they cannot be: a strategy
+    object, or options that are not plain JSON; a resume then needs the strategy again)."""
+    if not isinstance(strategy, str):
+        return None
     try:
-        tuner = tune.Tuner.restore(str(directory), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=False, restart_errored=False)
-    except Exception as exc:  # noqa: BLE001 - Tune raises many types for a damaged tuner.pkl
-        raise CheckpointError(f"Tune cannot restore {directory / TUNER_STATE_FILE} ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:300] if str(exc) else ''})") from exc
-    searcher, run_config = _restored_parts(tuner)
-    searcher.attach_experiment(str(directory))
-    collector = ResultsCollector(directory, searcher.cost_model, resume=True)
-    # the original run's callbacks are not carried over (they may hold state of the dead
-    # driver); pass your own again through ``callbacks``
-    new_callbacks = [collector, *callbacks]
-    if progress:
-        from raynas.progress import SearchProgress
-        new_callbacks.append(SearchProgress(int(meta.get("num_samples") or searcher.budget), objectives[0],
-                                            done=collector.rows))
-    run_config.callbacks = new_callbacks
-    meta.pop("finished_at", None)
-    meta["status"] = "running"
-    meta.setdefault("resumed_at", []).append(time.time())
-    write_search_meta(directory, meta)
-    return _fit(tuner, searcher, collector, objectives, directory, meta, new_callbacks)
+        return json.loads(json.dumps(dict(options or {}), allow_nan=False))
+    except (TypeError, ValueError):
+        return None
+
+
+def _rebuilt_searcher(meta: Mapping[str, Any], strategy: Optional[ArchSearcher], directory: Path) -> ArchSearcher:
+    if strategy is None:
+        if meta.get("strategy_options") is None:
+            raise ConfigError(f"the search in {directory} was started with a strategy object (or options that are "
+                              "not plain JSON): pass an identically configured one again (strategy=...)")
+        return make_searcher(meta["strategy"], meta["strategy_options"])
+    searcher = make_searcher(strategy)
+    expected = meta.get("strategy_name") or meta.get("strategy")
+    if searcher.strategy_name != expected:
+        raise ConfigError(f"the search in {directory} ran strategy '{expected}', not '{searcher.strategy_name}'")
+    return searcher
 
 
 def _fit(tuner, searcher: ArchSearcher, collector: ResultsCollector, objectives, directory: Path,
@@ -299,37 +333,41 @@ def _make_trainable(evaluator: Evaluator, primary, multi_fidelity: bool, resourc
     return tune.with_resources(trainable, dict(resources))
 
 
-def check_resumable(directory: Union[str, Path]) -> None:
-    """Raise one clear error if ``directory`` holds no search that Tune can resume (checked
-    before anything expensive starts, and instead of failing deep inside Tune)."""
+def check_resumable(directory: Union[str, Path], *, replay: bool = False, strategy: Optional[ArchSearcher] = None,
+                    cost_functions: Sequence[CostFn] = ()):
+    """``(meta, journal events)`` of an experiment that can be resumed, or one clear error
+    (checked before anything expensive starts). Only JSON is read. ``replay=True`` also replays
+    the journal into a fresh searcher (milliseconds for most strategies; what
+    :func:`resume_search` does first), so a journal that does not replay is refused too."""
     directory = Path(directory)
-    read_search_meta(directory)
-    if not (directory / TUNER_STATE_FILE).exists():
-        raise ConfigError(f"{directory} holds no Tune state ({TUNER_STATE_FILE}): nothing to resume")
-    states = sorted(directory.glob("experiment_state-*.json"))
-    if not states:
-        raise ConfigError(f"{directory} has no Tune experiment checkpoint yet (the driver died before the "
-                          "first one, within seconds of starting): start the search again")
-    try:
-        json.loads(states[-1].read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"Tune's experiment checkpoint {states[-1]} is damaged ({exc})") from exc
-    for state in sorted(directory.glob("searcher-state-*.pkl"))[-1:]:
-        try:
-            json.loads(state.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"the searcher state {state} is damaged ({exc}); "
-                                  "the search cannot be resumed with its strategy's state") from exc
+    meta = read_search_meta(directory)
+    missing = [k for k in ("space", "strategy", "num_samples", "seed", "objectives", "batch_size", "max_concurrent")
+               if k not in meta]
+    if missing:
+        raise CheckpointError(f"{directory / 'search.json'} lacks {', '.join(missing)}: it was not written by "
+                              "raynas.search (or by an older raynas), so the search cannot be resumed")
+    events = read_journal(directory)
+    check_replayable(events, directory / JOURNAL_FILE)
+    if replay:
+        _replayed_searcher(directory, meta, events, strategy, cost_functions)
+    return meta, events
 
 
-def _restored_parts(tuner):
-    """The searcher and run config inside a restored ``Tuner`` (Tune has no public accessor)."""
-    internal = getattr(tuner, "_local_tuner", None)
-    search_alg = getattr(getattr(internal, "_tune_config", None), "search_alg", None)
-    if internal is None or not isinstance(search_alg, ArchSearcher):
-        raise ConfigError("this experiment was not started by raynas.search (no raynas searcher in its "
-                          "Tune state), or this Ray version stores it differently")
-    return search_alg, internal.get_run_config()
+def _replayed_searcher(directory: Path, meta: Mapping[str, Any], events, strategy: Optional[ArchSearcher],
+                       cost_functions: Sequence[CostFn]) -> ArchSearcher:
+    """The searcher of ``search.json``, set up as the search set it up, with the journal replayed."""
+    space = space_from_spec(meta["space"])
+    objectives = parse_objectives(meta["objectives"])
+    constraints = parse_constraints(meta.get("constraints") or None)
+    if int(meta.get("cost_functions") or 0) != len(cost_functions):
+        raise ConfigError(f"the search in {directory} ran with {meta.get('cost_functions')} cost function(s); pass "
+                          "the same ones again (cost_functions=...)")
+    searcher = _rebuilt_searcher(meta, strategy, directory)
+    searcher.setup(space, objectives, constraints=constraints, cost_model=CostModel(space, cost_functions),
+                   budget=int(meta["num_samples"]), batch_size=int(meta["batch_size"]),
+                   max_concurrent=int(meta["max_concurrent"]), seed=int(meta["seed"]))
+    replay_journal(searcher, events, where=directory / JOURNAL_FILE)
+    return searcher
 
 
 def _positive_int(name: str, value: Any, optional: bool = False) -> Optional[int]:

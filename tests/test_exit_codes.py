@@ -41,16 +41,16 @@ def no_ray(monkeypatch):
         monkeypatch.setattr(module, "ensure_ray", refuse)
 
 
-def _synthetic_table(path: Path, keep=lambda i: True, bogus_keys: bool = False) -> Path:
-    space = raynas.create_space("synthetic", **SYNTHETIC)
+def _synthetic_table(path: Path, keep=lambda i: True, bogus_keys: bool = False, options=SYNTHETIC) -> Path:
+    space = raynas.create_space("synthetic", **options)
     archs = [a for i, a in enumerate(space.enumerate()) if keep(i)]
     keys = [f"not-an-arch-{i}" if bogus_keys else canonical_json(a) for i, a in enumerate(archs)]
     pd.DataFrame({"arch_str": keys, "acc": [space.score(a) for a in archs]}).to_csv(path, index=False)
     return path
 
 
-def _search(table: Path, out: Path, *extra: str):
-    return ["search", "--space", "synthetic", *sum((["-o", f"{k}={v}"] for k, v in SYNTHETIC.items()), []),
+def _search(table: Path, out: Path, *extra: str, options=SYNTHETIC):
+    return ["search", "--space", "synthetic", *sum((["-o", f"{k}={v}"] for k, v in options.items()), []),
             "--table", str(table), "--table-metric", "accuracy=acc", "--output", str(out), "--batch-size", "4",
             *extra]
 
@@ -120,14 +120,16 @@ def test_fewer_archs_than_asked_exit_1(ray_session, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------- interrupted
-def test_sigint_exits_130_says_interrupted_and_how_to_resume(tmp_path):
-    table = _synthetic_table(tmp_path / "t.csv")
+def test_sigint_exits_130_says_interrupted_and_how_to_resume(ray_session, tmp_path):
+    larger = dict(num_layers=6, num_choices=3, seed=1)   # 729 archs
+    table = _synthetic_table(tmp_path / "t.csv", options=larger)
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
-    # one arch per trial, so the search is still going when SIGINT comes
+    # 300 trials of one arch (seconds of Tune's overhead): the search is still going when SIGINT comes
     driver = subprocess.Popen([sys.executable, "-m", "raynas.cli.main", *_search(
-        table, out, "-n", "27", "--strategy", "random", "--batch-size", "1", "--name", "ctrl-c", "--num-cpus", "1")],
+        table, out, "-n", "300", "--strategy", "random", "--batch-size", "1", "--name", "ctrl-c", "--num-cpus", "1",
+        options=larger)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = out / "ctrl-c" / JOURNAL_FILE
     deadline = time.monotonic() + 180
@@ -144,4 +146,10 @@ def test_sigint_exits_130_says_interrupted_and_how_to_resume(tmp_path):
     meta = json.loads((out / "ctrl-c" / "search.json").read_text())
     assert meta["status"] == "interrupted" and "finished_at" not in meta
     recorded = raynas.SearchResult.load(out / "ctrl-c").df
-    assert 2 <= len(recorded) < 27 and recorded["error"].isna().all()
+    assert 2 <= len(recorded) < 300 and recorded["error"].isna().all()
+    # what the message says works: the search goes on from where it stopped, to its budget
+    assert main(["search", "--resume", str(out / "ctrl-c")]) == 0
+    resumed = raynas.SearchResult.load(out / "ctrl-c").df
+    assert len(resumed) == 300 and resumed["arch_id"].is_unique
+    assert resumed["arch_id"].tolist()[:len(recorded)] == recorded["arch_id"].tolist()
+    assert json.loads((out / "ctrl-c" / "search.json").read_text())["status"] == "finished"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import string
 from pathlib import Path
 
@@ -16,10 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import raynas
-from raynas.arch import arch_id
+from raynas.arch import arch_id, canonical_json
 from raynas.cli.main import main
 from raynas.constraints import parse_constraints
 from raynas.errors import ArchError, CheckpointError, ConfigError, RaynasError
+from raynas.ledger import JOURNAL_FILE
 from raynas.objectives import parse_objectives
 from raynas.results import SearchResult
 from raynas.searchers import list_strategies, make_searcher
@@ -179,23 +181,56 @@ def test_corrupt_search_meta(tmp_path_factory, text):
         pass
 
 
-def _fake_tune_state(directory: Path, experiment_state: str, searcher_state: str) -> None:
-    (directory / "tuner.pkl").write_bytes(b"not read before the checks")
-    (directory / "experiment_state-2026-01-01_00-00-00.json").write_text(experiment_state)
-    (directory / "searcher-state-2026-01-01_00-00-00.pkl").write_text(searcher_state)
+def _resumable_experiment(tmp_path: Path) -> Path:
+    """A small search of the synthetic space through the CLI (its search.json records how to
+    rebuild the evaluator), as ``raynas search`` leaves it."""
+    import pandas as pd
+
+    space = raynas.create_space("synthetic", num_layers=3, num_choices=3, seed=1)
+    archs = list(space.enumerate())
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"arch_str": [canonical_json(a) for a in archs], "acc": [space.score(a) for a in archs]}) \
+        .to_csv(table, index=False)
+    assert main(["search", "--space", "synthetic", "-o", "num_layers=3", "-o", "num_choices=3", "-o", "seed=1",
+                 "--table", str(table), "--table-metric", "accuracy=acc", "-n", "9", "--batch-size", "3",
+                 "--output", str(tmp_path), "--name", "exp"]) == 0
+    return tmp_path / "exp"
 
 
-@pytest.mark.parametrize("experiment_state, searcher_state, error", [
-    ("{}", '{"version": 1, "strat', CheckpointError),
-    ('{"trial_data": [', "{}", CheckpointError),
+def _garbage_line(directory: Path) -> None:
+    path = directory / JOURNAL_FILE
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:2] + ["no kill writes this\n"] + lines[2:]))
+
+
+def _other_proposal(directory: Path) -> None:
+    path = directory / JOURNAL_FILE
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    first = next(e for e in events if e["event"] == "suggest")
+    first["arch_ids"] = first["arch_ids"][::-1]
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+
+
+def _forgotten_strategy(directory: Path) -> None:
+    meta = json.loads((directory / "search.json").read_text())
+    del meta["strategy"]
+    (directory / "search.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_garbage_line, "line 3 is not a journal event"),
+    (_other_proposal, "event 1 .* does not replay: the strategy now proposes"),
+    (_forgotten_strategy, "search.json lacks strategy"),
 ])
-def test_damaged_tune_state_is_refused_before_resuming(tmp_path, experiment_state, searcher_state, error, capsys):
-    directory = _experiment(tmp_path, journal=True)
-    _fake_tune_state(directory, experiment_state, searcher_state)
-    with pytest.raises(error, match="damaged"):
-        raynas.resume_search(directory, lambda a: {"score": 1.0})
+def test_a_damaged_experiment_is_refused_before_resuming(ray_session, tmp_path, damage, message, capsys):
+    directory = _resumable_experiment(tmp_path)
+    damage(directory)
+    capsys.readouterr()
     assert main(["search", "--resume", str(directory)]) == 2
-    assert "damaged" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.count("error:") == 1, err
+    with pytest.raises(CheckpointError, match=message):
+        raynas.resume_search(directory, lambda a: {"accuracy": 1.0})
 
 
 @FAST

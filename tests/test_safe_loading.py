@@ -127,3 +127,57 @@ def test_a_space_of_an_installed_entry_point_resolves_by_name(tmp_path, monkeypa
     space = raynas.space_from_spec({"name": "thirdparty_synthetic", "options": {"num_layers": 3}})
     assert space.name == "thirdparty_synthetic" and space.spec() == {"name": "thirdparty_synthetic",
                                                                    "options": space.options}
+
+
+# ---------------------------------------------------------------------------- experiment folders
+class _OpensAFile:
+    """Unpickling this creates ``path``: what a payload that runs code would do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_resume_reads_no_pickle_of_the_experiment_folder(ray_session, tmp_path):
+    """A search resumes from its JSON (search.json, the journal): Tune's tuner.pkl, its
+    experiment and searcher state (where an Optuna study used to travel as a base64 pickle)
+    are never read, so payloads planted in them never run."""
+    import base64
+    import pickle
+
+    import pandas as pd
+
+    from raynas.arch import canonical_json
+    from raynas.cli.main import main
+
+    space = raynas.create_space("synthetic", num_layers=3, num_choices=3, seed=1)
+    archs = list(space.enumerate())
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"arch_str": [canonical_json(a) for a in archs], "acc": [space.score(a) for a in archs]}) \
+        .to_csv(table, index=False)
+    exp = tmp_path / "out" / "exp"
+    argv = ["search", "--space", "synthetic", "-o", "num_layers=3", "-o", "num_choices=3", "-o", "seed=1",
+            "--table", str(table), "--table-metric", "accuracy=acc", "--strategy", "optuna:tpe", "-n", "12",
+            "--batch-size", "3", "--output", str(tmp_path / "out"), "--name", "exp"]
+    assert main(argv) == 0
+    full = raynas.SearchResult.load(exp).df
+    # the driver "died" after the 5th event it journaled: the folder holds that prefix
+    journal = exp / "results.journal.jsonl"
+    journal.write_text("".join(journal.read_text().splitlines(keepends=True)[:5]))
+    (exp / "results.parquet").unlink()
+    marker = tmp_path / "payload-ran"
+    payload = pickle.dumps(_OpensAFile(marker))
+    (exp / "tuner.pkl").write_bytes(payload)
+    for state in exp.glob("searcher-state-*.pkl"):
+        data = json.loads(state.read_text())
+        data["strategy_state"]["optuna"] = base64.b64encode(payload).decode()
+        state.write_text(json.dumps(data))
+    for state in exp.glob("experiment_state-*.json"):
+        state.write_text(json.dumps({"trial_data": [[payload.hex(), payload.hex()]], "runner_data": {}}))
+    assert main(["search", "--resume", str(exp)]) == 0
+    assert not marker.exists()
+    resumed = raynas.SearchResult.load(exp).df
+    assert resumed["arch_id"].tolist() == full["arch_id"].tolist()
+    assert resumed["accuracy"].tolist() == full["accuracy"].tolist()

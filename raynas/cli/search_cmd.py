@@ -123,11 +123,10 @@ def _latency_costs(args: argparse.Namespace, space):
 def _resume(args: argparse.Namespace, max_failures: float) -> int:
     import raynas
     from raynas.registry import space_from_spec
-    from raynas.results import read_search_meta
     from raynas.tuner import check_resumable
 
-    check_resumable(args.resume)  # before a pool is started for nothing
-    meta = read_search_meta(args.resume)
+    # the journal must replay (the searcher is rebuilt from it) before a pool starts for nothing
+    meta, _ = check_resumable(args.resume, replay=True)
     spec = _evaluator_spec(args, meta.get("evaluator") or {})
     space = space_from_spec(meta.get("space"))
     prepared = _prepare_evaluator(spec, space)

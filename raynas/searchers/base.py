@@ -3,8 +3,10 @@
 A strategy only proposes archs (``propose``) and learns from results (``observe``); this base
 turns that into Tune's protocol: batching several archs into one trial, skipping archs already
 proposed, enforcing pre-evaluation constraints by bounded rejection, limiting concurrency, and
-saving/restoring the whole state as JSON (no pickles), so a resumed search continues with the
-very same suggestions.
+recording every call that changes its state in the search's journal (what it proposed, what it
+observed, in order), so a resumed search replays them into a fresh searcher and continues with
+the very same suggestions (see :mod:`raynas.resume`). ``get_state``/``save`` give the state as
+JSON for Tune's own checkpoints; raynas never resumes from them.
 """
 from __future__ import annotations
 
@@ -62,6 +64,11 @@ class ArchSearcher(Searcher):
         self._last_result: Dict[str, Mapping[str, Any]] = {}
         self._num_observed = 0
         self._exhausted = False
+        # the strategy had nothing to propose while trials were in flight: nothing changes until
+        # a result arrives, so Tune's repeated suggest calls meanwhile are answered without it
+        self._waiting = False
+        self._journal = None                 # raynas.ledger.Journal of the search, if attached
+        self._reissue: List[str] = []        # trials in flight when a resumed run's driver died
 
     # ------------------------------------------------------------------ configuration
     def setup(self, space, objectives: Sequence[Objective], *, constraints: Sequence[Constraint] = (),
@@ -136,9 +143,11 @@ class ArchSearcher(Searcher):
     def suggest(self, trial_id: str):
         if self.space is None:
             raise ConfigError(f"{type(self).__name__} was not set up; pass it to raynas.search()")
+        if self._reissue:
+            return self._reissue_trial(trial_id)
         if self._proposed >= self.budget or self._exhausted:
             return Searcher.FINISHED if not self._live else None
-        if len(self._live) >= self.max_concurrent:
+        if len(self._live) >= self.max_concurrent or self._waiting:
             return None
         n = min(self.batch_size, self.budget - self._proposed)
         batch: List[Tuple[str, Arch]] = []
@@ -149,11 +158,15 @@ class ArchSearcher(Searcher):
             batch.append((arch_id(arch), arch))
         if not batch:
             if self._live:
-                return None  # the strategy waits for results in flight
+                self._waiting = True  # the strategy waits for results in flight
+                self._record({"event": "suggest", "trial": trial_id, "arch_ids": []})
+                return None
             self._exhausted = True
+            self._record({"event": "suggest", "trial": trial_id, "arch_ids": [], "finished": True})
             return Searcher.FINISHED
         self._proposed += len(batch)
         self._live[trial_id] = batch
+        self._record({"event": "suggest", "trial": trial_id, "arch_ids": [key for key, _ in batch]})
         return self._trial_config(batch)
 
     def _next_arch(self) -> Optional[Arch]:
@@ -202,14 +215,18 @@ class ArchSearcher(Searcher):
         last = result if result is not None else self._last_result.get(trial_id)
         self._last_result.pop(trial_id, None)
         if batch is None:
-            # a trial this searcher does not know: Tune resumed it from an experiment checkpoint
-            # newer than the searcher's own (they are synced separately); count what it evaluated
+            # a trial this searcher does not know (only when Tune itself restores an experiment
+            # from its checkpoint; raynas resumes from the journal): count what it evaluated
             archs = (last or {}).get("config/archs") or ((last or {}).get("config") or {}).get("archs") or []
             rows = {row.get("arch_id"): row for row in (last or {}).get("batch", []) or [] if isinstance(row, dict)}
             for arch in archs:
                 self.adopt(arch, self._with_costs(arch, _row_metrics(rows.get(arch_id(arch)))))
             return
-        rows = {row.get("arch_id"): row for row in (last or {}).get("batch", []) or []}
+        reported = None if last is None else [row for row in last.get("batch") or [] if isinstance(row, dict)]
+        # journaled before it is applied: a kill in between replays it whole
+        self._record({"event": "observe", "trial": trial_id, "batch": reported, "error": bool(error)})
+        self._waiting = False
+        rows = {row.get("arch_id"): row for row in reported or []}
         for key, arch in batch:
             self._num_observed += 1
             self.observe(arch, self._with_costs(arch, _row_metrics(rows.get(key))))
@@ -225,10 +242,41 @@ class ArchSearcher(Searcher):
             metrics.update({m: costs[m] for m in missing if m in costs})
         return metrics
 
-    # ------------------------------------------------------------------ resume
-    def attach_experiment(self, directory: Optional[str]) -> None:
-        """The experiment directory whose journal :meth:`restore` replays (see :mod:`raynas.resume`)."""
-        self.experiment_dir = None if directory is None else str(directory)
+    # ------------------------------------------------------------------ journal and resume
+    def attach_journal(self, journal) -> None:
+        """Record every state-changing call from now on in ``journal`` (a
+        :class:`raynas.ledger.Journal`; None stops recording)."""
+        self._journal = journal
+
+    def _record(self, event: Dict[str, Any]) -> None:
+        if self._journal is not None:
+            self._journal.append(event)
+
+    @property
+    def live_trials(self) -> List[str]:
+        """Trials proposed and not yet observed, in the order they were proposed."""
+        return list(self._live)
+
+    def reissue_live(self) -> List[str]:
+        """After a replay: hand the trials that were in flight when the driver died to the next
+        ``suggest`` calls (the same archs, before anything new), as the uninterrupted run would
+        still have been running them. Returns their ids."""
+        self._reissue = list(self._live)
+        return list(self._reissue)
+
+    def _reissue_trial(self, trial_id: str) -> Dict[str, Any]:
+        old = self._reissue.pop(0)
+        self.rename_trial(old, trial_id)
+        self._record({"event": "reissue", "trial": trial_id, "from": old})
+        return self._trial_config(self._live[trial_id])
+
+    def rename_trial(self, old: str, new: str) -> None:
+        """Track the in-flight trial ``old`` under the id ``new`` (its re-run in a resumed search)."""
+        if old not in self._live:
+            raise ConfigError(f"no trial '{old}' is in flight")
+        self._live = {(new if tid == old else tid): batch for tid, batch in self._live.items()}
+        if old in self._last_result:
+            self._last_result[new] = self._last_result.pop(old)
 
     def adopt(self, arch: Arch, metrics: Optional[Mapping[str, float]]) -> bool:
         """Count an arch evaluated for this search outside the suggestions this state knows (a
@@ -260,6 +308,7 @@ class ArchSearcher(Searcher):
             "live": {tid: [[k, a] for k, a in batch] for tid, batch in self._live.items()},
             "num_observed": self._num_observed,
             "exhausted": self._exhausted,
+            "waiting": self._waiting,
             "strategy_state": self.get_strategy_state(),
         }
 
@@ -273,6 +322,7 @@ class ArchSearcher(Searcher):
         self._live = {tid: [(k, a) for k, a in batch] for tid, batch in state["live"].items()}
         self._num_observed = int(state["num_observed"])
         self._exhausted = bool(state["exhausted"])
+        self._waiting = bool(state.get("waiting", False))
         self.set_strategy_state(state["strategy_state"])
 
     def get_strategy_state(self) -> Dict[str, Any]:
@@ -302,11 +352,6 @@ class ArchSearcher(Searcher):
             from raynas.errors import CheckpointError
             raise CheckpointError(f"searcher state {checkpoint_path} is damaged or from another raynas version "
                                   f"({type(exc).__name__}: {exc})") from exc
-        if getattr(self, "experiment_dir", None):
-            # Tune's checkpoint may be seconds older than the driver's death: replay the rest
-            from raynas.ledger import read_journal
-            from raynas.resume import replay_journal
-            replay_journal(self, read_journal(self.experiment_dir))
 
     # ------------------------------------------------------------------ introspection
     @property
