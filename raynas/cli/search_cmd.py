@@ -125,13 +125,20 @@ def _resume(args: argparse.Namespace, max_failures: float) -> int:
     from raynas.registry import space_from_spec
     from raynas.tuner import check_resumable
 
+    from raynas.results import read_search_meta
+
+    saved = read_search_meta(args.resume)
+    space = space_from_spec(saved.get("space"))
+    # the latency table the search ran with (recorded in search.json) prices archs again
+    costs = [cost for _, cost in latency_sources(space, saved["latency_table"], saved.get("latency_column"),
+                                                 saved.get("latency_key") or "arch_str")] \
+        if saved.get("latency_table") else []
     # the journal must replay (the searcher is rebuilt from it) before a pool starts for nothing
-    meta, _ = check_resumable(args.resume, replay=True)
+    meta, _ = check_resumable(args.resume, replay=True, cost_functions=costs)
     spec = _evaluator_spec(args, meta.get("evaluator") or {})
-    space = space_from_spec(meta.get("space"))
     prepared = _prepare_evaluator(spec, space)
     raynas.ensure_ray(args.address, num_cpus=args.num_cpus)
-    result = raynas.resume_search(args.resume, prepared.build())
+    result = raynas.resume_search(args.resume, prepared.build(), cost_functions=costs)
     return _finish(args, result, space, spec, max_failures)
 
 

@@ -79,6 +79,15 @@ class OptunaArchSearcher(ArchSearcher):
         self._last_inner: Optional[Tuple[str, Arch]] = None
         self._known: Dict[str, List[float]] = {}    # dedup key -> objective values already observed
 
+    def __getstate__(self) -> Dict[str, Any]:
+        # Tune pickles its search algorithm into tuner.pkl when a run starts, and some Optuna
+        # samplers hold thread locks (NSGA-II in Optuna 5). raynas never resumes from that pickle
+        # (the journal is the truth: the study is rebuilt by replaying it), so the live study
+        # stays out of the copy.
+        state = dict(self.__dict__)
+        state["inner"] = None
+        return state
+
     def on_setup(self) -> None:
         from ray import tune
         from ray.tune.search.optuna import OptunaSearch
@@ -180,12 +189,19 @@ class OptunaArchSearcher(ArchSearcher):
     # directories you trust only.
     def get_strategy_state(self) -> Dict[str, Any]:
         buf = io.BytesIO()
-        pickle.dump(self.inner.__dict__.copy(), buf)
+        try:
+            pickle.dump(self.inner.__dict__.copy(), buf)
+            optuna_state: Optional[str] = base64.b64encode(buf.getvalue()).decode("ascii")
+        except (TypeError, pickle.PicklingError):
+            # some samplers hold thread locks (NSGA-II in Optuna 5); resume replays the journal
+            # instead, so Tune's own checkpoint goes without the study
+            optuna_state = None
         return {"counter": self._counter, "pending": self._pending, "known": self._known,
-                "optuna": base64.b64encode(buf.getvalue()).decode("ascii")}
+                "optuna": optuna_state}
 
     def set_strategy_state(self, state: Mapping[str, Any]) -> None:
         self._counter = int(state["counter"])
         self._pending = dict(state["pending"])
         self._known = {k: list(v) for k, v in state["known"].items()}
-        self.inner.__dict__.update(pickle.loads(base64.b64decode(state["optuna"])))
+        if state.get("optuna") is not None:
+            self.inner.__dict__.update(pickle.loads(base64.b64decode(state["optuna"])))
