@@ -465,6 +465,7 @@ class SupernetPool:
                                                          max_task_retries=-1, scheduling_strategy=here)
         self.num_actors = int(num_actors)
         self.max_chunk = int(max_chunk)
+        self._actor_resources = {"CPU": float(cpus_per_actor), "GPU": float(gpus_per_actor)}
         # the factory's ObjectRefs stay out of the restartable dispatcher's constructor (see raynas.pool_refs)
         from raynas.pool_refs import hold_refs
 
@@ -518,7 +519,7 @@ class SupernetPool:
         bar of the workers ready, once the start takes more than a second (starting Ray
         worker processes and loading torch can take a minute on a busy machine)."""
         done_ref = self.dispatcher.wait_ready.remote()
-        start, bar = time.monotonic(), None
+        start, bar, warned = time.monotonic(), None, False
         try:
             while not ray.wait([done_ref], timeout=0.5)[0]:
                 if progress and bar is None and time.monotonic() - start > 1.0:
@@ -530,6 +531,8 @@ class SupernetPool:
                 if bar is not None:
                     bar.n = ray.get(self.dispatcher.ready_count.remote())
                     bar.refresh()
+                    if bar.n == 0 and not warned and time.monotonic() - start > 30:
+                        warned = self._say_if_waiting_for_resources(bar)
             reason = ray.get(done_ref)
             if bar is not None and not reason:
                 bar.n = self.num_actors
@@ -541,6 +544,19 @@ class SupernetPool:
             self.shutdown()
             raise EvaluationError(reason)
         return self
+
+    def _say_if_waiting_for_resources(self, bar) -> bool:
+        """When no worker could be placed yet because the cluster's free CPUs/GPUs are short (e.g.
+        another pool still holds them), say so once instead of waiting silently."""
+        free = ray.available_resources()
+        short = {k: v for k, v in self._actor_resources.items() if v > 0 and free.get(k, 0.0) + 1e-9 < v}
+        if short:
+            need = ", ".join(f"{v:g} {k}" for k, v in short.items())
+            have = ", ".join(f"{free.get(k, 0.0):g} {k}" for k in short)
+            bar.write(f"pool actors are waiting for resources: each needs {need}, {have} free now. Another "
+                      "pool or search may hold them: shut down pools you no longer use (pool.shutdown()), "
+                      "or give fewer actors (--actors / num_actors)")
+        return True
 
     def evaluator(self) -> PoolEvaluator:
         return PoolEvaluator(self.dispatcher, self.num_actors, self._metrics, self.max_chunk)

@@ -302,6 +302,13 @@ class OFAMobileNetV3Space(SearchSpace):
     def input_resolution(self, arch: Arch) -> int:
         return self.validate(arch)["resolution"]
 
+    def to_timm(self, model: MobileNetV3, config: Mapping[str, Any]):
+        """The exported subnet as a timm ``MobileNetV3`` (see :mod:`spaces.ofa_timm`)."""
+        from spaces.ofa_timm import to_timm
+
+        norm = config["normalization"]
+        return to_timm(model, int(config["input_resolution"]), norm["mean"], norm["std"])
+
     def build_static(self, arch: Arch, num_classes: Optional[int] = None, seed: int = 0) -> MobileNetV3:
         """An untrained static MobileNetV3 of the arch (the structure ``export`` fills).
 

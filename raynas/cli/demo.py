@@ -26,6 +26,7 @@ def register(sub) -> None:
     p.add_argument("--name", default="demo", help="experiment name (folder under --output)")
     p.add_argument("--output", default="raynas_results", help="folder of experiments")
     p.add_argument("--epochs", type=int, default=DEMO_TRAIN["epochs"], help="supernet training epochs")
+    p.add_argument("--max-steps", type=int, help="stop training after this many steps (smoke runs, tests)")
     p.add_argument("--num-samples", "-n", type=int, default=120, help="archs the search evaluates")
     p.add_argument("--macs-fraction", type=float, default=0.6,
                    help="MACs limit as a fraction of the largest subnet's MACs")
@@ -40,6 +41,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import raynas
     from raynas.export import export_subnet, verify_exported
+    from raynas.export_formats import export_timm
     from raynas.outcome import check_outcome
     from raynas.registry import create_space
     from raynas.reporting import write_search_artifacts
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     config = SupernetTrainConfig(space="ofa_mbv3_cifar", space_options=dict(DEMO_SPACE_OPTIONS), data="digits",
                                  output=str(out / "supernet"), seed=args.seed, cpu_threads=args.threads,
+                                 max_steps=args.max_steps,
                                  **{**DEMO_TRAIN, "epochs": args.epochs})
     checkpoint, train_metrics = train_supernet(config)
     timings["train"] = time.perf_counter() - t
@@ -85,12 +88,13 @@ def run(args: argparse.Namespace) -> int:
     best = result.best_arch()
     export_dir, metrics = export_subnet(checkpoint, best, out / "best_subnet", data="digits", seed=args.seed)
     reproduced = verify_exported(export_dir)
+    timm_dir, _ = export_timm(export_dir)   # the same subnet as a timm model (loads with timm alone)
     timings["export"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
 
     print(f"\nbest subnet: accuracy {metrics['accuracy']:.2f}% in the search, {reproduced:.2f}% from the "
           f"exported files; {metrics['macs'] / 1e6:.2f}M MACs, {metrics['params'] / 1e6:.3f}M params")
-    print(f"   exported: {export_dir} (model.safetensors + config.json)")
+    print(f"   exported: {export_dir} (model.safetensors + config.json), as a timm model: {timm_dir}")
     print(f"       pool: {health['workers']} actors, {health['evaluated']} evaluations, "
           f"{health['restarts']} restarts")
     print("    timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
