@@ -18,6 +18,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if action.default in (None, False, argparse.SUPPRESS) or "default" in text.lower() \
+                or isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)) \
                 or action.option_strings == [] and action.nargs in ("?", "*"):
             return text
         return super()._get_help_string(action)

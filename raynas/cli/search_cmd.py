@@ -59,8 +59,12 @@ def register(sub) -> None:
     out.add_argument("--column", action="append", metavar="NAME",
                      help="also print this column (default: arch_id, objectives, table metrics, params, "
                           "MACs, latency, the arch)")
-    out.add_argument("--tensorboard", action="store_true",
-                     help="keep Tune's TensorBoard/CSV/JSON loggers (tensorboard --logdir OUTPUT/NAME)")
+    out.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                     help="skip the per-arch Tune rows (each trial's result.json, read by "
+                          "tune.ExperimentAnalysis) and the per-arch TensorBoard log (OUTPUT/NAME/tensorboard)")
+    out.add_argument("--tensorboard", dest="tensorboard", action="store_true", help=argparse.SUPPRESS)  # the default
+    out.add_argument("--tune-loggers", action="store_true",
+                     help="also Tune's own per-trial TensorBoard and CSV loggers (one row per trial)")
     out.add_argument("--resume", metavar="EXPERIMENT_DIR",
                      help="continue the search in EXPERIMENT_DIR whose driver was killed, with its saved "
                           "configuration (--checkpoint/--table/--data/--actors override how to evaluate)")
@@ -99,13 +103,22 @@ def run(args: argparse.Namespace) -> int:
                         metrics=prepared.metrics(), cost_functions=costs)
     raynas.ensure_ray(args.address, num_cpus=args.num_cpus)
     evaluator = prepared.build()
+    try:
+        return _search_and_finish(args, space, evaluator, spec, costs, objectives, options, max_failures)
+    finally:   # a pool's actors hold CPUs/GPUs until shut down (main() may run in a longer process)
+        _shutdown(evaluator)
+
+
+def _search_and_finish(args, space, evaluator, spec, costs, objectives, options, max_failures) -> int:
+    import raynas
+
     latency = {"latency_table": str(Path(args.latency_table).resolve()), "latency_column": args.latency_column,
                "latency_key": args.latency_key} if args.latency_table else {}
     result = raynas.search(space, evaluator, strategy=args.strategy, num_samples=args.num_samples,
                            constraints=args.constraint, objectives=objectives, strategy_options=options,
                            batch_size=args.batch_size, max_concurrent=args.max_concurrent, seed=args.seed,
                            name=args.name, storage_path=args.output, overwrite=args.overwrite,
-                           tune_loggers=args.tensorboard, cost_functions=costs,
+                           tune_loggers=args.tune_loggers, tensorboard=args.tensorboard, cost_functions=costs,
                            extra_meta={"evaluator": spec, **latency})
     return _finish(args, result, space, spec, max_failures)
 
@@ -138,8 +151,18 @@ def _resume(args: argparse.Namespace, max_failures: float) -> int:
     spec = _evaluator_spec(args, meta.get("evaluator") or {})
     prepared = _prepare_evaluator(spec, space)
     raynas.ensure_ray(args.address, num_cpus=args.num_cpus)
-    result = raynas.resume_search(args.resume, prepared.build(), cost_functions=costs)
-    return _finish(args, result, space, spec, max_failures)
+    evaluator = prepared.build()
+    try:
+        result = raynas.resume_search(args.resume, evaluator, cost_functions=costs)
+        return _finish(args, result, space, spec, max_failures)
+    finally:
+        _shutdown(evaluator)
+
+
+def _shutdown(evaluator) -> None:
+    shutdown = getattr(evaluator, "shutdown", None)
+    if callable(shutdown):
+        shutdown()
 
 
 def _evaluator_spec(args: argparse.Namespace, saved: Dict[str, Any]) -> Dict[str, Any]:
