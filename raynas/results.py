@@ -164,7 +164,7 @@ class SearchResult:
             ax.annotate(f"best {y.metric} {best[y.metric]:.4g}\n{best['arch_id']}",
                         (best[x.metric] / sx, best[y.metric] / sy), textcoords="offset points",
                         xytext=(-10, -22), ha="right", fontsize=7, color="tab:red")
-        limits = parse_constraints(self.meta.get("constraints") if constraints is None else constraints)
+        limits = parse_constraints(constraints) if constraints is not None else _saved_constraints(self.meta)
         for c in limits:
             for bound in (c.max, c.min):
                 if bound is None:
@@ -286,6 +286,20 @@ def as_timestamps(values: pd.Series) -> pd.Series:
     return pd.Series([v if isinstance(v, pd.Timestamp) else
                       (pd.NaT if _is_missing(v) else pd.Timestamp(float(v), unit="s", tz="UTC"))
                       for v in values], index=values.index, dtype="datetime64[ns, UTC]")
+
+
+def _saved_constraints(meta: Mapping[str, Any]) -> List[Any]:
+    """The constraints search.json records (``str(Constraint)``; a two-sided one is two)."""
+    from raynas.constraints import parse_constraints
+
+    out = []
+    for text in meta.get("constraints") or []:
+        for part in str(text).split(" and "):
+            try:
+                out += parse_constraints(part)
+            except ConfigError:
+                continue   # drawn when readable; a plot never fails for it
+    return out
 
 
 def _plot_scale(metric: str) -> float:

@@ -141,12 +141,13 @@ class ArchRowLogger(LoggerCallback):
         self._last_flush = time.monotonic()
 
 
-def search_trainable(experiment: Union[str, Path], evaluator: Any):
+def search_trainable(experiment: Union[str, Path], evaluator: Any = None):
     """The Tune trainable of the search in ``experiment`` (a folder ``raynas.search`` wrote),
-    evaluating with ``evaluator`` (a pool, an Evaluator, a function): what
+    evaluating with ``evaluator`` (a pool, an Evaluator, a function; None: a trainable that only
+    lets Tune read the results, and refuses to evaluate): what
     ``tune.Tuner.restore(experiment, trainable=...)`` needs to give Tune's ``ResultGrid``::
 
-        grid = tune.Tuner.restore(path, trainable=raynas.search_trainable(path, evaluator)).get_results()
+        grid = tune.Tuner.restore(path, trainable=raynas.search_trainable(path)).get_results()
 
     (to continue an interrupted search use ``raynas.resume_search``, which replays the journal).
     """
@@ -155,10 +156,22 @@ def search_trainable(experiment: Union[str, Path], evaluator: Any):
     from raynas.tuner import _make_trainable, as_evaluator
 
     meta = read_search_meta(experiment)
-    evaluator = as_evaluator(evaluator)
+    evaluator = as_evaluator(evaluator if evaluator is not None else _ReadOnly(str(experiment)))
     primary = parse_objectives(meta.get("objectives"))[0]
     return _make_trainable(evaluator, primary, bool(meta.get("multi_fidelity")),
                            meta.get("trial_resources") or evaluator.trial_resources)
+
+
+class _ReadOnly:
+    """The evaluator of a trainable restored only to read results."""
+
+    def __init__(self, experiment: str) -> None:
+        self.experiment = experiment
+
+    def __call__(self, arch) -> Dict[str, float]:
+        from raynas.errors import ConfigError
+        raise ConfigError(f"search_trainable({self.experiment!r}) was built without an evaluator: it reads "
+                          "results only; continue a search with raynas.resume_search")
 
 
 def tensorboard_dir(experiment: Union[str, Path]) -> Optional[Path]:

@@ -4,8 +4,8 @@ Every fenced block of a document is one of:
 
 - **run** (the default): a ``bash`` block's commands run one by one in a scratch folder (``raynas``
   commands in this process, through ``raynas.cli.main.main``; ``make demo`` as the ``raynas demo``
-  it runs), a ``python`` block is executed there; blocks of one document share the folder, in
-  order, as a reader running them one after another would.
+  it runs), a ``python`` block is executed there; blocks of one document share the folder and
+  one Python namespace, in order, as a reader running them one after another would.
 - **parse**: marked ``<!-- docs-test: parse (why) -->`` on the line before it (commands that need
   a GPU, a cluster, the network, or that are this test suite). Each ``raynas`` command in it --
   also inside ``ray submit ... examples/raynas_cli.py ARGS`` and ``ray job submit ... -- raynas

@@ -110,7 +110,7 @@ def _scratch(tmp_path: Path, shared_data) -> Path:
     return tmp_path
 
 
-def _run_block(block: Block, folder: Path) -> None:
+def _run_block(block: Block, folder: Path, namespace: dict) -> None:
     from raynas.cli.main import main
 
     if block.mode == "no-raynas":
@@ -123,13 +123,13 @@ def _run_block(block: Block, folder: Path) -> None:
     if block.language == "python":
         import raynas
 
-        namespace = {"__name__": "__docs__"}
         try:
             exec(compile(substitute(block.text), block.where, "exec"), namespace)   # noqa: S102 - our own docs
         finally:   # the pools its process would have taken down when it ended
-            for value in namespace.values():
+            for key, value in list(namespace.items()):
                 if isinstance(value, raynas.SupernetPool):
                     value.shutdown()
+                    del namespace[key]
         return
     for line in command_lines(block.text):
         line = substitute(line)
@@ -148,8 +148,9 @@ def test_document_runs(document, ray_session, shared_data, tmp_path, monkeypatch
     monkeypatch.chdir(folder)
     monkeypatch.setenv("RAYNAS_CACHE", str(tmp_path / "cache"))
     ran = 0
+    namespace = {"__name__": "__docs__"}   # one Python session per document, as a reader's
     for block in blocks(document):
         if block.mode in ("run", "no-raynas") and block.language in ("bash", "sh", "python"):
-            _run_block(block, folder)
+            _run_block(block, folder, namespace)
             ran += 1
     assert ran or document != "README.md"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import raynas
-from raynas.tune_view import TENSORBOARD_DIR, search_trainable
+from raynas.tune_view import TENSORBOARD_DIR
 
 
 def _score(space):
@@ -72,7 +72,7 @@ def test_experiment_analysis_has_one_row_per_arch(ray_session, space, tmp_path):
     assert best == sorted(best) and best[-1] == pytest.approx(result.df["score"].max(), rel=1e-6)
 
     # Tune's ResultGrid through Tuner.restore and the public trainable: the same rows
-    grid = tune.Tuner.restore(str(tmp_path / "forty"), trainable=search_trainable(tmp_path / "forty", _score(space))
+    grid = tune.Tuner.restore(str(tmp_path / "forty"), trainable=raynas.search_trainable(tmp_path / "forty")
                               ).get_results()
     frames = [r.metrics_dataframe for r in grid]
     assert sum(len(f) for f in frames) == 40
