@@ -1,15 +1,20 @@
 """A search driver that kills itself (SIGKILL, like a lost head node or ``kill -9``) after a
 given number of completed trials, for the resume tests. It joins the Ray cluster at ``--address``
 (the test session's), runs an evolution search with :class:`fault_helpers.SyntheticEvaluator`,
-and just before dying writes the searcher's state to ``--dump`` (what resume must restore)."""
+and just before dying writes the searcher's state to ``--dump`` (what resume must restore).
+
+``driver_kill_helper.py cli KILL_AFTER ARGS...`` instead runs ``raynas ARGS...`` (the CLI's own
+code path) with the same kill switch added to its search."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -29,17 +34,30 @@ class KillSwitch(Callback):
     running, or have reported without completing: the journal holds exactly what the searcher
     did, so replaying it must give this state)."""
 
-    def __init__(self, searcher, after: int, dump: str) -> None:
+    def __init__(self, searcher, after: int, dump: Optional[str] = None) -> None:
         self.searcher, self.after, self.dump, self.completed = searcher, after, dump, 0
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.completed += 1
         if self.completed >= self.after:
-            atomic_write_text(self.dump, json.dumps(self.searcher.get_state()))
+            if self.dump:
+                atomic_write_text(self.dump, json.dumps(self.searcher.get_state()))
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def run_cli(kill_after: int, argv: List[str]) -> None:
+    """``raynas argv...`` whose search dies after ``kill_after`` completed trials."""
+    from raynas.cli.main import main as cli_main
+
+    raynas.search = functools.partial(raynas.search, callbacks=[KillSwitch(None, kill_after)])
+    code = cli_main(argv)
+    print(f"the CLI exited with {code} before the kill switch fired", file=sys.stderr)
+    sys.exit(1)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["cli"]:
+        run_cli(int(sys.argv[2]), sys.argv[3:])
     parser = argparse.ArgumentParser()
     parser.add_argument("--address", required=True)
     parser.add_argument("--storage", required=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 import raynas
+from conftest import shared_data_path
 from fault_helpers import SyntheticEvaluator, evaluation_counts
 from raynas.arch import arch_id
 from raynas.errors import CheckpointError, ConfigError
@@ -212,3 +214,75 @@ def test_an_adopted_arch_joins_the_optuna_study():
     trials = searcher.inner._ot_study.trials
     assert len(trials) == 1 and trials[0].value == space.score(arch)
     assert space.from_decisions(trials[0].params) == arch
+
+
+def test_an_adopted_arch_answers_a_later_equivalent_proposal():
+    """An adopted arch is known under its dedup key, like every other: when Optuna later proposes
+    an equivalent arch (a duplicate), it is told the adopted result, not a failure."""
+    from test_strategies import PairedOpsSpace   # ops 0 and 1 are equivalent in every layer
+
+    space = PairedOpsSpace(num_layers=4, num_choices=3, seed=0)
+    space.name = "paired_test"
+    searcher = make_searcher("optuna").setup(space, parse_objectives("score"), budget=10, batch_size=1, seed=2)
+    proposed = searcher.propose()
+    while not any(op in (0, 1) for op in proposed["ops"]):
+        proposed = searcher.propose()
+    swapped = {"ops": [{0: 1, 1: 0}.get(op, op) for op in proposed["ops"]]}
+    assert arch_id(swapped) != arch_id(proposed) and space.equivalence_key(swapped) == space.equivalence_key(proposed)
+    assert searcher.adopt(swapped, {"score": 0.25})
+    searcher.on_rejected(proposed, "duplicate")
+    last = searcher.history.calls[-1]
+    assert last["op"] == "tell" and last.get("values") == [0.25], last
+
+
+# ---------------------------------------------------------------------------- Optuna through the CLI
+NB201_SEARCH = ["search", "--space", "nb201", "--table-metric", "accuracy=c10valid_valid_12ep",
+                "--strategy", "optuna:nsga2", "--objective", "accuracy", "--objective", "params:min", "-n", "60"]
+
+
+def _table_order(directory: Path) -> list:
+    return list(raynas.SearchResult.load(directory).df["arch_id"])
+
+
+def test_optuna_nsga2_cli_search_on_nb201_runs(ray_session, tmp_path, capsys):
+    """The issue's command: NSGA-II (a sampler holding a lock in Optuna 5) through the CLI."""
+    from raynas.cli.main import main
+
+    table = shared_data_path("nb201/nb201_cifar10.csv")
+    gcs = ray_session.get_runtime_context().gcs_address
+    code = main(NB201_SEARCH + ["--table", str(table), "--output", str(tmp_path), "--name", "nsga2",
+                                "--address", gcs])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    result = raynas.SearchResult.load(tmp_path / "nsga2")
+    assert len(result.df) == 60 and result.df["arch_id"].is_unique and result.df["error"].isna().all()
+    assert (tmp_path / "nsga2" / "pareto.json").exists()
+    state = json.loads(sorted((tmp_path / "nsga2").glob("searcher-state-*.pkl"))[-1].read_text())
+    asks = [c for c in state["strategy_state"]["history"]["calls"] if c["op"] == "ask"]
+    assert len(asks) >= 60
+
+
+def test_optuna_cli_search_killed_and_resumed_continues_with_the_same_proposals(ray_session, tmp_path, capsys):
+    """The issue's command (one trial in flight at a time, so the uninterrupted run is one fixed
+    sequence) killed by SIGKILL after 8 trials, then ``raynas search --resume``: the table is the
+    uninterrupted run's, row for row, so the resumed study proposed what the killed one would have."""
+    from raynas.cli.main import main
+
+    table = shared_data_path("nb201/nb201_cifar10.csv")
+    gcs = ray_session.get_runtime_context().gcs_address
+    command = NB201_SEARCH + ["--table", str(table), "--output", str(tmp_path), "--batch-size", "2",
+                              "--max-concurrent", "1", "--address", gcs]
+    assert main(command + ["--name", "whole"]) == 0, capsys.readouterr().err[-2000:]
+    whole = _table_order(tmp_path / "whole")
+    assert len(whole) == 60
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    driver = subprocess.run([sys.executable, str(HERE / "driver_kill_helper.py"), "cli", "8",
+                             *command, "--name", "killed"], env=env, capture_output=True, text=True, timeout=240)
+    assert driver.returncode == -signal.SIGKILL, driver.stderr[-3000:]
+    experiment = tmp_path / "killed"
+    assert 16 <= len(_table_order(experiment)) < 60
+
+    assert main(["search", "--resume", str(experiment), "--address", gcs]) == 0, capsys.readouterr().err[-2000:]
+    resumed = _table_order(experiment)
+    assert resumed == whole, (len(resumed), capsys.readouterr().err[-3000:])
+

@@ -32,7 +32,7 @@ def register(sub) -> None:
     how = p.add_argument_group("how to search")
     how.add_argument("--strategy", default="evolution",
                      help="evolution | mo_evolution | reinforce | local_search | grid | random | optuna | "
-                          "optuna:tpe | optuna:nsga2 | optuna:cmaes | optuna:gp ...")
+                          "optuna:tpe | optuna:nsga2 | optuna:cmaes | optuna:gp | optuna:random | optuna:qmc")
     how.add_argument("--strategy-option", action="append", metavar="KEY=VALUE",
                      help="strategy option, e.g. population_size=50")
     how.add_argument("--num-samples", "-n", type=int, default=100, help="archs to evaluate")

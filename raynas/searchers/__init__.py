@@ -12,6 +12,7 @@ from raynas.searchers.evolution import RegularizedEvolution
 from raynas.searchers.grid import GridSearcher
 from raynas.searchers.local_search import LocalSearch
 from raynas.searchers.mo_evolution import MultiObjectiveEvolution
+from raynas.searchers.optuna_search import SAMPLERS as OPTUNA_SAMPLERS
 from raynas.searchers.optuna_search import OptunaArchSearcher
 from raynas.searchers.random_search import RandomSearcher
 from raynas.searchers.reinforce import ReinforceSearcher
@@ -33,7 +34,7 @@ def register_strategy(name: str, factory: Callable[..., ArchSearcher]) -> None:
 
 
 def list_strategies() -> List[str]:
-    return STRATEGIES.names() + ["optuna:" + s for s in ("tpe", "nsga2", "cmaes", "gp")]
+    return STRATEGIES.names() + ["optuna:" + s for s in OPTUNA_SAMPLERS]
 
 
 def make_searcher(strategy: Union[str, ArchSearcher], options: Optional[Mapping[str, Any]] = None) -> ArchSearcher:

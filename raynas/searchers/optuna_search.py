@@ -7,15 +7,13 @@ metrics back. Several objectives make a multi-objective study (NSGA-II by defaul
 """
 from __future__ import annotations
 
-import base64
-import io
 import logging
-import pickle
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from raynas.arch import Arch, arch_id
 from raynas.errors import ConfigError
 from raynas.searchers.base import ArchSearcher
+from raynas.searchers.optuna_history import OptunaHistory
 
 SAMPLERS = ("tpe", "nsga2", "cmaes", "gp", "random", "qmc")
 ENCODINGS = ("categorical", "ordinal")
@@ -74,21 +72,18 @@ class OptunaArchSearcher(ArchSearcher):
         if self.encoding not in ENCODINGS:
             raise ConfigError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
         self.inner = None
+        self.history = OptunaHistory()              # every call made to ``inner``, for save/restore
         self._counter = 0
         self._pending: Dict[str, str] = {}          # dedup key -> inner trial id awaiting its result
         self._last_inner: Optional[Tuple[str, Arch]] = None
         self._known: Dict[str, List[float]] = {}    # dedup key -> objective values already observed
 
-    def __getstate__(self) -> Dict[str, Any]:
-        # Tune pickles its search algorithm into tuner.pkl when a run starts, and some Optuna
-        # samplers hold thread locks (NSGA-II in Optuna 5). raynas never resumes from that pickle
-        # (the journal is the truth: the study is rebuilt by replaying it), so the live study
-        # stays out of the copy.
-        state = dict(self.__dict__)
-        state["inner"] = None
-        return state
-
     def on_setup(self) -> None:
+        self.inner = self._new_inner()
+        self.history = OptunaHistory()
+
+    def _new_inner(self):
+        """A fresh ``OptunaSearch`` with a fresh sampler seeded with the search's seed."""
         from ray import tune
         from ray.tune.search.optuna import OptunaSearch
 
@@ -106,14 +101,14 @@ class OptunaArchSearcher(ArchSearcher):
         level = quiet.level
         quiet.setLevel(logging.ERROR)
         try:
-            self.inner = OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
+            return OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
         finally:
             quiet.setLevel(level)
 
     def propose(self) -> Arch:
         self._counter += 1
         inner_id = f"raynas_{self._counter}"
-        values = self.inner.suggest(inner_id)
+        values = self.history.ask(self.inner, inner_id)
         if self.encoding == "ordinal":
             values = {d.name: d.choices[int(values[d.name])] for d in self.space.decisions()}
         arch = self.space.from_decisions(values)
@@ -141,7 +136,7 @@ class OptunaArchSearcher(ArchSearcher):
             self._tell(inner_id, self._worst_known())
         else:
             # a duplicate still being evaluated, or nothing known yet: Optuna ignores failures
-            self.inner.on_trial_complete(inner_id, result=None, error=True)
+            self.history.tell(self.inner, inner_id, None)
 
     def _worst_known(self) -> List[float]:
         values = list(self._known.values())
@@ -157,51 +152,52 @@ class OptunaArchSearcher(ArchSearcher):
             self._known[key] = values
         if inner_id is None:
             return
-        if values is None:
-            self.inner.on_trial_complete(inner_id, result=None, error=True)
-        else:
-            self._tell(inner_id, values)
+        self._tell(inner_id, values)
 
-    def _tell(self, inner_id: str, values: List[float]) -> None:
-        result = {o.metric: v for o, v in zip(self.objectives, values)}
-        self.inner.on_trial_complete(inner_id, result=result)
+    def _tell(self, inner_id: str, values: Optional[List[float]]) -> None:
+        self.history.tell(self.inner, inner_id, values)
 
     def observe_external(self, arch: Arch, metrics: Optional[Mapping[str, float]]) -> None:
         """An arch evaluated for this search that Optuna did not propose (adopted when a killed
         search resumes): it joins the study as a finished trial, so the sampler learns from it."""
-        import optuna
-
         if metrics is None or not all(o.metric in metrics for o in self.objectives):
             return  # Optuna ignores failed trials
         values = [float(metrics[o.metric]) for o in self.objectives]
-        self._known[arch_id(arch)] = values
+        # keyed like every other entry, so a later proposal equivalent to it is answered from it
+        self._known[self.dedup_key(arch)] = values
         decisions = self.space._filled(self.space.to_decisions(arch), None)
-        if getattr(self, "encoding", "categorical") == "ordinal":
+        if self.encoding == "ordinal":
             decisions = {d.name: d.index(decisions[d.name]) for d in self.space.decisions()}
-        distributions = self.inner._space
-        params = {name: decisions[name] for name in distributions}
-        trial = optuna.trial.create_trial(params=params, distributions=distributions,
-                                          **({"values": values} if len(values) > 1 else {"value": values[0]}))
-        self.inner._ot_study.add_trial(trial)
+        params = {name: decisions[name] for name in self.inner._space}
+        self.history.add(self.inner, params, values)
 
-    # The Optuna study and sampler state are Optuna objects: they are kept with Tune's own
-    # OptunaSearch.save (a pickle, as Tune stores all searcher state). Restore experiment
-    # directories you trust only.
+    # The sampler's state is saved as the history of calls it received (plain JSON) and
+    # restored by replaying them into a fresh sampler with the same seed: see optuna_history.
     def get_strategy_state(self) -> Dict[str, Any]:
-        buf = io.BytesIO()
-        try:
-            pickle.dump(self.inner.__dict__.copy(), buf)
-            optuna_state: Optional[str] = base64.b64encode(buf.getvalue()).decode("ascii")
-        except (TypeError, pickle.PicklingError):
-            # some samplers hold thread locks (NSGA-II in Optuna 5); resume replays the journal
-            # instead, so Tune's own checkpoint goes without the study
-            optuna_state = None
-        return {"counter": self._counter, "pending": self._pending, "known": self._known,
-                "optuna": optuna_state}
+        return {"counter": self._counter, "pending": dict(self._pending),
+                "known": {k: list(v) for k, v in self._known.items()},
+                "history": self.history.to_json(self.inner)}
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # Tune pickles the searcher with the Tuner (tuner.pkl); some samplers hold locks and
+        # others objects that must not travel, so the study travels as its history instead
+        state = dict(self.__dict__)
+        if state.get("inner") is not None:
+            state["inner"], state["history"] = self.history.to_json(self.inner), None
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if isinstance(self.inner, dict):
+            history = OptunaHistory()
+            self.inner = history.replay(self.inner, self._new_inner)
+            self.history = history
 
     def set_strategy_state(self, state: Mapping[str, Any]) -> None:
+        history = OptunaHistory()
+        self.inner = history.replay(state["history"], self._new_inner)
+        self.history = history
         self._counter = int(state["counter"])
-        self._pending = dict(state["pending"])
-        self._known = {k: list(v) for k, v in state["known"].items()}
-        if state.get("optuna") is not None:
-            self.inner.__dict__.update(pickle.loads(base64.b64decode(state["optuna"])))
+        self._pending = {str(k): str(v) for k, v in state["pending"].items()}
+        self._known = {str(k): [float(x) for x in v] for k, v in state["known"].items()}
+        self._last_inner = None
