@@ -106,7 +106,7 @@ def test_pool_start_prints_no_ray_error_line(tmp_path):
     script = textwrap.dedent('''
         import functools, ray
         import raynas, refs_factory
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
         pool = raynas.SupernetPool(functools.partial(refs_factory.make, ray.put(0.0)), num_actors=1)
         pool.wait_ready(progress=False)
         print(pool.evaluate([{"ops": [0] * 8}]))
