@@ -27,6 +27,7 @@ from ray.tune.logger import LoggerCallback
 from raynas.objectives import Objective
 
 RESULT_FILE = "result.json"       # Tune's EXPR_RESULT_FILE: what its analysis tools read first
+PARAMS_FILE = "params.json"       # Tune's EXPR_PARAM_FILE: a trial's config (its archs' ids and decisions)
 TENSORBOARD_DIR = "tensorboard"
 #: Tune's bookkeeping fields of a report, not metrics of an arch
 _TUNE_FIELDS = {"batch", "num_ok", "num_archs", "done", "training_iteration", "trial_id", "date", "timestamp",
@@ -35,7 +36,8 @@ _TUNE_FIELDS = {"batch", "num_ok", "num_archs", "done", "training_iteration", "t
 
 
 class ArchRowLogger(LoggerCallback):
-    """Per-arch Tune result rows (``result.json`` of each trial) and a per-arch TensorBoard log.
+    """Per-arch Tune result rows (``result.json`` of each trial, with its ``params.json``) and a per-arch
+    TensorBoard log.
 
     ``rows``: the results collector's rows (arch_id -> stored row with its ``order``), filled
     before this callback runs (it comes after the collector in the callback list).
@@ -62,6 +64,9 @@ class ArchRowLogger(LoggerCallback):
         path = Path(trial.local_path)
         path.mkdir(parents=True, exist_ok=True)
         self._files[trial.trial_id] = (path / RESULT_FILE).open("a", encoding="utf-8")
+        # what Tune's JSON logger would write (ExperimentAnalysis.get_all_configs reads it)
+        (path / PARAMS_FILE).write_text(json.dumps(trial.config, indent=2, sort_keys=True, default=str),
+                                        encoding="utf-8")
         self._iteration.setdefault(trial.trial_id, 0)
 
     def log_trial_result(self, iteration: int, trial, result: Dict) -> None:

@@ -37,7 +37,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ["README.md", *sorted(str(p.relative_to(PROJECT_ROOT)) for p in (PROJECT_ROOT / "docs").glob("*.md"))]
 
 #: programs other than raynas and make that the docs may tell a user to run (parsed, never run)
-KNOWN_PROGRAMS = {"ray", "pip", "tensorboard", "python", "unshare", "chromium"}
+KNOWN_PROGRAMS = {"ray", "pip", "tensorboard", "python", "unshare", "chromium", "export"}
 
 #: (regular expression, replacement) applied, in order, to every block that runs: tiny data and
 #: budgets for the suite; the commands' meaning is otherwise unchanged

@@ -59,6 +59,9 @@ def test_experiment_analysis_has_one_row_per_arch(ray_session, space, tmp_path):
     # within a trial, one Tune iteration per arch
     for df in analysis.trial_dataframes.values():
         assert list(df["training_iteration"]) == list(range(1, len(df) + 1))
+    # each trial's config (params.json): the ids of the archs it evaluated
+    configs = analysis.get_all_configs()
+    assert sorted(a for c in configs.values() for a in c["arch_ids"]) == sorted(result.df["arch_id"])
 
     # TensorBoard: every arch's metrics against its index in the table, and the best so far
     scalars = _events(tmp_path / "forty" / TENSORBOARD_DIR)
