@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 LATEST_VENV  := .venv-latest
 LATEST_PY    := $(LATEST_VENV)/bin/python
 
-.PHONY: demo test install lock test-latest clean
+.PHONY: demo test test-all install lock test-latest clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# also the tests marked slow (minutes each: every strategy killed and resumed, a Ray Train restart)
+test-all: $(STAMP)
+	$(PY) -m pytest --run-slow $(PYTEST_ARGS)
 
 # Regenerate the lock from pyproject.toml's ranges (newest versions that satisfy them and the caps).
 lock: $(STAMP)

@@ -6,7 +6,9 @@ killer thread ends a random pool actor at random moments, alternating ``ray.kill
 node looks like to the dispatcher) and ``SIGKILL`` of the actor's process (the OOM killer). A
 share of the archs is asked for again later: those must come from the cache, unchanged.
 
-Reports wall time, evaluations lost (must be 0), duplicated results (must be 0), re-evaluations
+Reports wall time, evaluations lost (must be 0), duplicated results (must be 0), results that
+differ from an uninterrupted run's (must be 0: every arch's metrics equal its evaluation in a
+process nobody kills), re-evaluations
 (work redone because its actor was killed mid-chunk: bounded by kills x chunk size), and memory:
 resident size at start and end of the dispatcher (which holds the cache) and of a sentinel actor
 that is never killed (so its growth over the whole run is measurable).
@@ -174,6 +176,13 @@ def run(args) -> dict:
     counts = Counter({k: v for k, v in counts.items() if k in set(ids)})  # not the warm-up archs
     lost = [k for k in ids if not any("error" not in m for m in results.get(k, []))]
     inconsistent = [k for k, ms in results.items() if len({tuple(sorted(m.items())) for m in ms}) > 1]
+    # an uninterrupted run: the same evaluator in this process, where nothing is ever killed
+    reference_dir = log_dir / "reference"   # its log is not counted with the workers'
+    reference_dir.mkdir(exist_ok=True)
+    for old in reference_dir.glob("evals-*.log"):
+        old.unlink()
+    expected = {arch_id(a): m for a, m in zip(archs, SoakEvaluator(str(reference_dir), 0.0).evaluate(archs))}
+    differing = [k for k, ms in results.items() if k in expected and any(m != expected[k] for m in ms)]
     expected_answers = Counter(ids) + Counter(ids[i] for i in repeats)
     duplicated = [k for k, ms in results.items() if len(ms) != expected_answers[k]]
     re_evaluations = sum(counts.values()) - len(counts)
@@ -187,6 +196,8 @@ def run(args) -> dict:
         "evaluations_per_second": round(len(ids) / wall, 1),
         "lost": len(lost),
         "duplicated_results": len(duplicated) + len(inconsistent),
+        "differ_from_uninterrupted": len(differing),
+        "compared_with_uninterrupted": len(set(expected) & set(results)),
         "re_evaluations": re_evaluations,
         "re_evaluation_bound": len(kills) * args.chunk,
         "evaluated_by_workers_once_or_more": len(counts),
@@ -238,10 +249,10 @@ def main(argv=None) -> int:
     output = Path(args.output or ROOT / "benchmarks" / "results" / ("soak_smoke.json" if args.smoke else "soak.json"))
     result = run(args)
     atomic_write_json(output, result)
-    summary = {k: result[k] for k in ("evaluations", "wall_seconds", "lost", "duplicated_results", "re_evaluations",
-                                      "re_evaluation_bound", "kills")}
+    summary = {k: result[k] for k in ("evaluations", "wall_seconds", "lost", "duplicated_results",
+                                      "differ_from_uninterrupted", "re_evaluations", "re_evaluation_bound", "kills")}
     print(f"{summary} memory {result['memory_mb']} -> {output}")
-    ok = result["lost"] == 0 and result["duplicated_results"] == 0 \
+    ok = result["lost"] == 0 and result["duplicated_results"] == 0 and result["differ_from_uninterrupted"] == 0 \
         and result["re_evaluations"] <= result["re_evaluation_bound"]
     return 0 if ok else 1
 

@@ -1,7 +1,8 @@
 """Supernet checkpoints: a directory written atomically, loadable without executing code.
 
 Layout: ``model.safetensors`` (state dict), ``meta.json`` (space spec, num_classes, supernet
-build options, dataset, training progress and any JSON-able extras), and optionally
+build options, dataset, training progress, the sha256 of every weight file under ``files``, and
+any JSON-able extras), and optionally
 ``optimizer.pt`` / ``trainer_state.pt`` (``torch.save``; read back only with
 ``weights_only=True``). :func:`checkpoint_to_bytes` / :func:`load_supernet_from_bytes` carry a
 checkpoint through Ray's object store to nodes without a shared filesystem.
@@ -14,9 +15,10 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from raynas.errors import CheckpointError, RaynasError, clip
 from raynas.io import atomic_directory
-from raynas.serialization import (FileSource, MapLocation, directory_blobs, json_text,
-                                  load_state_strict, parse_json, parse_safetensors, parse_torch,
-                                  resolve_space, torch_bytes, write_bytes_synced, write_safetensors)
+from raynas.integrity import FILES_KEY, file_digest
+from raynas.serialization import (FileSource, MapLocation, directory_blobs, json_text, load_state_strict,
+                                  parse_json, parse_safetensors, parse_torch, resolve_space,
+                                  safetensors_bytes, torch_bytes, write_bytes_synced)
 from raynas.space import SearchSpace
 from raynas.supernet import Supernet
 
@@ -58,25 +60,27 @@ def save_supernet_checkpoint(path: Union[str, os.PathLike], supernet: Supernet,
         "supernet_options": dict(full.get("supernet_options",
                                           getattr(supernet, "build_options", None) or {})),
     })
-    meta_text = json_text(full, "checkpoint meta")
-    blobs = {}
+    json_text(full, "checkpoint meta")  # not JSON-able: fail before serialising the weights
+    blobs = {MODEL_FILE: safetensors_bytes(supernet, {"format": "pt", "raynas": CHECKPOINT_FORMAT})}
     if optimizer_state is not None:
         blobs[OPTIMIZER_FILE] = torch_bytes(optimizer_state, "optimizer_state")
     if extra_state is not None:
         blobs[TRAINER_STATE_FILE] = torch_bytes(extra_state, "extra_state")
+    # the digest of every weight file, checked on load: damage after saving is an error
+    full[FILES_KEY] = {name: file_digest(data) for name, data in blobs.items()}
+    meta_text = json_text(full, "checkpoint meta")
     with atomic_directory(path) as tmp:
-        write_safetensors(tmp / MODEL_FILE, supernet, {"format": "pt", "raynas": CHECKPOINT_FORMAT})
-        write_bytes_synced(tmp / META_FILE, meta_text.encode("utf-8"))
         for name, data in blobs.items():
             write_bytes_synced(tmp / name, data)
+        write_bytes_synced(tmp / META_FILE, meta_text.encode("utf-8"))
     return Path(path)
 
 
 def _load(source: FileSource, map_location: MapLocation, space: Optional[SearchSpace] = None
           ) -> Tuple[Supernet, Dict[str, Any]]:
     meta = parse_json(source, META_FILE, required=("space", "num_classes"))
-    tensors = parse_safetensors(source, MODEL_FILE)
     where_meta = source.where(META_FILE)
+    tensors = parse_safetensors(source, MODEL_FILE, meta.get(FILES_KEY), where_meta)
     try:
         space = resolve_space(meta["space"], space, where_meta)
         supernet = space.build_supernet(int(meta["num_classes"]), **dict(meta.get("supernet_options") or {}))
@@ -102,7 +106,8 @@ def load_training_state(source: Union[str, os.PathLike, Mapping[str, bytes]], *,
     """``{"optimizer_state": ..., "extra_state": ...}`` (None where not saved) of a checkpoint
     directory or blob dict, loaded with ``weights_only=True``."""
     files = FileSource(source, _KIND)
-    return {key: parse_torch(files, name, map_location) if files.has(name) else None
+    recorded = parse_json(files, META_FILE).get(FILES_KEY) if files.has(META_FILE) else None
+    return {key: parse_torch(files, name, map_location, recorded, files.where(META_FILE)) if files.has(name) else None
             for key, name in (("optimizer_state", OPTIMIZER_FILE), ("extra_state", TRAINER_STATE_FILE))}
 
 

@@ -13,9 +13,9 @@ from raynas.arch import Arch, arch_id, canonical
 from raynas.data.transforms import prepare_inputs
 from raynas.errors import CheckpointError, RaynasError
 from raynas.io import atomic_directory
-from raynas.serialization import (FileSource, MapLocation, json_text, load_state_strict,
-                                  parse_json, parse_safetensors, resolve_space,
-                                  write_bytes_synced, write_safetensors)
+from raynas.integrity import FILES_KEY, file_digest
+from raynas.serialization import (FileSource, MapLocation, json_text, load_state_strict, parse_json,
+                                  parse_safetensors, resolve_space, safetensors_bytes, write_bytes_synced)
 from raynas.space import SearchSpace
 
 MODEL_FILE = "model.safetensors"
@@ -49,9 +49,12 @@ def save_exported(path_dir: Union[str, os.PathLike], model: nn.Module, *, space:
         # how ``metrics`` were measured (split, seed, calibration), so they can be reproduced
         "evaluation": canonical(dict(evaluation or {})),
     }
+    json_text(config, "export config")  # not JSON-able: fail before serialising the weights
+    weights = safetensors_bytes(model, {"format": "pt", "raynas": EXPORT_FORMAT})
+    config[FILES_KEY] = {MODEL_FILE: file_digest(weights)}   # checked on load
     text = json_text(config, "export config")
     with atomic_directory(path_dir) as tmp:
-        write_safetensors(tmp / MODEL_FILE, model, {"format": "pt", "raynas": EXPORT_FORMAT})
+        write_bytes_synced(tmp / MODEL_FILE, weights)
         write_bytes_synced(tmp / CONFIG_FILE, text.encode("utf-8"))
     return Path(path_dir)
 
@@ -65,8 +68,8 @@ def load_exported(path_dir: Union[str, os.PathLike], *, map_location: MapLocatio
     instead (same name and options)."""
     source = FileSource(path_dir, _KIND)
     config = parse_json(source, CONFIG_FILE, required=_REQUIRED_KEYS)
-    tensors = parse_safetensors(source, MODEL_FILE)
     where = source.where(CONFIG_FILE)
+    tensors = parse_safetensors(source, MODEL_FILE, config.get(FILES_KEY), where)
     try:
         space = resolve_space(config["space"], space, where)
         arch = space.validate(config["arch"])
@@ -125,6 +128,7 @@ def export_subnet(checkpoint: Union[str, os.PathLike], arch: Arch, output: Union
     from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
 
     supernet, meta = load_supernet_checkpoint(checkpoint)
+    arch = supernet.space.validate(arch)   # a bad arch fails before any data is loaded
     spec = data or meta.get("dataset")
     if not spec:
         raise CheckpointError(f"{checkpoint} does not name its dataset; pass data=...")
@@ -142,13 +146,34 @@ def export_subnet(checkpoint: Union[str, os.PathLike], arch: Arch, output: Union
     return path, metrics
 
 
-def verify_exported(path_dir: Union[str, os.PathLike]) -> float:
-    """Accuracy (%) of an exported model on the validation split its config names."""
+#: accuracy points by which a reproduced accuracy may differ from the recorded one (the same
+#: data, split and calibration give the same number on CPU; another device may flip a few images)
+VERIFY_TOLERANCE = 0.5
+
+
+def verify_exported(path_dir: Union[str, os.PathLike], tolerance: float = VERIFY_TOLERANCE) -> float:
+    """Accuracy (%) of an exported model on the validation split its config names, checked
+    against the accuracy its config records: a difference of more than ``tolerance`` points
+    (damaged weights, an edited resolution or normalisation, another dataset) raises
+    :class:`CheckpointError` with both numbers."""
     from raynas.data import load_dataset
 
     model, config = load_exported(path_dir)
     evaluation = config.get("evaluation") or {}
     if not config.get("dataset"):
         raise CheckpointError(f"{path_dir} does not record its dataset; evaluate it with exported_accuracy()")
-    val = load_dataset(config["dataset"], seed=int(evaluation.get("seed", 0))).split(evaluation.get("split", "val"))
-    return exported_accuracy(model, config, val.images, val.labels)
+    recorded = (config.get("metrics") or {}).get("accuracy")
+    if not isinstance(recorded, (int, float)) or isinstance(recorded, bool):
+        raise CheckpointError(f"{Path(path_dir) / CONFIG_FILE} records no accuracy to verify against; evaluate "
+                              "the model with exported_accuracy()")
+    # the images at the size they were measured at (sources like digits are resized when decoded)
+    val = load_dataset(config["dataset"], seed=int(evaluation.get("seed", 0)),
+                       image_size=config.get("image_size")).split(evaluation.get("split", "val"))
+    accuracy = exported_accuracy(model, config, val.images, val.labels)
+    if abs(accuracy - float(recorded)) > tolerance:
+        raise CheckpointError(
+            f"{path_dir} gives {accuracy:.2f}% on {config['dataset']} ({evaluation.get('split', 'val')} split), but its "
+            f"{CONFIG_FILE} records {float(recorded):.2f}% (tolerance {tolerance} points): the weights, the input "
+            "preprocessing it records (resolution, mean, std) or the data differ from those the accuracy was "
+            "measured with; export the subnet again")
+    return accuracy

@@ -19,7 +19,7 @@ class Objective:
     mode: str = "max"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.metric, str) or not self.metric or any(c in self.metric for c in ": \t\n"):
+        if not isinstance(self.metric, str) or not self.metric or any(c == ":" or c.isspace() for c in self.metric):
             raise ConfigError(f"objective metric {clip(self.metric, 80)} must be one metric name (no ':' or "
                               "spaces): write 'metric', 'metric:max' or 'metric:min'")
         if self.mode not in MODES:

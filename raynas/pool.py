@@ -457,10 +457,14 @@ class SupernetPool:
         cores = os.cpu_count() or 1
         cpu_threads = max(1, min(int(cpus_per_actor + 0.05), cores // num_actors)) if gpus_per_actor == 0 else None
         # The dispatcher lives beside the driver (the head node on a cluster: worker nodes may be
-        # lost); if it dies anyway Ray restarts it and retries the trials' pending requests on it.
+        # lost, and with them a dispatcher's cache and counters); if it dies anyway Ray restarts it
+        # and retries the trials' pending requests on it. The affinity is hard: a soft one is only
+        # a preference, and Ray places a zero-CPU actor on another node while this one is busy
+        # starting workers (3 of 4 such actors landed on worker nodes of a 3-node test cluster).
+        # It needs no resources, so the driver's node can always host it.
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         dispatcher_cls = ray.remote(_Dispatcher).options(num_cpus=0, max_concurrency=10_000, max_restarts=-1,
                                                          max_task_retries=-1, scheduling_strategy=here)
         self.num_actors = int(num_actors)
@@ -603,15 +607,20 @@ def check_checkpoint(path: str) -> None:
 
 
 def _check_safetensors(blobs: Mapping[str, bytes], where: str) -> None:
-    """Parse the weights' header and check the tensors' extents against the file size (cheap:
-    no tensor is read) so a truncated or corrupt checkpoint is refused on the driver."""
+    """Check the weights against the sha256 ``meta.json`` records and parse their header (no
+    tensor is read), so a damaged checkpoint is refused on the driver, before any worker starts."""
     import json
     import struct
 
-    from raynas.checkpoint import MODEL_FILE
+    from raynas.checkpoint import META_FILE, MODEL_FILE
     from raynas.errors import CheckpointError
+    from raynas.integrity import FILES_KEY, check_digest
+    from raynas.serialization import FileSource, parse_json
 
     data = blobs.get(MODEL_FILE, b"")
+    recorded = parse_json(FileSource(blobs, "supernet checkpoint"), META_FILE).get(FILES_KEY)
+    source = FileSource(where, "supernet checkpoint")
+    check_digest(MODEL_FILE, source.where(MODEL_FILE), data, recorded, source.where(META_FILE))
     problem = ""
     try:
         (size,) = struct.unpack("<Q", data[:8])

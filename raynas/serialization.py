@@ -1,6 +1,8 @@
 """Safe (de)serialisation shared by supernet checkpoints and exported subnets: weights as
 safetensors, metadata as JSON, training state via ``torch.load(weights_only=True)`` only.
-Every failure becomes one :class:`CheckpointError` naming the file and what is wrong."""
+The metadata records the sha256 of every weight file (``files``), checked on load, so damage
+after saving is caught instead of silently changing results. Every failure becomes one
+:class:`CheckpointError` naming the file and what is wrong."""
 from __future__ import annotations
 
 import io
@@ -13,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from raynas.errors import CheckpointError, clip
+from raynas.integrity import check_digest
 
 MapLocation = Union[str, torch.device]
 
@@ -129,18 +132,21 @@ def state_dict_tensors(module: nn.Module) -> Dict[str, torch.Tensor]:
     return out
 
 
-def write_safetensors(path: Path, module: nn.Module, metadata: Optional[Dict[str, str]] = None) -> None:
+def safetensors_bytes(module: nn.Module, metadata: Optional[Dict[str, str]] = None) -> bytes:
+    """The module's state as a safetensors file, in memory (written with ``write_bytes_synced``,
+    so the file gets the user's umask: the library's own writer creates it 0600)."""
     from safetensors.torch import save
 
-    # serialised in memory and written by open(), so the file gets the user's umask (the library's
-    # own writer creates it 0600)
-    write_bytes_synced(path, save(state_dict_tensors(module), metadata=metadata or {}))
+    return save(state_dict_tensors(module), metadata=metadata or {})
 
 
-def parse_safetensors(source: FileSource, name: str) -> Dict[str, torch.Tensor]:
+def parse_safetensors(source: FileSource, name: str, recorded: Any = None,
+                      recorded_in: str = "the metadata") -> Dict[str, torch.Tensor]:
+    """The tensors of ``name``, after checking its digest against ``recorded`` (``files``)."""
     from safetensors.torch import load
 
     data = source.read(name)
+    check_digest(name, source.where(name), data, recorded, recorded_in)
     try:
         return load(data)
     except Exception as exc:  # safetensors raises its own SafetensorError plus Rust panics
@@ -192,8 +198,10 @@ def torch_bytes(obj: Any, what: str) -> bytes:
     return data
 
 
-def parse_torch(source: FileSource, name: str, map_location: MapLocation) -> Any:
+def parse_torch(source: FileSource, name: str, map_location: MapLocation, recorded: Any = None,
+                recorded_in: str = "the metadata") -> Any:
     data = source.read(name)
+    check_digest(name, source.where(name), data, recorded, recorded_in)
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as exc:  # zip errors, unpickling refusals, EOF: all mean "bad file"

@@ -89,8 +89,6 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
 
     Returns the :class:`SearchResult`; its table is also at ``<storage_path>/<name>/results.parquet``.
     """
-    from ray import tune
-
     if resume and overwrite:
         raise ConfigError("resume=True continues an experiment and overwrite=True replaces it: pass one")
     storage = Path(storage_path).expanduser().resolve()

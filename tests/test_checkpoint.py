@@ -127,8 +127,9 @@ def _damage(path, name, how):
 CASES = [
     ("model.safetensors", "delete", r"model\.safetensors is missing"),
     ("model.safetensors", "empty", r"model\.safetensors is empty"),
-    ("model.safetensors", "truncate", r"model\.safetensors is truncated or corrupt"),
-    ("model.safetensors", "garbage", r"model\.safetensors is truncated or corrupt"),
+    # a truncated or rewritten file no longer has the sha256 meta.json records for it
+    ("model.safetensors", "truncate", r"model\.safetensors is not the file .*meta\.json describes: its sha256"),
+    ("model.safetensors", "garbage", r"model\.safetensors is not the file .*meta\.json describes: its sha256"),
     ("meta.json", "delete", r"meta\.json is missing"),
     ("meta.json", "empty", r"meta\.json is empty"),
     ("meta.json", "{not json", r"meta\.json is not valid JSON"),
@@ -171,6 +172,10 @@ def test_weights_for_another_shape_or_space(tmp_path):
 
     from safetensors.torch import save_file
     save_file({"other.weight": torch.zeros(2)}, str(path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is not the file .*meta\.json describes"):
+        load_supernet_checkpoint(path)
+    del meta["files"]   # as a checkpoint written before raynas recorded digests: the tensors are checked
+    (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"missing tensors .*unexpected tensors \(e\.g\. other\.weight"):
         load_supernet_checkpoint(path)
 
@@ -184,6 +189,11 @@ def test_missing_directory_and_bad_training_state(tmp_path):
     net, opt = _trained(1)
     path = _save(tmp_path / "ckpt", net, opt)
     _damage(path, "optimizer.pt", "truncate")
+    with pytest.raises(CheckpointError, match=r"optimizer\.pt is not the file .*meta\.json describes"):
+        load_training_state(path)
+    meta = json.loads((path / "meta.json").read_text())
+    del meta["files"]   # as a checkpoint written before raynas recorded digests: the file is parsed
+    (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"optimizer\.pt is truncated, corrupt"):
         load_training_state(path)
     # a pickle that would run code is refused by weights_only loading

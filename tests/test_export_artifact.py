@@ -92,7 +92,7 @@ def _copy(src: Path, dst: Path) -> Path:
     (lambda d: (d / "config.json").write_text("{oops"), r"config\.json is not valid JSON"),
     (lambda d: (d / "config.json").write_text('{"arch": {}}'), r"config\.json lacks space, num_classes"),
     (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:100]),
-     r"model\.safetensors is truncated or corrupt"),
+     r"model\.safetensors is not the file .*config\.json describes: its sha256"),
     (lambda d: _edit_config(d, arch={"w1": 5, "w2": 16, "resolution": 12}),
      r"cannot rebuild the model described by .*config\.json.*field 'w1' has value 5"),
     (lambda d: _edit_config(d, arch={"w1": 12, "w2": 16, "resolution": 12}),

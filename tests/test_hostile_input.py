@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 import raynas
 from raynas.arch import arch_id, canonical_json
 from raynas.cli.main import main
-from raynas.constraints import parse_constraints
+from raynas.constraints import Constraint, parse_constraints
 from raynas.errors import ArchError, CheckpointError, ConfigError, RaynasError
 from raynas.ledger import JOURNAL_FILE
-from raynas.objectives import parse_objectives
+from raynas.objectives import Objective, parse_objectives
 from raynas.results import SearchResult
 from raynas.searchers import list_strategies, make_searcher
 from trainables.evaluate import sanitize_metrics
@@ -84,14 +84,62 @@ def test_validate_of_damaged_real_archs(space, seed, data):
     _check_outcome(space, bad)
 
 
+# metric names and size suffixes a spec may use
+METRIC = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,10}")
+SUFFIX = {"": 1.0, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9}
+
+
 @FAST
 @given(text=st.one_of(st.text(max_size=30), st.lists(st.text(max_size=12), max_size=3), json_values))
-def test_objective_and_constraint_specs_fail_with_config_errors(text):
-    for parse in (parse_objectives, parse_constraints):
-        try:
-            parse(text)
-        except RaynasError:
-            pass
+def test_objective_and_constraint_specs_parse_or_fail_with_config_errors(text):
+    """Any input gives well-formed specs or one ConfigError (any other exception fails the test)."""
+    try:
+        objectives = parse_objectives(text)
+    except ConfigError:
+        pass
+    else:
+        assert objectives and all(isinstance(o, Objective) and o.mode in ("max", "min") for o in objectives)
+        assert all(o.metric and not re.search(r"[:\s]", o.metric) for o in objectives)
+        assert len({o.metric for o in objectives}) == len(objectives)
+        assert parse_objectives([str(o) for o in objectives]) == objectives    # they say what they mean
+    try:
+        constraints = parse_constraints(text)
+    except ConfigError:
+        pass
+    else:
+        for c in constraints:
+            assert isinstance(c, Constraint) and (c.min is not None or c.max is not None)
+            assert not any(b is not None and math.isnan(b) for b in (c.min, c.max))
+
+
+@FAST
+@given(metric=st.from_regex(METRIC, fullmatch=True), op=st.sampled_from(["<=", ">=", "<", ">"]),
+       number=st.one_of(st.integers(-10**6, 10**6), st.floats(-1e6, 1e6, allow_nan=False)),
+       suffix=st.sampled_from(sorted(SUFFIX)), pad=st.sampled_from(["", " ", "  "]))
+def test_constraint_specs_mean_what_they_say(metric, op, number, suffix, pad):
+    (c,) = parse_constraints(f"{pad}{metric}{pad}{op}{pad}{number!r}{suffix}{pad}")
+    bound = float(repr(number)) * SUFFIX[suffix]
+    assert c.metric == metric and c.strict == (op in ("<", ">"))
+    assert (c.max, c.min) == ((bound, None) if op.startswith("<") else (None, bound))
+    inside, outside = (bound - 1 - abs(bound), bound + 1 + abs(bound))[::1 if op.startswith("<") else -1]
+    assert c.satisfied({metric: inside}) and not c.satisfied({metric: outside})
+    assert c.satisfied({metric: bound}) == (not c.strict)
+
+
+@FAST
+@given(specs=st.lists(st.tuples(st.from_regex(METRIC, fullmatch=True), st.sampled_from(["max", "min"])),
+                      min_size=1, max_size=3, unique_by=lambda s: s[0]),
+       pad=st.sampled_from(["", " "]))
+def test_objective_specs_mean_what_they_say(specs, pad):
+    assert parse_objectives([f"{pad}{m}{pad}:{pad}{mode}{pad}" for m, mode in specs]) == \
+        [Objective(m, mode) for m, mode in specs]
+    for bad in ("lat\rency:min", "a b:max", "acc:max:min", ":max", "accuracy:up"):
+        with pytest.raises(ConfigError):
+            parse_objectives(bad)
+    # the metrics whose direction goes without saying
+    assert parse_objectives(["accuracy", "params", "macs", "latency_ms"]) == [
+        Objective("accuracy", "max"), Objective("params", "min"), Objective("macs", "min"),
+        Objective("latency_ms", "min")]
 
 
 @FAST
@@ -233,12 +281,7 @@ def test_a_damaged_experiment_is_refused_before_resuming(ray_session, tmp_path, 
         raynas.resume_search(directory, lambda a: {"accuracy": 1.0})
 
 
-@FAST
-@given(key=st.sampled_from(["rng", "proposed", "seen", "live", "num_observed", "strategy", "strategy_state"]),
-       value=json_values)
-def test_damaged_searcher_state_is_one_error(tmp_path_factory, key, value):
-    space = raynas.create_space("synthetic", num_layers=4, num_choices=3)
-
+def _evolution_after_three_trials(space):
     def fresh():
         return make_searcher("evolution", {"population_size": 4, "sample_size": 2}).setup(
             space, parse_objectives("score"), budget=20, batch_size=2, max_concurrent=2, seed=1)
@@ -248,14 +291,50 @@ def test_damaged_searcher_state_is_one_error(tmp_path_factory, key, value):
         config = searcher.suggest(f"t{i}")
         batch = [{"arch_id": k, "score": space.score(a)} for k, a in zip(config["arch_ids"], config["archs"])]
         searcher.on_trial_complete(f"t{i}", {"batch": batch})
-    state = searcher.get_state()
+    searcher.suggest("t3")        # one trial in flight
+    return fresh, searcher.get_state()
+
+
+@FAST
+@given(key=st.sampled_from(["version", "rng", "proposed", "seen", "live", "num_observed", "exhausted", "waiting",
+                            "strategy", "strategy_state"]),
+       value=json_values)
+def test_damaged_searcher_state_is_refused_or_restored_as_written(tmp_path_factory, key, value):
+    """A state with one field replaced by any JSON value is refused with one raynas error, or it
+    is a state like any other and restores to exactly what was written: never silently into
+    something else (a string taken for the set of its characters, true for a count)."""
+    space = raynas.create_space("synthetic", num_layers=4, num_choices=3)
+    fresh, state = _evolution_after_three_trials(space)
     state[key] = value
+    state = json.loads(json.dumps(state, allow_nan=True))     # what the file gives back
     path = tmp_path_factory.mktemp("state") / "searcher-state.pkl"
     path.write_text(json.dumps(state, allow_nan=True))
+    restored = fresh()
     try:
-        fresh().restore(str(path))
+        restored.restore(str(path))
+    except (CheckpointError, ConfigError):
+        return
+    expected = dict(state)
+    expected["seen"] = sorted(set(state["seen"]))              # kept as a set
+    assert json.loads(json.dumps(restored.get_state(), allow_nan=True)) == expected
+    try:
+        restored.suggest("next")                               # and it goes on, or says why not
     except RaynasError:
         pass
+
+
+@pytest.mark.parametrize("key, value", [("proposed", True), ("proposed", -1), ("num_observed", 2.5),
+                                        ("seen", "abc"), ("exhausted", "no"), ("version", 2),
+                                        ("live", {"t3": [["k", {"ops": [9, 9, 9, 9]}]]}), ("rng", [])])
+def test_damage_a_lax_restore_would_accept_is_refused(tmp_path, key, value):
+    """The damage the property above must catch, named: each restores without complaint if the
+    fields are merely cast (int(True), set("abc"), bool("no"), an arch outside the space)."""
+    space = raynas.create_space("synthetic", num_layers=4, num_choices=3)
+    fresh, state = _evolution_after_three_trials(space)
+    state[key] = value
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="damaged"):
+        fresh().restore(str(tmp_path / "state.json"))
 
 
 # ---------------------------------------------------------------------------- the CLI

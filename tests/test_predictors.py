@@ -114,6 +114,11 @@ def test_load_refuses_damaged_files(space, sampled, tmp_path):
     path = make_predictor("mlp", space, **{**SMALL_MLP, "epochs": 2}).fit(archs[:20], y[:20]).save(tmp_path / "p")
     data = (path / "arrays.safetensors").read_bytes()
     (path / "arrays.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"arrays\.safetensors is not the file .*predictor\.json"):
+        load_predictor(path)
+    config = json.loads((path / "predictor.json").read_text())
+    del config["files"]   # written before raynas recorded digests: the file is parsed, and refused
+    (path / "predictor.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_predictor(path)
     (path / "arrays.safetensors").unlink()

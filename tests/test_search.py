@@ -273,6 +273,22 @@ def test_optuna_searcher_pickles_as_its_history(space):
     assert _drive(a, space, 4, []) == _drive(b, space, 4, [])
 
 
+def test_optuna_state_restore_benchmark_smoke(tmp_path):
+    """benchmarks/optuna_state_restore.py on tiny settings: every case it records carries the
+    proposals its verdicts are computed from, and the replay verdict is the exact one."""
+    from benchmarks import optuna_state_restore
+
+    out = tmp_path / "restore.json"
+    report = optuna_state_restore.main(["--samplers", "tpe,nsga2", "--lengths", "12", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert [(c["sampler"], c["history_length"]) for c in report["cases"]] == [("tpe", 12), ("nsga2", 12)]
+    for case in report["cases"]:
+        truth = case["next_uninterrupted"]
+        assert len(truth) == len(set(truth)) == optuna_state_restore.NEXT   # one arch per trial, none repeated
+        assert case["replay_equal"] and case["next_replayed"] == truth and case["replay_first_difference"] is None
+        assert case["add_trial_equal"] == (case["next_add_trial"] == truth)
+    assert report["replay_exact_everywhere"] and report["optuna"]
+
 def test_constraint_and_objective_parsing():
     cs = parse_constraints(["macs<=5M", "params < 1.5e6", "latency_ms>=1"])
     assert cs[0].max == 5e6 and not cs[0].strict and cs[1].strict and cs[2].min == 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 import pytest
 import torch
@@ -27,10 +26,6 @@ BASE = dict(space="ofa_mbv3_cifar", space_options=TINY_OFA, data="digits",
 # float32 sums in another order (gloo all-reduce, global BN statistics) differ by ~1e-7 per step;
 # at this learning rate training amplifies that to ~1e-5 over the six steps
 DDP_TOLERANCE = 1e-4
-# a Ray Train run restarted after a failure starts a second worker group (a minute on a loaded
-# 2-core machine): run it with RAYNAS_SLOW_TESTS=1
-slow = pytest.mark.skipif(not os.environ.get("RAYNAS_SLOW_TESTS"),
-                          reason="restarts a Ray Train worker group; set RAYNAS_SLOW_TESTS=1")
 
 
 @pytest.fixture(autouse=True)
@@ -88,8 +83,7 @@ def test_two_gloo_workers_activate_the_same_subnets_and_match_one_process(ray_se
                                           ["rank0-from0.json", "rank1-from0.json"])
 
 
-@slow
-@pytest.mark.slow
+@pytest.mark.slow   # a restarted run starts a second worker group: a minute on a loaded 2-core machine
 def test_ray_train_failure_restarts_from_the_latest_checkpoint(ray_session, reference, tmp_path):
     """Both workers fail at step 3; FailureConfig(max_failures=1) restarts them from the step-3
     checkpoint and the run ends with the uninterrupted single-process weights."""

@@ -45,7 +45,8 @@ from raynas.errors import CheckpointError, ConfigError
 from raynas.io import atomic_directory, atomic_write_json
 from raynas.registry import create_space
 from raynas.rng import derive_rng
-from raynas.serialization import load_state_strict, parse_safetensors, FileSource
+from raynas.integrity import FILES_KEY
+from raynas.serialization import FileSource, load_state_strict, parse_safetensors
 from raynas.training import SubnetTask, SupernetTrainConfig, make_sampling_strategy
 from raynas.training.schedule import PhasePlan
 
@@ -543,7 +544,8 @@ class SupernetTrainer:
             raise ConfigError(f"cannot resume from {path}: it was trained with other settings "
                               f"({', '.join(f'{k}: {b!r} there, {a!r} here' for k, (a, b) in diff.items())})")
         source = FileSource(path, "supernet checkpoint")
-        load_state_strict(self.module, parse_safetensors(source, "model.safetensors"),
+        load_state_strict(self.module, parse_safetensors(source, "model.safetensors", meta.get(FILES_KEY),
+                                                         source.where("meta.json")),
                           source.where("model.safetensors"), str(path))
         state = load_training_state(path, map_location=self.device)
         extra, optim = state["extra_state"], state["optimizer_state"]

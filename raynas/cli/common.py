@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from raynas.arch import Arch
-from raynas.errors import ArchError, ConfigError
+from raynas.errors import ArchError, ConfigError, clip
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -41,7 +41,7 @@ def parse_kv_options(items: Optional[List[str]], what: str) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
-            raise ConfigError(f"{what} option {item!r} must look like key=value")
+            raise ConfigError(f"{what} option {clip(item, 100)} must look like key=value")
         key, raw = item.split("=", 1)
         try:
             out[key.strip()] = json.loads(raw)

@@ -6,7 +6,10 @@ import os
 import sys
 from typing import Dict, List, Optional
 
-from raynas.errors import RaynasError
+from raynas.errors import RaynasError, shorten
+
+#: most characters of an error line (a message may quote a user's input)
+MESSAGE_LIMIT = 2000
 
 DESCRIPTION = """\
 raynas: neural architecture search on Ray Tune.
@@ -107,8 +110,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except RaynasError as exc:
-        # 2: bad input (nothing ran, or it could not go on); 1: it ran, and failed
-        print(f"raynas {args.command}: error: {exc}", file=sys.stderr)
+        # 2: bad input (nothing ran, or it could not go on); 1: it ran, and failed. Values are
+        # clipped where messages echo them; the cap guards any message that still grew long.
+        print(f"raynas {args.command}: error: {shorten(str(exc), MESSAGE_LIMIT)}", file=sys.stderr)
         return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt as exc:
         print(f"raynas {args.command}: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)

@@ -105,7 +105,8 @@ class _TableLookup:
         from raynas.registry import create_space
         from raynas.space import SearchSpace
 
-        self.path = str(path)
+        # absolute: the evaluator runs in Tune trial processes whose working directory differs
+        self.path = str(Path(path).expanduser().absolute())
         self.key = str(key)
         self._metrics = _normalise_metrics(metrics)
         self._space: Any = space if isinstance(space, SearchSpace) else create_space(str(space))

@@ -21,6 +21,7 @@ import numpy as np
 
 from raynas.arch import Arch, canonical
 from raynas.errors import CheckpointError, ConfigError, DataError, clip, shorten
+from raynas.integrity import FILES_KEY, check_digest, file_digest
 from raynas.io import atomic_directory
 from raynas.registry import Registry
 from raynas.predictors.data import PredictorData, encode_archs, from_pairs
@@ -181,10 +182,13 @@ class Predictor(ABC):
         if any(k.startswith(TargetTransform.PREFIX) for k in arrays):
             raise ConfigError(f"predictor array names must not start with '{TargetTransform.PREFIX}'")
         arrays.update(self.target.arrays())
-        text = json.dumps(canonical(self.config()), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        data = save(arrays, metadata={"format": FORMAT, "kind": self.kind})
+        # the arrays' digest is checked on load: damage after saving is an error, not a bad prediction
+        config = {**self.config(), FILES_KEY: {ARRAYS_FILE: file_digest(data)}}
+        text = json.dumps(canonical(config), indent=2, sort_keys=True, allow_nan=False) + "\n"
         with atomic_directory(path) as tmp:
             (tmp / CONFIG_FILE).write_text(text, encoding="utf-8")
-            (tmp / ARRAYS_FILE).write_bytes(save(arrays, metadata={"format": FORMAT, "kind": self.kind}))
+            (tmp / ARRAYS_FILE).write_bytes(data)
         return Path(path)
 
     @staticmethod
@@ -298,8 +302,10 @@ def load_predictor(path: PathLike, space=None) -> Predictor:
     if missing:
         raise CheckpointError(f"{config_path} lacks {', '.join(missing)}; it is damaged or from another version")
     space = _checked_space(config, space, folder)
+    data = arrays_path.read_bytes()
+    check_digest(ARRAYS_FILE, str(arrays_path), data, config.get(FILES_KEY), str(config_path))
     try:
-        arrays = load(arrays_path.read_bytes())
+        arrays = load(data)
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise CheckpointError(f"{arrays_path} is truncated or corrupt ({type(exc).__name__}: {exc}); "
                               "save the predictor again") from exc

@@ -313,9 +313,15 @@ class ArchSearcher(Searcher):
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
+        if not isinstance(state, Mapping):
+            raise TypeError(f"the searcher state is a {type(state).__name__}, not a JSON object")
         if state.get("strategy") != self.strategy_name:
             raise ConfigError(f"cannot restore a '{state.get('strategy')}' searcher state into "
                               f"'{self.strategy_name}'")
+        _check_state_fields(state)
+        for batch in state["live"].values():
+            for _, arch in batch:
+                self.space.validate(arch)  # an ArchError is a ValueError: reported as damage
         self.rng.bit_generator.state = _rng_state_from_json(state["rng"])
         self._proposed = int(state["proposed"])
         self._seen = set(state["seen"])
@@ -367,6 +373,34 @@ class ArchSearcher(Searcher):
         """Whether the strategy ran out of new archs before its budget (a grid walked the whole
         space, or every proposal was already evaluated)."""
         return self._exhausted
+
+
+def _check_state_fields(state: Mapping[str, Any]) -> None:
+    """Refuse a damaged state (``ValueError``) instead of restoring it into nonsense: a count that
+    is not a count, keys that are not strings, a flag that is not a flag."""
+    def bad(key: str, what: str) -> ValueError:
+        return ValueError(f"'{key}' is {str(state.get(key))[:80]!r}, not {what}")
+
+    if state.get("version") != STATE_VERSION:
+        raise bad("version", f"{STATE_VERSION} (another raynas version wrote it)")
+    for key in ("proposed", "num_observed"):
+        value = state[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad(key, "a count")
+    for key in ("exhausted", "waiting"):
+        if not isinstance(state.get(key, False), bool):
+            raise bad(key, "true or false")
+    if not isinstance(state["seen"], list) or not all(isinstance(k, str) for k in state["seen"]):
+        raise bad("seen", "a list of arch keys")
+    live = state["live"]
+    if not isinstance(live, dict) or not all(
+            isinstance(batch, list) and batch and all(isinstance(item, list) and len(item) == 2
+                                                      and isinstance(item[0], str) for item in batch)
+            for batch in live.values()):
+        raise bad("live", "trials' batches of [arch key, arch]")
+    for key in ("rng", "strategy_state"):
+        if not isinstance(state[key], dict):
+            raise bad(key, "a JSON object")
 
 
 def _row_metrics(row: Optional[Mapping[str, Any]]) -> Optional[Dict[str, float]]:
