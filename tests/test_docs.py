@@ -141,6 +141,9 @@ def _run_block(block: Block, folder: Path, namespace: dict) -> None:
             _check_command(line, block.where)
 
 
+# the README is the whole walk-through (train a demo supernet, search, specialize, export): minutes
+# on a loaded 2-core machine, more than the suite's per-test default
+@pytest.mark.timeout(1500)
 @pytest.mark.parametrize("document", DOCUMENTS)
 def test_document_runs(document, ray_session, shared_data, tmp_path, monkeypatch):
     """A reader who runs every block of the document in order, in one folder, sees each work."""
