@@ -115,11 +115,11 @@ def _is_torn(lines: List[bytes], number: int) -> bool:
 _EVENT_PREFIX = b'{"event":"'
 
 
-def iter_records(events: List[Mapping[str, Any]]) -> Iterator[Dict[str, Any]]:
-    """Table rows in the order the collector stored them."""
+def iter_records(events: List[Mapping[str, Any]], key: str = "arch_id") -> Iterator[Dict[str, Any]]:
+    """Table rows in the order the collector stored them (those that have a ``key``)."""
     for event in events:
         for record in event.get("records") or []:
-            if isinstance(record, dict) and isinstance(record.get("arch_id"), str):
+            if isinstance(record, dict) and isinstance(record.get(key), str):
                 yield record
 
 

@@ -23,6 +23,7 @@ import asyncio
 import functools
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import ray
@@ -30,6 +31,7 @@ import ray
 from raynas.arch import Arch, arch_id
 from raynas.errors import ConfigError, EvaluationError
 from raynas.evaluators.base import Evaluator, Metrics
+from raynas.evaluators.batch import evaluate_batch
 
 EvaluatorFactory = Callable[[], Evaluator]
 #: most archs a worker gets at once (the unit of work the dispatcher hands out)
@@ -56,20 +58,8 @@ class _PoolWorker:
             sys.modules["torch"].set_num_threads(int(cpu_threads))
 
     def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
-        try:
-            results = self.evaluator.evaluate(list(archs))
-            if len(results) == len(archs):
-                return results
-        except Exception:  # noqa: BLE001 - isolate the failing arch below
-            if len(archs) == 1:
-                raise
-        out: List[Metrics] = []
-        for arch in archs:  # one bad arch must not fail its whole chunk
-            try:
-                out.append(self.evaluator.evaluate([arch])[0])
-            except Exception as exc:  # noqa: BLE001
-                out.append({"error": f"{type(exc).__name__}: {exc}"[:500]})
-        return out
+        # one bad arch must not fail its whole chunk: it gets an error row of its own
+        return evaluate_batch(self.evaluator, archs)
 
     def info(self) -> Dict[str, Any]:
         return {"index": self.index, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
@@ -379,8 +369,9 @@ class PoolEvaluator(Evaluator):
     """The picklable face of a pool that Tune trials hold: a handle to the dispatcher."""
 
     def __init__(self, dispatcher, num_workers: int, metrics: Sequence[str] = (),
-                 max_chunk: int = DEFAULT_MAX_CHUNK) -> None:
+                 max_chunk: int = DEFAULT_MAX_CHUNK, spec: Any = None) -> None:
         self.dispatcher = dispatcher
+        self.spec = spec
         self.num_workers = num_workers
         self.metrics = tuple(metrics)
         # Tune spends tenths of a second per trial on a busy head node, and every trial in
@@ -477,6 +468,9 @@ class SupernetPool:
         self.dispatcher = dispatcher_cls.remote(held_factory, self.num_actors, options, cpu_threads, max_retries,
                                                 max_chunk, chunk_timeout_s)
         self._metrics = tuple(metrics)
+        #: how to rebuild the pool from files, as JSON (set by from_checkpoint; read by
+        #: raynas.evaluators.spec, which records it for resuming)
+        self.spec: Optional[Dict[str, Any]] = None
         # The driver owns the objects the factory refers to (checkpoint, data): holding their refs
         # here keeps them alive for the pool's lifetime, so a replacement worker started long after
         # (or by a restarted dispatcher) can still fetch them.
@@ -485,7 +479,8 @@ class SupernetPool:
     @classmethod
     def from_checkpoint(cls, checkpoint: str, data: Optional[str] = None, *, seed: int = 0,
                         calib_batches: Optional[int] = None, batch_size: int = 128, device: Optional[str] = None,
-                        wait: bool = True, **pool_options: Any) -> "SupernetPool":
+                        wait: bool = True, val_size: Optional[int] = None,
+                        **pool_options: Any) -> "SupernetPool":
         """Pool serving weight-inherited accuracy (BN recalibrated) of a trained supernet.
 
         ``data`` (a dataset spec or a loaded ``ImageDataset``) defaults to the checkpoint's
@@ -494,7 +489,8 @@ class SupernetPool:
         ``calib_batches`` of ``batch_size`` calibration images (default: all full batches)
         re-estimate BN statistics per arch, as :func:`raynas.export.export_subnet` does.
         ``wait``: return once every worker holds the supernet (a checkpoint they cannot load is
-        an error here rather than a failure of every evaluation).
+        an error here rather than a failure of every evaluation). ``val_size``: measure accuracy
+        on a seeded subset of that many validation images (see ``ImageDataset.eval_splits``).
         """
         from raynas.checkpoint import check_dataset_fits, checkpoint_to_bytes, read_checkpoint_meta
         from raynas.data import ImageDataset, load_dataset
@@ -509,12 +505,19 @@ class SupernetPool:
         dataset = data if isinstance(data, ImageDataset) else \
             load_dataset(data or meta.get("dataset") or "digits", seed=seed)
         check_dataset_fits(meta, dataset, checkpoint)
+        eval_data = dataset.eval_splits(val_size)  # a bad val_size fails before Ray starts
         from raynas.runtime import ensure_ray
 
         ensure_ray(pool_options.get("address"))
-        factory = functools.partial(_weight_inherited_factory, ray.put(blobs), ray.put(dataset.eval_splits()),
+        factory = functools.partial(_weight_inherited_factory, ray.put(blobs), ray.put(eval_data),
                                     calib_batches, batch_size, device, space)
-        pool = cls(factory, metrics=("accuracy", "params", "macs", "flops"), **pool_options)
+        pool = cls(factory, metrics=("accuracy", "loss", "params", "macs", "flops"), **pool_options)
+        # a spec rebuilds this pool to resume a search; it has no field for a validation subset,
+        # so such a pool records none (a resume then needs the evaluator passed again)
+        if (data is None or isinstance(data, str)) and val_size is None:   # a dataset object has no spec
+            pool.spec = {"kind": "checkpoint", "checkpoint": str(Path(checkpoint).expanduser().resolve()),
+                         "data": data, "actors": pool_options.get("num_actors"), "calib_batches": calib_batches,
+                         "batch_size": batch_size, "device": device, "seed": seed}
         return pool.wait_ready() if wait else pool
 
     def wait_ready(self, progress: bool = True) -> "SupernetPool":
@@ -563,7 +566,7 @@ class SupernetPool:
         return True
 
     def evaluator(self) -> PoolEvaluator:
-        return PoolEvaluator(self.dispatcher, self.num_actors, self._metrics, self.max_chunk)
+        return PoolEvaluator(self.dispatcher, self.num_actors, self._metrics, self.max_chunk, self.spec)
 
     def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
         return ray.get(self.dispatcher.evaluate.remote(list(archs)))

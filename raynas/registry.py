@@ -8,7 +8,10 @@ predictors, sampling strategies and temperature schedules each keep one instance
 ``register_*`` / ``list_*`` / ``make_*`` functions are thin front-ends over it.
 
 Built-in spaces live in the top-level ``spaces`` package and are imported on first use;
-third-party packages can add theirs through the ``raynas.spaces`` entry-point group.
+third-party packages can add theirs through the ``raynas.spaces`` entry-point group. The Tune
+trainables (what runs inside trials) live in the top-level ``trainables`` package and are
+looked up by name in :data:`TRAINABLES`: with the CLI, this module is the only place under
+``raynas/`` that names ``spaces`` or ``trainables`` (the core never imports them).
 """
 from __future__ import annotations
 
@@ -214,6 +217,13 @@ def space_from_spec(spec: Mapping[str, Any]) -> SearchSpace:
                  "file: install the package that registers the space (entry-point group "
                  "'raynas.spaces') or import the module yourself, if you trust it, before loading.")
     return create_space(spec["name"], **dict(options))
+
+
+# -------------------------------------------------------------------------------- trainables
+#: name -> the function a Tune trial runs (each module registers its own on import)
+TRAINABLES: Registry[Callable[..., None]] = Registry(
+    "trainable", lazy={"evaluate": "trainables.evaluate", "darts_search": "trainables.darts",
+                       "darts_retrain": "trainables.darts"})
 
 
 def _clip(value: Any, limit: int = 200) -> str:

@@ -1,11 +1,15 @@
 """Starting or joining Ray: an embedded local Ray by default, a cluster when an address is given."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Optional
+from typing import Iterator, Optional
 
 from raynas.errors import ConfigError
+
+#: where experiments go without --output / storage_path (relative to the working directory)
+DEFAULT_STORAGE = "raynas_results"
 
 
 def ensure_ray(address: Optional[str] = None, num_cpus: Optional[int] = None,
@@ -38,3 +42,26 @@ def ensure_ray(address: Optional[str] = None, num_cpus: Optional[int] = None,
                               f"'ray start --head' or drop --address to run on this machine{auth}") from exc
         return
     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=None, **kwargs)
+
+
+@contextlib.contextmanager
+def tune_environment(loggers: bool = False, sigint_handler: bool = True) -> Iterator[None]:
+    """Tune's settings for a raynas run, restored afterwards. Tune reads them when a run starts:
+    its loggers cost file writes per trial (wanted only for dashboards: ``loggers``), and its
+    console tables would drown raynas' progress. ``sigint_handler=False`` turns its SIGINT
+    handler off: Tune would end the run "gracefully" and return as if it had finished, where
+    raynas wants Ctrl+C to raise KeyboardInterrupt (the journal is then exactly as a kill
+    would leave it)."""
+    env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0" if loggers else "1", "RAY_AIR_NEW_OUTPUT": "0"}
+    if not sigint_handler:
+        env["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    previous = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

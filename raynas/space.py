@@ -267,6 +267,11 @@ def same_choice(allowed: Any, value: Any) -> bool:
 
 def require_choice(field: str, value: Any, allowed: Sequence[Any], space: str) -> Any:
     """Check one categorical value and return the allowed value's canonical type."""
+    if type(value) is str:   # the common case (op names), checked without same_choice's calls
+        for a in allowed:
+            if type(a) is str and a == value:
+                return a
+        raise ArchError(field, value, tuple(allowed), space=space)
     for a in allowed:
         if same_choice(a, value):
             return a

@@ -2,51 +2,35 @@
 the results table. (The module is named for what it builds, so ``raynas.search`` is the function.)"""
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
-import numpy as np
-
-from raynas.arch import Arch
-from raynas.constraints import CostFn, CostModel, check_constraints_feasible, parse_constraints
-from raynas.errors import CheckpointError, ConfigError, RaynasError, SearchInterrupted
-from raynas.evaluators.base import Evaluator, FunctionEvaluator
+from raynas.constraints import CostFn
+from raynas.errors import ConfigError, RaynasError, SearchInterrupted
+from raynas.evaluators.base import Evaluator, FunctionEvaluator, as_evaluator
+from raynas.evaluators.spec import EvaluatorSpec, spec_of
 from raynas.experiments import check_name, default_name, is_experiment, prepare_new
-from raynas.objectives import parse_objectives
 from raynas.ledger import JOURNAL_FILE, Journal, read_journal, reported_rows
-from raynas.registry import create_space, space_from_spec
+from raynas.registry import TRAINABLES
 from raynas.resume import check_replayable, replay_journal
-from raynas.results import ResultsCollector, SearchResult, read_search_meta, write_search_meta
+from raynas.results import SearchResult, read_search_meta, write_search_meta
+from raynas.runtime import DEFAULT_STORAGE, ensure_ray, tune_environment
 from raynas.schedulers import check_scheduler, resolve_scheduler
-from raynas.runtime import ensure_ray
-from raynas.searchers import ArchSearcher, make_searcher
+from raynas.search_config import SearchConfig
+from raynas.searchers import ArchSearcher
 from raynas.space import SearchSpace
 
-DEFAULT_STORAGE = "raynas_results"
 #: re-runs of a trial whose process died before its archs are recorded as failed
 DEFAULT_TRIAL_RETRIES = 3
+__all__ = ["search", "resume_search", "check_search_inputs", "check_resumable", "as_evaluator", "DEFAULT_STORAGE"]
 
 
-def as_evaluator(evaluator: Any) -> Evaluator:
-    """Accept an Evaluator, anything with ``.evaluator()`` (a pool), or ``fn(arch) -> dict``."""
-    if isinstance(evaluator, Evaluator):
-        return evaluator
-    if hasattr(evaluator, "evaluator") and callable(evaluator.evaluator):
-        return evaluator.evaluator()
-    if callable(evaluator):
-        return FunctionEvaluator(evaluator)
-    raise ConfigError(f"cannot evaluate with {type(evaluator).__name__}: pass a raynas Evaluator, "
-                      "a SupernetPool or a function arch -> dict of metrics")
-
-
-def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, ArchSearcher] = "evolution",
-           num_samples: int = 100, constraints: Any = None, objectives: Any = None, *,
-           strategy_options: Optional[Mapping[str, Any]] = None, batch_size: Optional[int] = None,
-           max_concurrent: Optional[int] = None, seed: int = 0, name: Optional[str] = None,
-           storage_path: Union[str, Path] = DEFAULT_STORAGE, scheduler: Any = None,
+def search(space: Union[str, SearchSpace, SearchConfig], evaluator: Any,
+           strategy: Union[str, ArchSearcher] = "evolution", num_samples: int = 100, constraints: Any = None,
+           objectives: Any = None, *, strategy_options: Optional[Mapping[str, Any]] = None,
+           batch_size: Optional[int] = None, max_concurrent: Optional[int] = None, seed: int = 0,
+           name: Optional[str] = None, storage_path: Union[str, Path] = DEFAULT_STORAGE, scheduler: Any = None,
            cost_functions: Sequence[CostFn] = (), trial_resources: Optional[Mapping[str, float]] = None,
            progress: bool = True, tune_loggers: bool = False, tensorboard: bool = True,
            address: Optional[str] = None,
@@ -56,7 +40,10 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
     """Search ``space`` for the best archs under ``constraints``, evaluating with ``evaluator``.
 
     Args:
-        space: a registered space name or a ``SearchSpace``.
+        space: a registered space name or a ``SearchSpace`` -- or a whole
+            :class:`~raynas.search_config.SearchConfig` (then strategy, num_samples,
+            constraints, objectives, strategy_options, batch_size, max_concurrent, seed and
+            cost_functions come from it and must not be passed again).
         evaluator: an ``Evaluator``, a ``SupernetPool`` or a function ``arch -> metrics``.
         strategy: ``"evolution"``, ``"random"``, ``"optuna"``/``"optuna:nsga2"``..., or a searcher.
         num_samples: how many distinct archs to evaluate.
@@ -84,8 +71,9 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
         max_trial_failures: times Tune re-runs a trial whose process died (e.g. its node was
             lost) before its archs are recorded as failed; the pool's cache answers what the
             failed attempt already evaluated.
-        extra_meta: JSON-able facts stored in ``search.json`` (the CLI stores how to rebuild
-            its evaluator, for ``raynas search --resume``).
+        extra_meta: JSON-able facts stored in ``search.json``. An evaluator that can be rebuilt
+            from files (a table, a pool from a checkpoint) records its spec there by itself, so
+            :func:`resume_search` needs no evaluator.
 
     Returns the :class:`SearchResult`; its table is also at ``<storage_path>/<name>/results.parquet``.
     """
@@ -94,6 +82,10 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
     storage = Path(storage_path).expanduser().resolve()
     if name is not None:
         check_name(name)
+    if isinstance(space, SearchConfig):
+        _check_no_search_arguments(strategy, num_samples, constraints, objectives, strategy_options, batch_size,
+                                   max_concurrent, seed, cost_functions)
+        strategy, cost_functions = space.strategy, space.cost_functions
     if resume:
         if not name:
             raise ConfigError("resume=True needs the name of the experiment to continue")
@@ -102,51 +94,40 @@ def search(space: Union[str, SearchSpace], evaluator: Any, strategy: Union[str, 
                                  else None, scheduler=None if isinstance(scheduler, str) else scheduler,
                                  cost_functions=cost_functions, progress=progress, address=address,
                                  callbacks=callbacks)
+    spec = spec_of(evaluator)
     evaluator = as_evaluator(evaluator)
-    space, objectives, constraints, cost_model = check_search_inputs(
-        space, strategy=strategy, strategy_options=strategy_options, num_samples=num_samples,
-        constraints=constraints, objectives=objectives, seed=seed, cost_functions=cost_functions,
+    spec = spec or spec_of(evaluator)
+    config = space if isinstance(space, SearchConfig) else SearchConfig.create(
+        space, strategy, num_samples, constraints, objectives, strategy_options=strategy_options,
+        batch_size=batch_size, max_concurrent=max_concurrent, seed=seed, cost_functions=cost_functions,
         metrics=_declared_metrics(evaluator))
-    num_samples = int(num_samples)
-    batch_size = _positive_int("batch_size", batch_size, optional=True)
-    max_concurrent = _positive_int("max_concurrent", max_concurrent, optional=True)
 
     scheduler_spec = scheduler
     scheduler = resolve_scheduler(scheduler, evaluator.num_fidelities)
     multi_fidelity = scheduler is not None and evaluator.num_fidelities > 1
-    if multi_fidelity:
-        batch_size = 1
-    batch_size = int(batch_size or evaluator.preferred_batch_size)
-    resources = dict(trial_resources or evaluator.trial_resources)
-    max_concurrent = int(max_concurrent or evaluator.preferred_concurrency)
-    check_scheduler(scheduler, max_concurrent, int(num_samples))
-
-    searcher = make_searcher(strategy, strategy_options)
-    searcher.setup(space, objectives, constraints=constraints, cost_model=cost_model, budget=int(num_samples),
-                   batch_size=batch_size, max_concurrent=max_concurrent, seed=seed)
-    name = name or default_name(storage, f"{space.name}-{searcher.strategy_name}")
+    config = config.with_batching(1 if multi_fidelity else int(config.batch_size or evaluator.preferred_batch_size),
+                                  int(config.max_concurrent or evaluator.preferred_concurrency))
+    check_scheduler(scheduler, config.max_concurrent, config.num_samples)
+    searcher = config.make_searcher()
+    name = name or default_name(storage, f"{config.space.name}-{searcher.strategy_name}")
     directory = storage / name
     prepare_new(directory, overwrite)
     ensure_ray(address)  # only once the configuration is known to be good
     directory.mkdir(parents=True, exist_ok=True)
-    # what a resume needs to rebuild the very same searcher and run (plain JSON)
-    meta = {"name": name, "space": space.spec(), "strategy": strategy if isinstance(strategy, str)
-            else searcher.strategy_name, "strategy_name": searcher.strategy_name,
-            "strategy_options": _recorded_options(strategy, strategy_options), "num_samples": int(num_samples),
-            "seed": seed, "objectives": [str(o) for o in objectives],
-            "constraints": [str(c) for c in constraints], "batch_size": batch_size,
-            "max_concurrent": max_concurrent, "multi_fidelity": multi_fidelity,
+    # what a resume needs to rebuild the very same searcher, evaluator and run (plain JSON)
+    meta = {"name": name, **config.to_json(), "multi_fidelity": multi_fidelity,
             "scheduler": scheduler_spec if isinstance(scheduler_spec, str) else None,
             "scheduler_object": scheduler is not None and not isinstance(scheduler_spec, str),
-            "cost_functions": len(cost_functions), "tune_loggers": bool(tune_loggers), "tensorboard": bool(tensorboard), "trial_resources": resources,
-            "max_trial_failures": int(max_trial_failures), **dict(extra_meta or {}),
+            "tune_loggers": bool(tune_loggers), "tensorboard": bool(tensorboard), "trial_resources": dict(trial_resources or evaluator.trial_resources),
+            "max_trial_failures": int(max_trial_failures),
+            **({"evaluator": spec.to_json()} if spec is not None else {}), **dict(extra_meta or {}),
             "status": "running", "started_at": time.time()}
     write_search_meta(directory, meta)
     return _run(directory, meta, searcher, evaluator, scheduler, Journal(directory, fresh=True), resume=False,
                 progress=progress, callbacks=callbacks)
 
 
-def resume_search(path: Union[str, Path], evaluator: Any, *, strategy: Optional[ArchSearcher] = None,
+def resume_search(path: Union[str, Path], evaluator: Any = None, *, strategy: Optional[ArchSearcher] = None,
                   scheduler: Any = None, cost_functions: Sequence[CostFn] = (), progress: bool = True,
                   address: Optional[str] = None, callbacks: Sequence[Any] = ()) -> SearchResult:
     """Continue the search in experiment directory ``path`` whose driver died (killed,
@@ -159,31 +140,47 @@ def resume_search(path: Union[str, Path], evaluator: Any, *, strategy: Optional[
     on as the uninterrupted one would have. Nothing pickled is read: not Tune's ``tuner.pkl``,
     not its searcher or experiment state.
 
-    ``evaluator`` is built anew (the old pool died with the driver): the same kind the search
-    started with. A search started with a strategy object (not a name), a Tune scheduler object
-    or ``cost_functions`` needs them again: pass fresh ones, configured as before. Callbacks of
-    the first run are not restored: pass them again as ``callbacks``.
+    ``evaluator`` is built anew (the old pool died with the driver). Left out, it is rebuilt from
+    the spec ``search.json`` recorded (a table, or a pool serving a supernet checkpoint: see
+    :mod:`raynas.evaluators.spec`; such a pool is shut down when the search ends); pass one for
+    any other evaluator, of the same kind the search started with. A search started with a
+    strategy object (not a name), a Tune scheduler object or ``cost_functions`` needs them
+    again: pass fresh ones, configured as before. Callbacks of the first run are not restored:
+    pass them again as ``callbacks``.
     """
     directory = Path(path).expanduser().resolve()
     meta, events = check_resumable(directory)
-    evaluator = as_evaluator(evaluator)
-    searcher = _replayed_searcher(directory, meta, events, strategy, cost_functions)
-    searcher.reissue_live()
+    config = SearchConfig.from_json(meta, strategy=strategy, cost_functions=cost_functions, where=directory)
     if meta.get("scheduler_object") and scheduler is None:
         raise ConfigError(f"the search in {directory} ran with a Tune scheduler object; pass one again (scheduler=...)")
-    scheduler = resolve_scheduler(scheduler if scheduler is not None else meta.get("scheduler"),
-                                  evaluator.num_fidelities)
+    prepared = None
+    if evaluator is None:
+        if not meta.get("evaluator"):
+            raise ConfigError(f"the search in {directory} does not record how to rebuild its evaluator (it was not "
+                              "a table or a pool of a supernet checkpoint): pass one again (evaluator=...)")
+        prepared = EvaluatorSpec.from_json(meta["evaluator"]).prepare(config.space)   # checked before Ray starts
+    searcher = config.make_searcher()
+    replay_journal(searcher, events, where=directory / JOURNAL_FILE)
+    searcher.reissue_live()
     ensure_ray(address)
-    for key in ("finished_at", "interrupted_at", "failed_at"):
-        meta.pop(key, None)
-    meta["status"] = "running"
-    meta.setdefault("resumed_at", []).append(time.time())
-    write_search_meta(directory, meta)
-    return _run(directory, meta, searcher, evaluator, scheduler, Journal(directory, fresh=False), resume=True,
-                progress=progress, callbacks=callbacks, known=reported_rows(events))
+    owned = prepared.build() if prepared is not None else None
+    try:
+        evaluator = as_evaluator(owned if owned is not None else evaluator)
+        scheduler = resolve_scheduler(scheduler if scheduler is not None else meta.get("scheduler"),
+                                      evaluator.num_fidelities)
+        for key in ("finished_at", "interrupted_at", "failed_at"):
+            meta.pop(key, None)
+        meta["status"] = "running"
+        meta.setdefault("resumed_at", []).append(time.time())
+        write_search_meta(directory, meta)
+        return _run(directory, meta, searcher, evaluator, scheduler, Journal(directory, fresh=False), resume=True,
+                    progress=progress, callbacks=callbacks, known=reported_rows(events))
+    finally:
+        if owned is not None and hasattr(owned, "shutdown"):
+            owned.shutdown()
 
 
-def _tune_view_callbacks(directory: Path, meta: Mapping[str, Any], collector: ResultsCollector, primary):
+def _tune_view_callbacks(directory: Path, meta: Mapping[str, Any], collector, primary):
     """Per-arch Tune rows and TensorBoard (``tensorboard``), and Tune's own per-trial TensorBoard
     and CSV loggers (``tune_loggers``); their JSON logger would clash with the per-arch rows."""
     out = []
@@ -202,6 +199,8 @@ def _run(directory: Path, meta: Dict[str, Any], searcher: ArchSearcher, evaluato
     """Build a fresh Tune run of ``searcher`` in ``directory`` and fit it (a new search, or a
     resumed one whose searcher has replayed the journal)."""
     from ray import tune
+
+    from raynas.collector import ResultsCollector
 
     objectives = searcher.objectives
     collector = ResultsCollector(directory, searcher.cost_model, resume=resume, journal=journal)
@@ -229,44 +228,27 @@ def _run(directory: Path, meta: Dict[str, Any], searcher: ArchSearcher, evaluato
     return _fit(tuner, searcher, collector, objectives, directory, meta, all_callbacks)
 
 
-def _recorded_options(strategy: Any, options: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
-    """The strategy options as search.json keeps them (None when they cannot be: a strategy
-    object, or options that are not plain JSON; a resume then needs the strategy again)."""
-    if not isinstance(strategy, str):
-        return None
-    try:
-        return json.loads(json.dumps(dict(options or {}), allow_nan=False))
-    except (TypeError, ValueError):
-        return None
+def _check_no_search_arguments(strategy, num_samples, constraints, objectives, strategy_options, batch_size,
+                               max_concurrent, seed, cost_functions) -> None:
+    given = [name for name, value, default in (
+        ("strategy", strategy, "evolution"), ("num_samples", num_samples, 100), ("constraints", constraints, None),
+        ("objectives", objectives, None), ("strategy_options", strategy_options, None),
+        ("batch_size", batch_size, None), ("max_concurrent", max_concurrent, None), ("seed", seed, 0),
+        ("cost_functions", tuple(cost_functions), ())) if value != default]
+    if given:
+        raise ConfigError(f"search() got a SearchConfig and also {', '.join(given)}: set them in the SearchConfig")
 
 
-def _rebuilt_searcher(meta: Mapping[str, Any], strategy: Optional[ArchSearcher], directory: Path) -> ArchSearcher:
-    if strategy is None:
-        if meta.get("strategy_options") is None:
-            raise ConfigError(f"the search in {directory} was started with a strategy object (or options that are "
-                              "not plain JSON): pass an identically configured one again (strategy=...)")
-        return make_searcher(meta["strategy"], meta["strategy_options"])
-    searcher = make_searcher(strategy)
-    expected = meta.get("strategy_name") or meta.get("strategy")
-    if searcher.strategy_name != expected:
-        raise ConfigError(f"the search in {directory} ran strategy '{expected}', not '{searcher.strategy_name}'")
-    return searcher
-
-
-def _fit(tuner, searcher: ArchSearcher, collector: ResultsCollector, objectives, directory: Path,
+def _fit(tuner, searcher: ArchSearcher, collector, objectives, directory: Path,
          meta: Dict[str, Any], callbacks: Sequence[Any] = ()) -> SearchResult:
-    # Tune reads these when the run starts: its loggers cost file writes per trial (wanted only
-    # for dashboards), and its console tables would drown our progress bar. Its SIGINT handler
-    # is off: Tune would end the run "gracefully" and return as if it had finished; Ctrl+C
-    # raises KeyboardInterrupt here instead, which leaves the journal exactly as a kill would
-    # (a consistent prefix of the run) and is reported as an interruption.
-    env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",   # raynas.tune_view and _tune_view_callbacks log
-           "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_SIGINT_HANDLER": "1"}
-    previous = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    # Tune's SIGINT handler is off (see tune_environment): Ctrl+C raises KeyboardInterrupt here,
+    # which leaves the journal exactly as a kill would (a consistent prefix of the run) and is
+    # reported as an interruption. Tune's automatic loggers stay off: raynas.tune_view writes the
+    # per-arch rows, and _tune_view_callbacks adds Tune's own loggers when asked (tune_loggers).
     interrupted = False
     try:
-        tuner.fit()
+        with tune_environment(loggers=False, sigint_handler=False):
+            tuner.fit()
     except KeyboardInterrupt:
         interrupted = True
     except Exception as exc:  # Tune wraps errors raised inside the searcher; surface ours as-is
@@ -276,8 +258,6 @@ def _fit(tuner, searcher: ArchSearcher, collector: ResultsCollector, objectives,
             raise root from None
         raise
     finally:
-        for key, value in previous.items():
-            _restore_env(key, value)
         collector.flush()
         collector.journal.close()
     if interrupted:
@@ -306,30 +286,14 @@ def check_search_inputs(space: Union[str, SearchSpace], *, strategy: Union[str, 
                         constraints: Any = None, objectives: Any = None, seed: int = 0,
                         cost_functions: Sequence[CostFn] = (), metrics: Optional[Sequence[str]] = None):
     """Check everything about a search that can be checked without Ray or an evaluator running
-    (the CLI calls it before starting either): the space, objectives, constraints and their
-    feasibility, the budget, the strategy and its options, and -- given ``metrics``, the names
-    the evaluator reports -- that every objective is a metric the search will see.
+    (the CLI calls it before starting either; see :meth:`SearchConfig.create`).
 
     Returns ``(space, objectives, constraints, cost_model)``.
     """
-    space = create_space(space) if isinstance(space, str) else space
-    if not isinstance(space, SearchSpace):
-        raise ConfigError(f"space must be a registered name or a SearchSpace, got {type(space).__name__}")
-    objectives = parse_objectives(objectives)
-    constraints = parse_constraints(constraints)
-    cost_model = CostModel(space, cost_functions)
-    budget = _positive_int("num_samples", num_samples)
-    if metrics:
-        known = set(metrics) | set(cost_model.metric_names())
-        unknown = [str(o) for o in objectives if o.metric not in known]
-        if unknown:
-            raise ConfigError(f"objective {', '.join(unknown)} is not a metric this search reports; it reports "
-                              f"{', '.join(sorted(known))}")
-    check_constraints_feasible(space, cost_model, constraints, np.random.default_rng(seed))
-    if not isinstance(strategy, ArchSearcher):   # an instance is set up by search() itself
-        make_searcher(strategy, strategy_options).setup(space, objectives, constraints=constraints,
-                                                        cost_model=cost_model, budget=budget, seed=seed)
-    return space, objectives, constraints, cost_model
+    config = SearchConfig.create(space, strategy, num_samples, constraints, objectives,
+                                 strategy_options=strategy_options, seed=seed, cost_functions=cost_functions,
+                                 metrics=metrics)
+    return config.space, config.objectives, config.constraints, config.cost_model
 
 
 def _declared_metrics(evaluator: Evaluator) -> Optional[Sequence[str]]:
@@ -343,7 +307,7 @@ def _make_trainable(evaluator: Evaluator, primary, multi_fidelity: bool, resourc
                     known: Optional[Mapping[str, Mapping[str, Any]]] = None):
     from ray import tune
 
-    trainable = tune.with_parameters(_trainable(), evaluator=evaluator, metric=primary.metric,
+    trainable = tune.with_parameters(TRAINABLES.get("evaluate"), evaluator=evaluator, metric=primary.metric,
                                      mode=primary.mode, multi_fidelity=multi_fidelity, known=dict(known or {}))
     return tune.with_resources(trainable, dict(resources))
 
@@ -354,48 +318,21 @@ def check_resumable(directory: Union[str, Path], *, replay: bool = False, strate
     (checked before anything expensive starts). Only JSON is read. ``replay=True`` also replays
     the journal into a fresh searcher (milliseconds for most strategies; what
     :func:`resume_search` does first), so a journal that does not replay is refused too."""
+    from raynas.errors import CheckpointError
+    from raynas.search_config import REQUIRED_KEYS
+
     directory = Path(directory)
     meta = read_search_meta(directory)
-    missing = [k for k in ("space", "strategy", "num_samples", "seed", "objectives", "batch_size", "max_concurrent")
-               if k not in meta]
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise CheckpointError(f"{directory / 'search.json'} lacks {', '.join(missing)}: it was not written by "
                               "raynas.search (or by an older raynas), so the search cannot be resumed")
     events = read_journal(directory)
     check_replayable(events, directory / JOURNAL_FILE)
     if replay:
-        _replayed_searcher(directory, meta, events, strategy, cost_functions)
+        config = SearchConfig.from_json(meta, strategy=strategy, cost_functions=cost_functions, where=directory)
+        replay_journal(config.make_searcher(), events, where=directory / JOURNAL_FILE)
     return meta, events
-
-
-def _replayed_searcher(directory: Path, meta: Mapping[str, Any], events, strategy: Optional[ArchSearcher],
-                       cost_functions: Sequence[CostFn]) -> ArchSearcher:
-    """The searcher of ``search.json``, set up as the search set it up, with the journal replayed."""
-    space = space_from_spec(meta["space"])
-    objectives = parse_objectives(meta["objectives"])
-    constraints = parse_constraints(meta.get("constraints") or None)
-    if int(meta.get("cost_functions") or 0) != len(cost_functions):
-        raise ConfigError(f"the search in {directory} ran with {meta.get('cost_functions')} cost function(s); pass "
-                          "the same ones again (cost_functions=...)")
-    searcher = _rebuilt_searcher(meta, strategy, directory)
-    searcher.setup(space, objectives, constraints=constraints, cost_model=CostModel(space, cost_functions),
-                   budget=int(meta["num_samples"]), batch_size=int(meta["batch_size"]),
-                   max_concurrent=int(meta["max_concurrent"]), seed=int(meta["seed"]))
-    replay_journal(searcher, events, where=directory / JOURNAL_FILE)
-    return searcher
-
-
-def _positive_int(name: str, value: Any, optional: bool = False) -> Optional[int]:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) <= 0:
-        raise ConfigError(f"{name} must be a positive integer{' or None' if optional else ''}, got {value!r}")
-    return int(value)
-
-
-def _trainable() -> Callable:
-    from trainables.evaluate import evaluate_archs
-    return evaluate_archs
 
 
 def _trial_name(trial) -> str:
@@ -413,10 +350,3 @@ def _raynas_cause(exc: BaseException) -> Optional[RaynasError]:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return None
-
-
-def _restore_env(key: str, value: Optional[str]) -> None:
-    if value is None:
-        os.environ.pop(key, None)
-    else:
-        os.environ[key] = value

@@ -166,6 +166,14 @@ def canonical_cell(arch: Arch, key: str = "function") -> Arch:
     return {"edges": list(_representatives(key)[_CLASS_KEYS[key](arch)])}
 
 
+def class_representatives(key: str = "unique_str") -> List[Arch]:
+    """One arch per isomorphism class under ``key`` (see :func:`canonical_cell`), in NB201 op
+    order: what isomorphism-aware sampling draws from."""
+    if key not in _CLASS_KEYS:
+        raise ConfigError(f"key must be one of {sorted(_CLASS_KEYS)}, got {key!r}")
+    return [{"edges": list(edges)} for edges in _representatives(key).values()]
+
+
 def num_isomorphism_classes(key: str = "function") -> int:
     """How many distinct cells the space holds under ``key`` (see :func:`canonical_cell`)."""
     if key not in _CLASS_KEYS:
@@ -225,13 +233,31 @@ class NB201Space(SearchSpace):
         return NB201Network(_edges(arch), num_classes=self.num_classes if num_classes is None else num_classes,
                             channels=self.channels, cells_per_stage=self.cells_per_stage)
 
+    def representatives(self, key: str = "unique_str") -> List[Arch]:
+        """One arch per isomorphism class (:func:`class_representatives`)."""
+        return class_representatives(key)
+
+    def build_supernet(self, num_classes: int | None = None, iso_key: str | None = None,
+                       split_edge: int | None = None, **options):
+        """The single-path weight-sharing supernet (spaces/nb201_oneshot.py): one weight set per
+        (cell, edge, op). ``iso_key`` serves each arch by its isomorphism-class representative;
+        ``split_edge`` makes it a few-shot supernet split on that edge."""
+        from spaces.nb201_oneshot import NB201OneShotSupernet
+
+        if options:
+            raise ConfigError(f"unknown supernet options for space 'nb201': {sorted(options)}; "
+                              "known: iso_key, split_edge")
+        return NB201OneShotSupernet(self, self.num_classes if num_classes is None else num_classes,
+                                    iso_key=iso_key, split_edge=split_edge)
+
     def build_search_network(self, num_classes: int | None = None, **options):
         """The differentiable (DARTS) supernet of this cell space (spaces/nb201_supernet.py)."""
         from spaces.nb201_supernet import NB201Supernet
 
-        options = {"channels": self.channels, "cells_per_stage": self.cells_per_stage, **options}
+        options = {"channels": self.channels, "cells_per_stage": self.cells_per_stage,
+                   "resolution": self.resolution, **options}
         return NB201Supernet(self, num_classes=self.num_classes if num_classes is None else num_classes,
-                             resolution=self.resolution, **options)
+                             **options)
 
     def input_resolution(self, arch: Arch) -> int:
         return self.resolution

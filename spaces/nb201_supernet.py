@@ -45,13 +45,15 @@ class NB201SearchCell(nn.Module):
                                  resolution=resolution if i == 0 else resolution // stride))
         self.edges = nn.ModuleList(edges)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor,
+                indices: Optional[List[int]] = None) -> torch.Tensor:
+        """``indices``: the one op each edge runs (hard relaxations), else every op mixes."""
         nodes = [x]
         e = 0
         for j in range(1, NUM_NODES):
             total = None
             for i in range(j):
-                y = self.edges[e](nodes[i], weights[e])
+                y = self.edges[e](nodes[i], weights[e], None if indices is None else indices[e])
                 total = y if total is None else total + y
                 e += 1
             nodes.append(total)
@@ -90,11 +92,16 @@ class NB201Supernet(DifferentiableSupernet):
         self.classifier = nn.Linear(c_prev, num_classes)
         self._add_alpha(GROUP, [f"{j}<-{i}" for j, i in EDGES], OP_NAMES)
 
+    supports_hard_paths = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.mixing_weights()[GROUP]
+        # one draw per forward pass, shared by every cell (GDAS samples once per network too)
+        all_weights, all_indices = self.forward_weights()
+        weights = all_weights[GROUP]
+        indices = None if all_indices is None else all_indices[GROUP]
         x = self.stem(x)
         for cell in self.cells:
-            x = cell(x, weights) if isinstance(cell, NB201SearchCell) else cell(x)
+            x = cell(x, weights, indices) if isinstance(cell, NB201SearchCell) else cell(x)
         return self.classifier(self.global_pooling(self.lastact(x)).flatten(1))
 
     def derive(self, temperature: Optional[float] = None) -> Arch:

@@ -280,6 +280,10 @@ def test_schedules_give_t0_first_and_t_end_last():
     assert np.allclose(np.diff(np.log(values)), math.log(0.5 / 8.0) / 4)
     assert make_schedule("constant").at(7, 10) == 1.0 and make_schedule("constant", t=2).at(0, 1) == 2.0
     assert make_schedule("linear").at(0, 1) == 10.0  # a single epoch cannot decay
+    floored = make_schedule("linear", t_floor=1.0)  # a variant: the same line, clamped at 1
+    assert [floored.at(e, 16) for e in range(16)] == pytest.approx([max(linear.at(e, 16), 1.0) for e in range(16)])
+    assert floored.at(15, 16) == 1.0 and make_schedule(floored.spec()) == floored
+    assert DartsSearchConfig(schedule=floored.spec()).method == "td-darts1-floor1"
     assert make_schedule(linear.spec()).spec() == {"name": "linear", "t0": 10.0, "t_end": 0.1}
     assert set(list_schedules()) >= {"constant", "linear", "exponential"}
     for bad, match in ((lambda: make_schedule("cosine"), "unknown"), (lambda: make_schedule("linear", t0=-1), "positive"),
@@ -482,3 +486,23 @@ def test_tiny_search_runs_through_tune_and_reports_every_epoch(ray_session, tmp_
     assert set(result.table["schedule"]) == {"constant", "linear"}
     saved = json.loads((tmp_path / "tiny" / "darts_results.json").read_text())
     assert len(saved["trials"]) == 2 and len(saved["trials"][0]["history"]) == 3
+    # the sweep's folder is an experiment like any search's: search.json, journal, results.parquet
+    import raynas
+    from raynas.ledger import read_journal
+
+    meta = json.loads((tmp_path / "tiny" / "search.json").read_text())
+    assert meta["status"] == "finished" and meta["objectives"] == ["val_accuracy:max"]
+    events = read_journal(tmp_path / "tiny")
+    assert sum(e["event"] == "result" for e in events) == 6   # every epoch of both trials, as it came
+    table = raynas.SearchResult.load(tmp_path / "tiny")
+    assert len(table.df) == 2 and set(table.df["schedule"]) == {"constant", "linear"}
+    by_trial = {t["trial_id"]: t["history"][-1] for t in result.trials}
+    for row in table.df.itertuples():
+        last = by_trial[row.trial_id]
+        assert row.arch == last["arch"] and row.arch_id == raynas.arch_id(json.loads(last["arch"]))
+        assert row.val_accuracy == last["val_accuracy"] and row.epoch == 3 and row.test_accuracy == last["test_accuracy"]
+    assert table.best()["val_accuracy"] == max(r["val_accuracy"] for r in by_trial.values())
+    (tmp_path / "tiny" / "results.parquet").unlink()   # the journal alone gives the same table
+    rebuilt = raynas.SearchResult.load(tmp_path / "tiny").df
+    assert rebuilt["arch_id"].tolist() == table.df["arch_id"].tolist()
+    assert rebuilt["val_accuracy"].tolist() == table.df["val_accuracy"].tolist()

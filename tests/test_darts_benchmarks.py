@@ -31,6 +31,53 @@ def test_nb201_benchmark_smoke(ray_session, tmp_path):
     assert report["published"]["optimum"] == 94.37
 
 
+def test_nb201_benchmark_inline_runner_selections_and_resume(tmp_path):
+    """One search after another in-process, saved after each; --resume keeps them and runs only
+    the missing ones; both cell selections, the per-epoch CSV and the curves plot are written."""
+    import csv
+
+    import darts_nb201
+
+    table = shared_data_path("nb201/nb201_cifar10.csv")
+    out = tmp_path / "inline.json"
+    common = ["--smoke", "--runner", "inline", "--eval-images", "32", "--table", str(table), "--out", str(out)]
+    assert darts_nb201.main(common + ["--methods", "darts1,gdas1"]) == 0
+    first = json.loads(out.read_text())
+    assert first["complete"] and first["runner"] == "inline"
+    assert [(t["method"], t["seed"]) for t in first["trials"]] == [("darts1", 0), ("gdas1", 0)]
+    for method in ("darts1", "gdas1"):
+        selections = first["methods"][method]["selections"]
+        assert set(selections) == {"final", "best_search_val", "best_derived_val"}
+        history = next(t for t in first["trials"] if t["method"] == method)["history"]
+        best = max(reversed(history), key=lambda r: r["search_val_accuracy"])
+        assert selections["best_search_val"]["epochs"] == [best["epoch"]]
+        assert selections["best_search_val"]["test_accuracy"] == [best["test_accuracy"]]
+        assert selections["final"]["test_accuracy"] == [history[-1]["test_accuracy"]]
+        derived = max(reversed(history), key=lambda r: r["derived_val_accuracy"])
+        assert selections["best_derived_val"]["epochs"] == [derived["epoch"]]
+    rows = list(csv.DictReader((tmp_path / "inline_epochs.csv").open()))
+    assert len(rows) == 4 and {r["method"] for r in rows} == {"darts1", "gdas1"}
+    assert (tmp_path / "inline_curves.png").stat().st_size > 0
+    assert (tmp_path / "inline_alphas_seed0.png").stat().st_size > 0
+    with pytest.raises(SystemExit):  # an existing result is never replaced unasked
+        darts_nb201.main(common + ["--methods", "darts1"])
+    assert darts_nb201.main(common + ["--methods", "darts1,gdas1,td-darts1", "--resume"]) == 0
+    second = json.loads(out.read_text())
+    assert [(t["method"], t["seed"]) for t in second["trials"]] == [("darts1", 0), ("gdas1", 0), ("td-darts1", 0)]
+    assert second["trials"][:2] == first["trials"]
+    # --report-only trains nothing: it re-summarises the stored searches and says what is missing
+    (tmp_path / "inline_epochs.csv").unlink()
+    assert darts_nb201.main(common + ["--methods", "darts1,gdas1,td-darts1,darts2", "--report-only"]) == 0
+    partial = json.loads(out.read_text())
+    assert not partial["complete"] and partial["trials"] == second["trials"]
+    assert partial["command"] == second["command"] and "--report-only" in partial["report_command"]
+    assert partial["methods"]["darts2"]["completed"] == 0
+    assert partial["methods"]["td-darts1"]["selections"] == second["methods"]["td-darts1"]["selections"]
+    assert len(list(csv.DictReader((tmp_path / "inline_epochs.csv").open()))) == 6
+    with pytest.raises(SystemExit):  # nothing to report on
+        darts_nb201.main(common[:-1] + [str(tmp_path / "absent.json"), "--report-only"])
+
+
 def test_darts_space_benchmark_smoke(ray_session, tmp_path):
     import darts_space
 

@@ -25,7 +25,7 @@ from raynas.ledger import JOURNAL_FILE
 from raynas.objectives import Objective, parse_objectives
 from raynas.results import SearchResult
 from raynas.searchers import list_strategies, make_searcher
-from trainables.evaluate import sanitize_metrics
+from raynas.evaluators.batch import sanitize_metrics
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                        HealthCheck.too_slow])
@@ -182,7 +182,8 @@ def test_non_finite_or_non_numeric_metrics_become_a_recorded_error(metrics):
 # ---------------------------------------------------------------------------- experiment files
 def _experiment(tmp_path: Path, journal: bool) -> Path:
     """A finished experiment directory written by the real collector (no Tune needed)."""
-    from raynas.results import ResultsCollector, write_search_meta
+    from raynas.collector import ResultsCollector
+    from raynas.results import write_search_meta
 
     directory = tmp_path / "exp"
     space = raynas.create_space("synthetic", num_layers=4, num_choices=3)

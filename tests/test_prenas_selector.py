@@ -248,3 +248,33 @@ def test_benchmark_smoke_writes_one_candidate_per_filled_bucket(tmp_path):
         [c["arch_id"] for c in report["candidates"]]
     for c, b in zip(report["candidates"], filled):
         assert b["range"][0] <= c["params"] < b["range"][1] and c["score"] > 0
+
+
+def test_preferred_vs_uniform_benchmark_smoke_and_resume(tmp_path):
+    """Both trainings score the same candidates and reference archs, the per-candidate gains
+    add up to the summary, and --resume reruns nothing."""
+    import sys
+
+    from conftest import PROJECT_ROOT
+
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from benchmarks import prenas_preferred
+
+    out = tmp_path / "preferred.json"
+    report = prenas_preferred.main(["--smoke", "--out", str(out)])
+    assert report["complete"] and [t["training"] for t in report["trainings"]] == ["preferred", "uniform"]
+    ids = {arch_id(a) for a in report["candidates"]}
+    assert len(ids) == len(report["selection"]["candidates"]) >= 2
+    for training in report["trainings"]:
+        assert training["steps"] == 6
+        assert {a["arch_id"] for a in training["archs"] if a["role"] == "candidate"} == ids
+        assert len([a for a in training["archs"] if a["role"] == "random"]) == 2
+        assert all(0 <= a["test"] <= 100 for a in training["archs"])
+    gain = report["summary"]["candidate_gain"]
+    assert gain["pairs"] == len(ids)
+    assert gain["mean"] == pytest.approx(np.mean([p["preferred_test"] - p["uniform_test"]
+                                                  for p in gain["per_candidate"]]))
+    assert read_candidates(tmp_path / "preferred_candidates.json")["candidates"]
+    assert len((tmp_path / "preferred_archs.csv").read_text().splitlines()) == 1 + 2 * (len(ids) + 2)
+    again = prenas_preferred.main(["--smoke", "--resume", "--out", str(out)])
+    assert again["trainings"] == report["trainings"]

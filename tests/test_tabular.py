@@ -122,3 +122,33 @@ def test_generic_space_keyed_by_canonical_json(tmp_path):
     ev = TabularEvaluator(path, space=space, key="arch", metrics={"accuracy": "score"})
     assert [m["accuracy"] for m in ev.evaluate(archs)] == pytest.approx([space.score(a) for a in archs])
     assert pickle.loads(pickle.dumps(ev)).lookup(archs[2])["accuracy"] == pytest.approx(space.score(archs[2]))
+
+
+def test_a_batch_loads_the_table_once_and_equals_one_lookup_per_arch(nb201_path, nb201_table, monkeypatch):
+    import raynas.evaluators.tabular as tabular
+
+    ev = TabularEvaluator(nb201_path, metrics={"accuracy": "c10valid_valid_12ep"})
+    archs = [from_arch_str(s) for s in nb201_table["arch_str"].iloc[:40]]
+    one_by_one = [ev.lookup(a) for a in archs]
+    loads = []
+    real = tabular.load_table
+    monkeypatch.setattr(tabular, "load_table", lambda *a, **k: loads.append(a) or real(*a, **k))
+    assert ev.evaluate(archs) == one_by_one
+    assert len(loads) == 1   # not one stat + path resolution per arch
+
+
+def test_require_choice_fast_path_agrees_with_same_choice():
+    from raynas import ArchError
+    from raynas.space import require_choice, same_choice
+
+    class Name(str):
+        pass
+
+    allowed = ("conv", 3, 4.0, True, "none")
+    for value in ["conv", "none", "3", Name("conv"), 3, 3.0, 4, True, 1, "skip"]:
+        expected = next((a for a in allowed if same_choice(a, value)), ArchError)
+        try:
+            got = require_choice("op", value, allowed, "test")
+        except ArchError:
+            got = ArchError
+        assert got == expected and type(got) is type(expected), value

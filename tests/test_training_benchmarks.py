@@ -81,23 +81,47 @@ def test_vit_cifar_supernet_smoke(tmp_path):
 
 def test_hybrid_modes_smoke(tmp_path):
     from benchmarks import hybrid_modes
+    from raynas.arch import arch_id
 
     out = tmp_path / "hybrid.json"
-    hybrid_modes.main(["--smoke", "--out", str(out)])
+    hybrid_modes.main(["--smoke", "--seeds", "0", "--standalone-steps", "2", "--out", str(out)])
     report = _read(out)
-    modes = report["modes"]
-    assert set(modes) == {"convex", "uniform", "weighted"}
-    assert len({m["steps"] for m in modes.values()}) == 1  # equal steps per mode
-    assert modes["uniform"]["alpha"]["final"] == [0.5, 0.5, 0.5]  # uniform sampling never trains α
+    runs = {r["mode"]: r for r in report["runs"]}
+    assert set(runs) == {"convex", "uniform", "weighted"} and report["complete"]
+    assert len({r["steps"] for r in runs.values()}) == 1  # equal steps per mode
+    assert runs["uniform"]["alpha"]["final"] == [0.5, 0.5, 0.5]  # uniform sampling never trains α
     for mode in ("convex", "weighted"):
-        assert modes[mode]["alpha"]["final"] != [0.5, 0.5, 0.5]
-        assert modes[mode]["ops"] == ["conv" if a > 0.5 else "attn" for a in modes[mode]["alpha"]["final"]]
+        assert runs[mode]["alpha"]["final"] != [0.5, 0.5, 0.5]
+        assert runs[mode]["ops"] == ["conv" if a > 0.5 else "attn" for a in runs[mode]["alpha"]["final"]]
+        # α logged every --log-every steps, from step 0 to the last
+        assert [row[0] for row in runs[mode]["trajectory"]] == [0, 2, 4, 6]
+    assert len(runs["uniform"]["candidates_val"]) == 2
+    # each distinct derived arch trained alone once; the summary reads the accuracies back
+    assert set(report["standalone"]) == {arch_id(r["arch"]) for r in runs.values()}
+    assert all(0 <= a["test"] <= 100 and a["steps"] == 2 for a in report["standalone"].values())
+    for mode, summary in report["summary"].items():
+        assert summary["standalone_test"] == [report["standalone"][arch_id(runs[mode]["arch"])]["test"]]
     # uniform sampling picks the best of its random candidates by validation accuracy
-    assert len(modes["uniform"]["candidates_val"]) == 2
-    assert modes["uniform"]["inherited"]["val"] == max(modes["uniform"]["candidates_val"])
+    assert runs["uniform"]["inherited"]["val"] == max(runs["uniform"]["candidates_val"])
     from raynas.data import load_dataset
 
-    images = len(load_dataset(report["data"], image_size=16).split("val"))   # the smoke mode's digits
-    accuracies = [m["standalone"]["val"] for m in modes.values()] + [m["inherited"]["val"] for m in modes.values()]
+    images = len(load_dataset(report["data"], seed=0, image_size=report["image_size"]).split("val"))
+    accuracies = ([a["val"] for a in report["standalone"].values()]
+                  + [r["inherited"]["val"] for r in runs.values()])
     assert all(_correct_of(a, images) for a in accuracies), (images, accuracies)
     assert (tmp_path / "hybrid_alpha.png").stat().st_size > 1000
+    lines = (tmp_path / "hybrid_alpha.csv").read_text().splitlines()
+    assert lines[0] == "mode,seed,step,layer,alpha" and len(lines) == 1 + 3 * 4 * 3
+
+
+def test_hybrid_alpha_summary_reads_convergence_from_the_trajectory():
+    from benchmarks.hybrid_modes import alpha_summary
+
+    steps = list(range(0, 101, 10))
+    settles_high = [0.5, 0.7, 0.85, 0.93, 0.88, 0.95, 0.97, 0.98, 0.98, 0.985, 0.99]
+    wanders = [0.5, 0.6, 0.4, 0.55, 0.45, 0.6, 0.4, 0.62, 0.38, 0.6, 0.45]
+    summary = alpha_summary([[s, a, b] for s, a, b in zip(steps, settles_high, wanders)])
+    assert summary["decided"] == [True, False] and summary["settled"] == [True, False]
+    assert summary["decided_at_step"] == [50, None]   # left the band at step 40, back for good at 50
+    assert summary["converged_layers"] == 1 and summary["layers"] == 2
+    assert summary["last_quarter_range"][1] == pytest.approx(0.22)

@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from raynas import ConfigError
 from raynas.bn import recalibrate_bn
@@ -40,7 +41,7 @@ def test_results_do_not_depend_on_evaluation_order(evaluator):
     assert again == [forward[0], forward[0]]
     assert len({m["accuracy"] for m in forward}) > 1
     for arch, metrics in zip(ARCHS, forward):
-        assert set(metrics) == {"accuracy", "params", "macs", "flops"}
+        assert set(metrics) == {"accuracy", "loss", "params", "macs", "flops"}
         assert {k: metrics[k] for k in ("params", "macs", "flops")} == evaluator.supernet.space.cost(arch)
         assert 50.0 < metrics["accuracy"] <= 100.0
 
@@ -48,7 +49,7 @@ def test_results_do_not_depend_on_evaluation_order(evaluator):
 def test_accuracy_matches_an_independent_computation(evaluator):
     ds = digits16()
     arch = ARCHS[2]
-    reported = evaluator.evaluate([arch])[0]["accuracy"]
+    reported, reported_loss = (evaluator.evaluate([arch])[0][k] for k in ("accuracy", "loss"))
 
     net = trained_supernet()
     net.activate(arch)
@@ -61,9 +62,10 @@ def test_accuracy_matches_an_independent_computation(evaluator):
     net.eval()
     val = ds.split("val")
     with torch.no_grad():
-        pred = net(resize(to_float(val.images, ds.mean, ds.std), res)).argmax(1)
-    expected = 100.0 * int((pred == val.labels).sum()) / len(val)
+        logits = net(resize(to_float(val.images, ds.mean, ds.std), res))
+    expected = 100.0 * int((logits.argmax(1) == val.labels).sum()) / len(val)
     assert reported == pytest.approx(expected, abs=100.0 / len(val) + 1e-9)  # at most one tie flips
+    assert reported_loss == pytest.approx(float(F.cross_entropy(logits, val.labels)), rel=1e-5)
 
     # without recalibration the same subnet scores lower: the evaluator really recalibrates
     fresh = trained_supernet()

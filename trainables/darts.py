@@ -14,13 +14,14 @@ from typing import Any, Dict
 from ray import tune
 
 from raynas.arch import canonical_json
+from raynas.differentiable.config import merge_variant
+from raynas.registry import TRAINABLES
 
 
 def darts_search_trial(config: Dict[str, Any]) -> None:
     """Function trainable: run the search, report every epoch (``arch`` as canonical JSON)."""
     from raynas.differentiable.config import DartsSearchConfig
     from raynas.differentiable.search import DartsSearch, flat_record
-    from raynas.differentiable.sweep import merge_variant
 
     cfg = DartsSearchConfig.from_any(merge_variant(config))
     search = DartsSearch(cfg)
@@ -36,7 +37,6 @@ def retrain_trial(config: Dict[str, Any]) -> None:
     """Function trainable: train ``config["arch"]`` from scratch, report every epoch."""
     from raynas.differentiable.config import RetrainConfig
     from raynas.differentiable.retraining import Retrainer
-    from raynas.differentiable.sweep import merge_variant
 
     cfg = RetrainConfig.from_any(merge_variant(config))
     trainer = Retrainer(cfg)
@@ -46,3 +46,7 @@ def retrain_trial(config: Dict[str, Any]) -> None:
         tune.report({**record, "arch": arch_json, "seed": cfg.seed})
 
     trainer.fit(report)
+
+
+TRAINABLES.register("darts_search", darts_search_trial)
+TRAINABLES.register("darts_retrain", retrain_trial)

@@ -9,66 +9,19 @@ ASHA can stop the trial early.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
-import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional
 
 from ray import tune
 
 from raynas.arch import Arch
 from raynas.evaluators.base import Evaluator
+from raynas.evaluators.batch import evaluate_batch, sanitize_metrics
+from raynas.registry import TRAINABLES
 
 FIDELITY_FILE = "fidelity.json"
-
-
-def sanitize_metrics(metrics: Any) -> Dict[str, Any]:
-    """Keep plain finite numbers; a NaN/inf or non-numeric metric becomes an error message."""
-    if not isinstance(metrics, Mapping):
-        return {"error": f"evaluator returned {type(metrics).__name__}, not a dict of metrics"}
-    out: Dict[str, Any] = {}
-    bad = []
-    for key, value in metrics.items():
-        if isinstance(value, bool):
-            value = float(value)
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            bad.append(f"{key}={value!r} is not a number")
-            continue
-        if not math.isfinite(number):
-            bad.append(f"{key}={number}")
-            continue
-        out[str(key)] = number
-    if bad:
-        out["error"] = "non-finite or non-numeric metrics: " + ", ".join(bad)
-    return out
-
-
-def _evaluate_batch(evaluator: Evaluator, archs: Sequence[Arch]) -> List[Dict[str, Any]]:
-    """Evaluate a batch; if the batch call fails, isolate the failing archs one by one."""
-    try:
-        results = evaluator.evaluate(list(archs))
-        if len(results) != len(archs):
-            raise RuntimeError(f"evaluator returned {len(results)} results for {len(archs)} archs")
-        return [sanitize_metrics(r) for r in results]
-    except Exception:  # noqa: BLE001 - one bad arch must not lose the whole batch
-        if len(archs) == 1:
-            return [{"error": _short_error()}]
-    out = []
-    for arch in archs:
-        try:
-            out.append(sanitize_metrics(evaluator.evaluate([arch])[0]))
-        except Exception:  # noqa: BLE001
-            out.append({"error": _short_error()})
-    return out
-
-
-def _short_error() -> str:
-    lines = traceback.format_exc().strip().splitlines()
-    return lines[-1][:500] if lines else "unknown error"
 
 
 def _summary(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[str, Any]:
@@ -96,7 +49,7 @@ def evaluate_archs(config: Dict[str, Any], evaluator: Evaluator, metric: str, mo
     rows: List[Dict[str, Any]] = [dict(known[key]) if key in known else {} for key in ids]
     if todo:
         start = time.perf_counter()
-        fresh = _evaluate_batch(evaluator, [archs[i] for i in todo])
+        fresh = evaluate_batch(evaluator, [archs[i] for i in todo])
         seconds = (time.perf_counter() - start) / len(todo)
         for i, row in zip(todo, fresh):
             # the arch's own time where the evaluator measured it, else the batch's average
@@ -132,3 +85,7 @@ def _evaluate_fidelities(evaluator: Evaluator, arch: Arch, key: str, metric: str
             (Path(folder) / FIDELITY_FILE).write_text(json.dumps({"level": level, "arch_id": key}))
             tune.report({**_summary([row], metric, mode), **{k: v for k, v in row.items() if k != "arch_id"},
                          "batch": [row]}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+TRAINABLES.register("evaluate", evaluate_archs)
+__all__ = ["evaluate_archs", "sanitize_metrics"]

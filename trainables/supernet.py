@@ -191,6 +191,11 @@ class SupernetTrainer:
         self.plan = PhasePlan.build(self.strategy.phases(cfg.epochs, cfg.lr, cfg.warmup_epochs),
                                     self.steps_per_epoch)
         self.total_steps = self.plan.total_steps
+        if any(p.split_supernet for p in self.plan.phases) and not getattr(self.module, "can_split", False):
+            # found now, not when the split phase starts halfway through the run
+            raise ConfigError(f"sampler '{cfg.sampler}' splits the supernet, but the supernet of space "
+                              f"'{self.space.name}' cannot split; build it with a split option "
+                              "(nb201: supernet_options {'split_edge': 0})")
         self.stop_step = min(self.total_steps, cfg.max_steps) if cfg.max_steps else self.total_steps
 
         self.step = 0
@@ -366,6 +371,9 @@ class SupernetTrainer:
             width_phase = self._sort_channels()
             self._event("sort_channels", f"sorted channels by importance (width phase {width_phase})",
                         phase=phase.name, width_phase=width_phase)
+        if phase.split_supernet and self.module.split():
+            self._event("split", f"split the supernet into sub-supernets (few-shot) at step {self.step}",
+                        phase=phase.name)
         if phase.reset_optimizer or sort:
             # sorting permutes weights under the momentum buffers: start the phase afresh, as OFA does
             self.optimizer = self._make_optimizer()

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         check_new(Path(args.output).expanduser().resolve() / args.name, args.overwrite)
     spec = _evaluator_spec(args, {})
     space = _space(args, spec)
-    prepared = _prepare_evaluator(spec, space)
+    prepared = spec.prepare(space)
     costs = _latency_costs(args, space)
     objectives = args.objective or ["accuracy"]
     options = parse_kv_options(args.strategy_option, "strategy")
@@ -119,7 +119,7 @@ def _search_and_finish(args, space, evaluator, spec, costs, objectives, options,
                            batch_size=args.batch_size, max_concurrent=args.max_concurrent, seed=args.seed,
                            name=args.name, storage_path=args.output, overwrite=args.overwrite,
                            tune_loggers=args.tune_loggers, tensorboard=args.tensorboard, cost_functions=costs,
-                           extra_meta={"evaluator": spec, **latency})
+                           extra_meta={"evaluator": spec.to_json(), **latency})
     return _finish(args, result, space, spec, max_failures)
 
 
@@ -149,7 +149,7 @@ def _resume(args: argparse.Namespace, max_failures: float) -> int:
     # the journal must replay (the searcher is rebuilt from it) before a pool starts for nothing
     meta, _ = check_resumable(args.resume, replay=True, cost_functions=costs)
     spec = _evaluator_spec(args, meta.get("evaluator") or {})
-    prepared = _prepare_evaluator(spec, space)
+    prepared = spec.prepare(space)
     raynas.ensure_ray(args.address, num_cpus=args.num_cpus)
     evaluator = prepared.build()
     try:
@@ -165,91 +165,42 @@ def _shutdown(evaluator) -> None:
         shutdown()
 
 
-def _evaluator_spec(args: argparse.Namespace, saved: Dict[str, Any]) -> Dict[str, Any]:
-    """How to rebuild the evaluator (stored in search.json so ``--resume`` needs no flags)."""
+def _evaluator_spec(args: argparse.Namespace, saved: Dict[str, Any]):
+    """How to rebuild the evaluator (stored in search.json so ``--resume`` needs no flags):
+    the flags' evaluator, or the saved one with the flags' overrides."""
     from raynas.errors import ConfigError
+    from raynas.evaluators.spec import EvaluatorSpec
 
-    spec = dict(saved)
     if args.checkpoint:
-        spec = {"checkpoint": str(Path(args.checkpoint).resolve()), "data": args.data,
-                "actors": args.actors if args.actors is not None else saved.get("actors")}
-    elif args.table:
-        spec = {"table": str(Path(args.table).resolve()),
-                "table_metrics": parse_kv_options(args.table_metric, "table metric") or None}
-    else:
-        if args.data:
-            spec["data"] = args.data
-        if args.actors is not None:
-            spec["actors"] = args.actors
-    if not spec.get("checkpoint") and not spec.get("table"):
+        previous = saved.get("actors") if saved.get("checkpoint") else None
+        return EvaluatorSpec("checkpoint", checkpoint=str(Path(args.checkpoint).resolve()), data=args.data,
+                             actors=args.actors if args.actors is not None else previous)
+    if args.table:
+        return EvaluatorSpec("table", table=str(Path(args.table).resolve()),
+                             table_metrics=parse_kv_options(args.table_metric, "table metric") or None)
+    if not saved.get("checkpoint") and not saved.get("table"):
         raise ConfigError("this experiment does not record its evaluator (it was not started by 'raynas "
                           "search'): give --checkpoint DIR or --table FILE")
-    return spec
+    spec = EvaluatorSpec.from_json(saved)
+    changes = {k: v for k, v in (("data", args.data), ("actors", args.actors)) if v is not None}
+    return spec.replace(**changes) if changes else spec
 
 
-def _space(args: argparse.Namespace, spec: Dict[str, Any]):
+def _space(args: argparse.Namespace, spec):
     from raynas.checkpoint import read_checkpoint_meta
     from raynas.registry import create_space, space_from_spec
 
     space_options = parse_kv_options(args.space_option, "space")
     if args.space:
         return create_space(args.space, **space_options)
-    return space_from_spec(read_checkpoint_meta(spec["checkpoint"])["space"])
+    return space_from_spec(read_checkpoint_meta(spec.checkpoint)["space"])
 
 
-class _Prepared:
-    """The evaluator's inputs, read and checked without Ray: a table with its columns, or a
-    checkpoint (meta, weights' header) with its dataset (whose classes must fit)."""
-
-    def __init__(self, spec: Dict[str, Any]) -> None:
-        self.spec = spec
-        self.table = None
-        self.dataset = None
-
-    def metrics(self):
-        if self.table is not None:
-            return self.table.metrics
-        from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
-        return WeightInheritedEvaluator.metrics
-
-    def build(self):
-        import raynas
-
-        if self.table is not None:
-            return self.table
-        return raynas.SupernetPool.from_checkpoint(self.spec["checkpoint"], data=self.dataset,
-                                                   num_actors=self.spec.get("actors"))
-
-
-def _prepare_evaluator(spec: Dict[str, Any], space) -> _Prepared:
-    """Cheap checks of the evaluator's inputs, before Ray and a pool start."""
-    from raynas.errors import DataError
-    from raynas.evaluators.tabular import TabularEvaluator
-
-    prepared = _Prepared(spec)
-    if spec.get("checkpoint"):
-        from raynas.checkpoint import check_dataset_fits, read_checkpoint_meta
-        from raynas.data import load_dataset
-        from raynas.pool import check_checkpoint
-
-        check_checkpoint(spec["checkpoint"])
-        meta = read_checkpoint_meta(spec["checkpoint"])
-        data = spec.get("data") or meta.get("dataset") or "digits"
-        prepared.dataset = load_dataset(data)
-        check_dataset_fits(meta, prepared.dataset, spec["checkpoint"])
-        return prepared
-    if not Path(spec["table"]).is_file():
-        raise DataError(f"results table {spec['table']} does not exist")
-    # loads the table once here and checks every --table-metric column (listing the columns)
-    prepared.table = TabularEvaluator(spec["table"], space=space, metrics=spec.get("table_metrics")).check()
-    return prepared
-
-
-def _finish(args: argparse.Namespace, result, space, spec: Dict[str, Any], max_failures: float) -> int:
+def _finish(args: argparse.Namespace, result, space, spec, max_failures: float) -> int:
     from raynas.outcome import check_outcome
     from raynas.reporting import write_search_artifacts
 
-    columns = list((spec.get("table_metrics") or {}).keys()) + list(args.column or [])
+    columns = list((spec.table_metrics or {}).keys()) + list(args.column or [])
     write_search_artifacts(result, space, top=args.top, columns=columns)
     # a search that ran but is not what was asked for exits non-zero (its files stay written)
     check_outcome(result, int(result.meta.get("num_samples") or args.num_samples), max_failures,
@@ -258,9 +209,9 @@ def _finish(args: argparse.Namespace, result, space, spec: Dict[str, Any], max_f
         from raynas.errors import ConfigError
         from raynas.export import export_subnet
 
-        if not spec.get("checkpoint"):
+        if spec.kind != "checkpoint":
             raise ConfigError("--export needs --checkpoint (a table has no weights)")
-        path, metrics = export_subnet(spec["checkpoint"], result.best_arch(), Path(result.path) / "best_subnet",
-                                      data=spec.get("data"))
+        path, metrics = export_subnet(spec.checkpoint, result.best_arch(), Path(result.path) / "best_subnet",
+                                      data=spec.data)
         print(f"exported best subnet to {path} (accuracy {metrics['accuracy']:.2f}%)")
     return 0

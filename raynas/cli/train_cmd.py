@@ -32,8 +32,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, help="global batch (split over the workers)")
     p.add_argument("--lr", type=float, help="peak learning rate (cosine schedule)")
     p.add_argument("--optimizer", choices=["sgd", "adamw"])
-    p.add_argument("--sampler", help="subnet sampling: sandwich | uniform | progressive_shrinking | "
-                                     "preferred | fixed")
+    p.add_argument("--sampler", help="subnet sampling: sandwich | uniform | fair | isomorphic | few_shot | "
+                                     "progressive_shrinking | preferred | fixed")
     p.add_argument("--sampler-option", action="append", metavar="KEY=VALUE",
                    help="sampling-strategy option, e.g. num_random=2")
     p.add_argument("--schedule", help="progressive-shrinking phase schedule (JSON/YAML file)")

@@ -1,6 +1,7 @@
 """CIFAR-10 from torchvision's python batches or from the JPG archive ``cifar10_jpg.tar.gz``."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import tarfile
@@ -161,9 +162,20 @@ def load_cifar10_jpg(archive: Path, cache_root: Path) -> RawImages:
 
 
 def load_cifar10_raw(path: Path, cache_root: Path, image_size: Optional[int] = None) -> RawImages:
-    if image_size not in (None, CIFAR10_SIZE):
-        raise DataError(f"cifar10 images are {CIFAR10_SIZE}x{CIFAR10_SIZE}; drop image_size="
-                        f"{image_size} and resize at batch time (raynas.data.resize, or the "
-                        "space's input resolution)")
+    """The 32x32 images, or with ``image_size`` < 32 every image area-downsampled once (e.g. 16:
+    CIFAR-10 at 16x16 for CPU-sized runs), held in memory."""
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or not 1 <= image_size <= CIFAR10_SIZE):
+        raise DataError(f"cifar10 images are {CIFAR10_SIZE}x{CIFAR10_SIZE}: image_size can shrink them "
+                        f"(an int from 1 to {CIFAR10_SIZE}), got {image_size!r}; to enlarge, resize at "
+                        "batch time (raynas.data.resize, or the space's input resolution)")
     kind, where = locate_cifar10(path)
-    return load_cifar10_batches(where) if kind == "batches" else load_cifar10_jpg(where, cache_root)
+    raw = load_cifar10_batches(where) if kind == "batches" else load_cifar10_jpg(where, cache_root)
+    if image_size is None or image_size == CIFAR10_SIZE:
+        return raw
+    from raynas.data.transforms import resize_uint8
+
+    return dataclasses.replace(
+        raw, train_images=resize_uint8(raw.train_images, image_size).numpy(),
+        test_images=None if raw.test_images is None else resize_uint8(raw.test_images, image_size).numpy(),
+        mapped=False, info={**raw.info, "resized_from": CIFAR10_SIZE})

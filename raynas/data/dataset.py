@@ -103,14 +103,43 @@ class ImageDataset:
     def sizes(self) -> Dict[str, int]:
         return {name: len(s) for name, s in self.splits.items()}
 
-    def eval_splits(self) -> "ImageDataset":
+    def eval_splits(self, val_size: Optional[int] = None) -> "ImageDataset":
         """Only ``calib`` and ``val``, as self-contained in-memory tensors: what evaluation actors
-        need, small enough to put in Ray's object store once."""
+        need, small enough to put in Ray's object store once.
+
+        ``val_size`` keeps a subset of that many validation images (a choice seeded by the
+        dataset's seed, in split order): cheaper evaluations, noisier accuracies."""
         names = ("calib", "val")
         splits = {name: self.split(name).materialize() for name in names}
         indices = {name: self.source_indices[name] for name in names if name in self.source_indices}
+        if val_size is not None:
+            val = splits["val"]
+            if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 < val_size <= len(val):
+                raise DataError(f"val_size must be an integer in 1..{len(val)} (the validation split of "
+                                f"'{self.spec}'), got {val_size!r}")
+            keep = np.sort(np.random.default_rng([int(self.seed), 7919]).choice(len(val), val_size, replace=False))
+            rows = torch.from_numpy(keep)
+            splits["val"] = Split(val.store.index_select(0, rows), val.labels.index_select(0, rows))
+            if "val" in indices:
+                indices["val"] = np.asarray(indices["val"])[keep]
         return ImageDataset(self.spec, self.num_classes, self.image_size, self.mean, self.std,
                             splits, self.class_names, self.seed, dict(self.info), indices)
+
+    def resized(self, size: int, chunk: int = 4096) -> "ImageDataset":
+        """Every split's images resized once to ``size`` x ``size`` (area averaging when
+        downsampling, e.g. 32 -> 16 CIFAR-10 for CPU-sized searches), still uint8 in memory; the
+        same splits, labels and normalisation. ``self`` when the size already matches."""
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise DataError(f"image size must be a positive int, got {size!r}")
+        if size == self.image_size:
+            return self
+        from raynas.data.transforms import resize_uint8
+
+        splits = {name: Split(resize_uint8(split.images, size, chunk), split.labels.clone())
+                  for name, split in self.splits.items()}
+        info = {**self.info, "resized_from": self.image_size}
+        return ImageDataset(self.spec, self.num_classes, size, self.mean, self.std, splits,
+                            self.class_names, self.seed, info, dict(self.source_indices))
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={v}" for k, v in self.sizes.items())

@@ -103,6 +103,22 @@ def resize(x: torch.Tensor, resolution: Optional[int]) -> torch.Tensor:
                          align_corners=False, antialias=False)
 
 
+def resize_uint8(images: Union[torch.Tensor, np.ndarray], size: int, chunk: int = 4096) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> uint8 [N, C, size, size], once for a whole set (area averaging when
+    downsampling, bilinear otherwise), in chunks so the float copies stay small."""
+    images = torch.as_tensor(images)
+    out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)
+    down = size <= min(images.shape[-2:])
+    for start in range(0, len(images), chunk):
+        x = images[start:start + chunk].float()
+        if down:
+            y = F.interpolate(x, size=(size, size), mode="area")
+        else:
+            y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        out[start:start + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
 def prepare_inputs(x_u8: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                    resolution: Optional[int] = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """What a model is fed at evaluation: normalise, then resize to its input resolution."""

@@ -84,10 +84,16 @@ class DartsSearchConfig(JsonConfig):
     data: str = "digits"
     #: extra ``load_dataset`` options (cache_dir, mean, std)
     data_options: Dict[str, Any] = field(default_factory=dict)
+    #: resize the images once before the search (e.g. 16: CIFAR-10 at 16x16 for a CPU-sized
+    #: search; the crop padding of the augmentation scales with it); None: as loaded
+    image_size: Optional[int] = None
     #: images in each half of the training set (weights train on one, α on the other);
     #: None: the whole training set, split in two
     half_size: Optional[int] = None
     order: int = 1
+    #: how an edge mixes its ops: "softmax" (DARTS, TD-DARTS: softmax(α/T)) or "gumbel" (GDAS:
+    #: one op per edge sampled from a hard Gumbel-softmax at temperature T; first order only)
+    relaxation: str = "softmax"
     #: temperature schedule: a name (constant, linear, exponential) or {"name": ..., options}
     schedule: Any = "constant"
     epochs: int = 50
@@ -111,6 +117,10 @@ class DartsSearchConfig(JsonConfig):
     max_steps_per_epoch: Optional[int] = None  # shorter epochs (tests, smoke runs)
     #: temperature the derivation uses; None: the supernet's current one (the last epoch's)
     derive_temperature: Optional[float] = None
+    #: after every epoch, evaluate the supernet on this many images of the α half (eval mode,
+    #: no augmentation): as it searches (``search_val_accuracy``) and with every edge set to its
+    #: derived op (``derived_val_accuracy``); 0: no evaluation
+    eval_images: int = 0
     #: a benchmark table (CSV/Parquet) to look each epoch's derived arch up in (NB201)
     table: Optional[str] = None
     table_key: str = "arch_str"
@@ -137,10 +147,19 @@ class DartsSearchConfig(JsonConfig):
                 raise ConfigError(f"darts search option '{key}' must be an int, got {getattr(self, key)!r}")
         if self.grad_clip is not None:
             _positive(owner, grad_clip=self.grad_clip)
-        for key in ("half_size", "max_steps_per_epoch", "cpu_threads"):
+        for key in ("half_size", "max_steps_per_epoch", "cpu_threads", "image_size"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"darts search option '{key}' must be a positive int or null, got {value!r}")
+        if isinstance(self.eval_images, bool) or not isinstance(self.eval_images, int) or self.eval_images < 0:
+            raise ConfigError(f"darts search option 'eval_images' must be an int >= 0, got {self.eval_images!r}")
+        if self.relaxation not in ("softmax", "gumbel"):
+            raise ConfigError(f"darts search option 'relaxation' must be 'softmax' or 'gumbel', "
+                              f"got {self.relaxation!r}")
+        if self.relaxation == "gumbel" and self.order != 1:
+            raise ConfigError("darts search option 'relaxation' = 'gumbel' (GDAS) is first order: set "
+                              "order 1 (each forward pass samples its own ops, so the unrolled "
+                              "second-order step has no fixed network to differentiate)")
         if self.derive_temperature is not None:
             _positive(owner, derive_temperature=self.derive_temperature)
         betas = tuple(self.arch_betas)
@@ -172,14 +191,17 @@ class DartsSearchConfig(JsonConfig):
     @property
     def method(self) -> str:
         """A short name: ``darts1``/``darts2`` (constant T = 1), ``td-darts1``/``td-darts2``
-        (linear decay), else ``<schedule>-darts<order>``."""
+        (linear decay), ``gdas1`` (Gumbel relaxation), else ``<schedule>-darts<order>``."""
         from raynas.differentiable.temperature import make_schedule
 
         schedule = make_schedule(self.schedule)
+        if self.relaxation == "gumbel":
+            return f"gdas{self.order}"
         if schedule.name == "constant" and getattr(schedule, "t", None) == 1.0:
             return f"darts{self.order}"
         if schedule.name == "linear":
-            return f"td-darts{self.order}"
+            floor = getattr(schedule, "t_floor", None)
+            return f"td-darts{self.order}" + ("" if floor is None else f"-floor{floor:g}")
         return f"{schedule.name}-darts{self.order}"
 
 
@@ -245,3 +267,11 @@ class RetrainConfig(JsonConfig):
             raise ConfigError("retrain option 'arch' must be the arch to train (a JSON object, e.g. "
                               "a derived genotype)")
         _check_device(owner, self.device)
+
+
+def merge_variant(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """A sweep trial's config with its ``variant`` (a dict of options) merged in."""
+    out = dict(config)
+    variant = out.pop("variant", None) or {}
+    out.update(variant)
+    return out

@@ -4,6 +4,11 @@ An edge of a differentiable cell computes ``Σ_k w_k · op_k(x)`` with ``w = sof
 (DARTS, Liu et al. 2019; TD-DARTS adds the temperature ``T``). The architecture parameters α
 are ``nn.Parameter``s of the supernet, kept apart from the weights so each gets its own
 optimizer; the temperature is a plain attribute that a schedule sets once per epoch.
+
+Two other relaxations share the α and the temperature: ``gumbel`` (GDAS, Dong & Yang 2019:
+each forward samples one op per edge from a hard, straight-through Gumbel-softmax at
+temperature T and runs only that op) and ``argmax`` (the derived cell inside the supernet: a
+one-hot of each edge's strongest op, for measuring the gap between mixture and discrete cell).
 """
 from __future__ import annotations
 
@@ -78,10 +83,17 @@ class MixedOp(nn.Module):
                               else None)
         self.register_buffer("_active_index", torch.tensor(index, dtype=torch.long), persistent=False)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, index: Optional[int] = None) -> torch.Tensor:
+        """``Σ_k w_k · op_k(x)``; with ``index`` (a hard one-hot ``weights``) only that op runs:
+        ``w_index · op_index(x) + Σ_{k≠index} w_k``, GDAS' form, whose other terms are zero in
+        the forward pass but pass a gradient to their weights (hence to α)."""
         if weights.shape != (len(self.op_names),):
             raise ValueError(f"edge {self.group}[{self.edge}] mixes {len(self.op_names)} ops, "
                              f"got weights of shape {tuple(weights.shape)}")
+        if index is not None:
+            out = weights[index] * self.ops[self.op_names[index]](x)
+            others = torch.cat([weights[:index], weights[index + 1:]]).sum()
+            return out + others
         outputs = [op(x) for _, op in self._active]
         if len(outputs) == len(self.op_names):
             return _WeightedSum.apply(weights, *outputs)
@@ -120,6 +132,8 @@ class DifferentiableSupernet(nn.Module):
         self._op_names: Dict[str, Tuple[str, ...]] = {}
         self._edge_names: Dict[str, Tuple[str, ...]] = {}
         self._temperature = 1.0
+        self._relaxation = "softmax"
+        self.gumbel_generator: Optional[torch.Generator] = None
 
     # ------------------------------------------------------------------ α and temperature
     def _add_alpha(self, group: str, edge_names: Sequence[str], op_names: Sequence[str]) -> None:
@@ -144,6 +158,34 @@ class DifferentiableSupernet(nn.Module):
         if not math.isfinite(value) or value <= 0:
             raise ConfigError(f"the softmax temperature must be a positive number, got {value!r}")
         self._temperature = value
+
+    @property
+    def relaxation(self) -> str:
+        """How the forward pass mixes an edge's ops: ``softmax`` (DARTS, TD-DARTS), ``gumbel``
+        (GDAS: one sampled op per edge) or ``argmax`` (the derived cell)."""
+        return self._relaxation
+
+    @relaxation.setter
+    def relaxation(self, value: str) -> None:
+        if value not in RELAXATIONS:
+            raise ConfigError(f"unknown relaxation {value!r}; use one of {RELAXATIONS}")
+        if value != "softmax" and not self.supports_hard_paths:
+            raise ConfigError(f"{type(self).__name__} only supports the softmax relaxation; "
+                              f"'{value}' needs a supernet that runs one op per edge")
+        self._relaxation = value
+
+    #: whether ``forward`` passes :meth:`forward_weights`' indices to its mixed ops (subclasses)
+    supports_hard_paths = False
+
+    @contextlib.contextmanager
+    def relaxed(self, relaxation: str) -> Iterator[None]:
+        """Run the forward pass under another relaxation for a while (e.g. ``argmax``)."""
+        before = self._relaxation
+        self.relaxation = relaxation
+        try:
+            yield
+        finally:
+            self._relaxation = before
 
     def op_names(self, group: str) -> Tuple[str, ...]:
         return self._op_names[group]
@@ -182,6 +224,21 @@ class DifferentiableSupernet(nn.Module):
         if not t > 0:
             raise ConfigError(f"the softmax temperature must be positive, got {temperature!r}")
         return {g: torch.softmax(a / t, dim=-1) for g, a in self.alphas.items()}
+
+    def forward_weights(self) -> Tuple[Dict[str, torch.Tensor], Optional[Dict[str, List[int]]]]:
+        """The weights of this forward pass and, for the hard relaxations, the op index that
+        runs on every edge (None: every op runs)."""
+        if self._relaxation == "softmax":
+            return self.mixing_weights(), None
+        weights, indices = {}, {}
+        for g, a in self.alphas.items():
+            if self._relaxation == "argmax":
+                index = a.detach().argmax(-1)
+                hard = torch.nn.functional.one_hot(index, a.shape[-1]).to(a.dtype)
+            else:
+                hard, index = gumbel_hard(a, self._temperature, self.gumbel_generator)
+            weights[g], indices[g] = hard, index.tolist()
+        return weights, indices
 
     def mixing_weights_numpy(self, temperature: Optional[float] = None) -> Dict[str, np.ndarray]:
         """The same weights in float64 on the host (derivation: near T = 0 float32 ties)."""
@@ -231,6 +288,25 @@ class DifferentiableSupernet(nn.Module):
                 if value.shape != a.shape:
                     raise ConfigError(f"alpha '{g}' has shape {tuple(a.shape)}, got {tuple(value.shape)}")
                 a.copy_(value)
+
+
+RELAXATIONS = ("softmax", "gumbel", "argmax")
+
+
+def gumbel_hard(alpha: torch.Tensor, temperature: float, generator: Optional[torch.Generator] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """GDAS' straight-through sample per row: ``h = onehot(argmax) - p.detach() + p`` with
+    ``p = softmax((α + g) / τ)``, g ~ Gumbel(0, 1) drawn from ``generator``; returns (h, argmax).
+    Rows are redrawn until finite, as GDAS does (a zero uniform draw gives an infinite g)."""
+    while True:
+        u = torch.rand(alpha.shape, generator=generator, dtype=alpha.dtype).to(alpha.device)
+        gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(alpha.dtype).tiny)))
+        soft = torch.softmax((alpha + gumbel) / float(temperature), dim=-1)
+        if bool(torch.isfinite(soft).all()):
+            break
+    index = soft.detach().argmax(-1)
+    hard = torch.nn.functional.one_hot(index, alpha.shape[-1]).to(soft.dtype)
+    return hard - soft.detach() + soft, index
 
 
 def mean_normalised_entropy(weights: Mapping[str, torch.Tensor]) -> float:

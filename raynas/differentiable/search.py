@@ -82,9 +82,22 @@ class DartsSearch:
                               "(build_search_network); differentiable search supports nb201 and darts")
         self.data = dataset or load_dataset(cfg.data, seed=cfg.data_seed, val_size=0, calib_size=0,
                                             **cfg.data_options)
+        if cfg.image_size:
+            self.data = self.data.resized(cfg.image_size)
+        # random-crop padding in proportion to the image side (4 pixels at 32x32)
+        self.crop_padding = max(1, round(4 * self.data.image_size / 32))
         train, val = split_halves(self.data, cfg.half_size, cfg.data_seed)
         self.train = DeviceSplit(train, self.device, self.data.mean, self.data.std)
         self.val = DeviceSplit(val, self.device, self.data.mean, self.data.std)
+        self.eval_split = None
+        if cfg.eval_images:
+            # a seeded random subset in random order: the halves are stored class by class, and
+            # BN layers without running statistics normalise each evaluation batch by itself
+            rows = torch.from_numpy(derive_rng(cfg.data_seed, "darts-eval").permutation(len(val))
+                                    [:min(cfg.eval_images, len(val))])
+            self.eval_split = DeviceSplit(Split(val.images.index_select(0, rows).contiguous(),
+                                                val.labels.index_select(0, rows)),
+                                          self.device, self.data.mean, self.data.std)
         self.steps_per_epoch = min(self.train.steps(cfg.batch_size), self.val.steps(cfg.batch_size))
         if self.steps_per_epoch < 1:
             raise ConfigError(f"batch_size {cfg.batch_size} exceeds the {len(train)} images of a half")
@@ -97,6 +110,7 @@ class DartsSearch:
             model = self.space.build_search_network(self.data.num_classes, **cfg.supernet_options)
         alpha_seed = int(derive_rng(cfg.seed, "alpha-init").integers(2 ** 62))
         model.init_alphas(torch.Generator().manual_seed(alpha_seed), cfg.alpha_init_scale)
+        model.relaxation = cfg.relaxation
         self.model = model.to(self.device)
         self.weight_optimizer = torch.optim.SGD(self.model.weight_parameters(), lr=cfg.lr,
                                                 momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -139,15 +153,18 @@ class DartsSearch:
             raise ConfigError(f"the search already ran its {cfg.epochs} epochs")
         start = time.perf_counter()
         model.temperature = self.schedule.at(epoch, cfg.epochs)
+        if cfg.relaxation == "gumbel":  # the epoch's op draws, reproducible per (seed, epoch)
+            model.gumbel_generator = torch.Generator().manual_seed(
+                int(derive_rng(cfg.seed, "gumbel", epoch).integers(2 ** 62)))
         lr = self.lr_schedule.get_last_lr()[0]
         # sums on the device, read once per epoch: no synchronisation per step
         sums = torch.zeros(4, dtype=torch.float64, device=self.device)
         model.train()
         batches = zip(
             self.train.epoch(cfg.batch_size, derive_rng(cfg.seed, "darts-train", epoch),
-                             steps=self.steps_per_epoch, augment=cfg.augment),
+                             steps=self.steps_per_epoch, augment=cfg.augment, pad=self.crop_padding),
             self.val.epoch(cfg.batch_size, derive_rng(cfg.seed, "darts-val", epoch),
-                           steps=self.steps_per_epoch, augment=cfg.augment))
+                           steps=self.steps_per_epoch, augment=cfg.augment, pad=self.crop_padding))
         for train, val in batches:
             val_loss, val_logits = self.architect.step(train, val, self.weight_optimizer)
             x, y = train
@@ -180,7 +197,12 @@ class DartsSearch:
             "skip_connections": sum(skips.values()),
             "alpha_entropy": mean_normalised_entropy(self.model.mixing_weights()),
             "steps": self.steps_per_epoch,
+            "alphas": self.model.alpha_state(),
         }
+        if self.eval_split is not None:
+            record["search_val_accuracy"] = self.evaluate()
+            with self.model.relaxed("argmax"):
+                record["derived_val_accuracy"] = self.evaluate()
         if len(skips) > 1:
             record.update({f"skip_connections_{k}": v for k, v in skips.items()})
         if self.table is not None:
@@ -194,6 +216,23 @@ class DartsSearch:
             torch.cuda.synchronize(self.device)
         record["epoch_seconds"] = time.perf_counter() - start
         return record
+
+    @torch.no_grad()
+    def evaluate(self, batch_size: int = 256) -> float:
+        """Top-1 accuracy (%) of the supernet as it is now relaxed on the evaluation images
+        (eval mode, no augmentation; a Gumbel relaxation evaluates its argmax cell instead)."""
+        if self.eval_split is None:
+            raise ConfigError("set eval_images > 0 to evaluate the supernet during the search")
+        model = self.model
+        was_training = model.training
+        model.eval()
+        correct = 0
+        relaxation = "argmax" if model.relaxation == "gumbel" else model.relaxation
+        with model.relaxed(relaxation), self._autocast():
+            for x, y in self.eval_split.batches(batch_size):
+                correct += int((model(x).argmax(1) == y).sum())
+        model.train(was_training)
+        return 100.0 * correct / len(self.eval_split)
 
     def fit(self, on_epoch: Optional[EpochCallback] = None) -> List[Dict[str, Any]]:
         """Run the remaining epochs, calling ``on_epoch(record)`` after each."""

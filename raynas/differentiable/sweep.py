@@ -5,23 +5,30 @@ Each trial is one search (or one retraining) in its own process; ``grid`` sweeps
 packs several small searches on one GPU, and a Tune scheduler (e.g. ASHA on ``val_accuracy``)
 can stop poor searches after any epoch. Results: one row per trial plus every epoch's record,
 also written to ``<storage>/<name>/darts_results.json``.
+
+A sweep's folder is an experiment like any search's: ``search.json`` (its configuration and
+status), the journal (every epoch's report, appended as it arrives) and ``results.parquet``
+(one row per trial: its derived arch, ``arch_id``, swept options and last report), so
+``raynas.SearchResult.load(folder)`` reads it like any other search. Rows are keyed by trial
+(``"row_key": "trial_id"`` in ``search.json``): two seeds may derive the same arch.
 """
 from __future__ import annotations
 
 import itertools
-import math
-import os
+import json
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-from raynas.differentiable.config import DartsSearchConfig, JsonConfig, RetrainConfig
+from raynas.differentiable.config import DartsSearchConfig, JsonConfig, RetrainConfig, merge_variant
 from raynas.errors import ConfigError
-from raynas.io import atomic_write_json
+from raynas.io import atomic_path, atomic_write_json, json_safe
+from raynas.ledger import Journal
+from raynas.registry import TRAINABLES
+from raynas.runtime import DEFAULT_STORAGE, tune_environment
 
-DEFAULT_STORAGE = "raynas_results"
 #: keys Tune adds to every result; kept out of the per-epoch history
 _TUNE_KEYS = {"timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration",
               "trial_id", "date", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip",
@@ -52,29 +59,65 @@ class SweepResult:
 
 
 class _Collector:
-    """Tune callback keeping every trial's reports in the driver (no Tune loggers needed)."""
+    """Tune callback keeping every trial's reports in the driver (no Tune loggers needed), and
+    writing each one to the sweep's journal as it arrives (one row per trial: its last report)."""
 
-    def __init__(self, progress: bool, describe: Callable[[Dict[str, Any], Dict[str, Any]], str]) -> None:
+    def __init__(self, progress: bool, describe: Callable[[Dict[str, Any], Dict[str, Any]], str],
+                 journal: Any = None, swept: Sequence[str] = ()) -> None:
         from ray.tune import Callback
 
         collector = self
 
         class _Callback(Callback):
             def on_trial_result(self, iteration, trials, trial, result, **info):
-                collector.results.setdefault(trial.trial_id, []).append(
-                    {k: v for k, v in result.items() if k not in _TUNE_KEYS})
+                record = {k: v for k, v in result.items() if k not in _TUNE_KEYS}
+                collector.results.setdefault(trial.trial_id, []).append(record)
                 collector.configs[trial.trial_id] = dict(trial.config)
+                collector.store(trial.trial_id, record)
                 if progress:
                     print(describe(merge_variant(trial.config), result), file=sys.stderr, flush=True)
 
             def on_trial_error(self, iteration, trials, trial, **info):
                 collector.configs[trial.trial_id] = dict(trial.config)
                 collector.errors[trial.trial_id] = str(getattr(trial, "error_file", "") or "failed")
+                collector.store(trial.trial_id, None, error=collector.errors[trial.trial_id])
 
         self.results: Dict[str, List[Dict[str, Any]]] = {}
         self.configs: Dict[str, Dict[str, Any]] = {}
         self.errors: Dict[str, str] = {}
+        self.rows: Dict[str, Dict[str, Any]] = {}
+        self.journal = journal
+        self.swept = tuple(swept)
         self.callback = _Callback()
+
+    def store(self, trial_id: str, record: Optional[Mapping[str, Any]], error: Optional[str] = None) -> None:
+        """The trial's row from its latest report (or its failure), journaled at once."""
+        previous = self.rows.get(trial_id, {})
+        row = table_row(trial_id, len(self.rows) if not previous else previous["order"],
+                        merge_variant(self.configs.get(trial_id, {})), self.swept, record, error)
+        if record is None and previous:
+            row = {**previous, "error": error}
+        self.rows[trial_id] = row
+        if self.journal is not None:
+            event = "result" if record is not None else "error"
+            self.journal.append({"event": event, "trial": trial_id, "batch": [json_safe(dict(record or {}))],
+                                 "records": [json_safe(row)]})
+
+
+def table_row(trial_id: str, order: int, config: Mapping[str, Any], swept: Sequence[str],
+              record: Optional[Mapping[str, Any]], error: Optional[str]) -> Dict[str, Any]:
+    """A sweep trial as a results-table row: its derived arch, swept options, last report."""
+    from raynas.arch import arch_id
+
+    record = dict(record or {})
+    arch_json = record.get("arch") if isinstance(record.get("arch"), str) else None
+    row: Dict[str, Any] = {"order": order, "trial_id": trial_id, "arch": arch_json,
+                           "arch_id": arch_id(json.loads(arch_json)) if arch_json else None, "error": error}
+    row.update({k: v for k, v in config.items() if k in swept and k not in row and isinstance(v, (int, float, str))})
+    row.update({k: v for k, v in record.items() if k not in row and isinstance(v, (int, float, str))
+                and not isinstance(v, bool)})
+    row["finished_at"] = time.time()
+    return row
 
 
 def _grid(base: JsonConfig, grid: Optional[Mapping[str, Sequence[Any]]],
@@ -119,14 +162,6 @@ def absolute_paths(options: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def merge_variant(config: Mapping[str, Any]) -> Dict[str, Any]:
-    """A trial's config with its ``variant`` (a dict of options) merged in."""
-    out = dict(config)
-    variant = out.pop("variant", None) or {}
-    out.update(variant)
-    return out
-
-
 def _run(kind: str, trainable: Callable, base: JsonConfig, grid: Optional[Mapping[str, Sequence[Any]]],
          variants: Optional[Sequence[Mapping[str, Any]]], *,
          describe: Callable[[Dict[str, Any], Dict[str, Any]], str], scheduler: Any, metric: str, mode: str,
@@ -151,27 +186,29 @@ def _run(kind: str, trainable: Callable, base: JsonConfig, grid: Optional[Mappin
     if variants is not None:
         param_space["variant"] = tune.grid_search([absolute_paths(v) for v in variants])
     resources = {"cpu": float(cpus_per_trial), "gpu": float(gpus_per_trial)}
-    collector = _Collector(progress, describe)
     if time_budget_s is not None and not time_budget_s > 0:
         raise ConfigError(f"time_budget_s must be positive, got {time_budget_s}")
+    started = time.time()
+    meta = {"kind": kind, "name": name, "grid": grid, "variants": [dict(v) for v in variants or []],
+            "base": base.to_dict(), "started_at": started, "metric": metric, "mode": mode,
+            "objectives": [f"{metric}:{mode}"], "row_key": "trial_id", "status": "running"}
+    from raynas.results import write_search_meta
+
+    write_search_meta(directory, json_safe(meta))
+    swept = list(grid) + sorted({k for v in variants or [] for k in v})
+    collector = _Collector(progress, describe, Journal(directory, fresh=True), swept)
     tune_config = tune.TuneConfig(
         scheduler=scheduler, num_samples=1, max_concurrent_trials=max_concurrent, time_budget_s=time_budget_s,
         metric=metric if scheduler is not None else None, mode=mode if scheduler is not None else None)
     run_config = tune.RunConfig(name=name, storage_path=str(storage), callbacks=[collector.callback],
                                 verbose=0, log_to_file=False)
-    env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0"}
-    previous = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    started = time.time()
     try:
-        grid_result = tune.Tuner(tune.with_resources(trainable, resources), param_space=param_space,
-                                 tune_config=tune_config, run_config=run_config).fit()
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        with tune_environment():
+            grid_result = tune.Tuner(tune.with_resources(trainable, resources), param_space=param_space,
+                                     tune_config=tune_config, run_config=run_config).fit()
+    except BaseException:
+        _finish_table(directory, meta, collector, "interrupted")
+        raise
     trials = []
     for result in grid_result:
         trial_id = _trial_id(result, collector)
@@ -182,12 +219,27 @@ def _run(kind: str, trainable: Callable, base: JsonConfig, grid: Optional[Mappin
             swept.update({k: config.get(k) for v in variants for k in v})
         trials.append({"trial_id": trial_id, "config": config, "swept": swept,
                        "history": collector.results.get(trial_id, []), "error": error})
-    meta = {"kind": kind, "name": name, "grid": grid, "variants": [dict(v) for v in variants or []],
-            "base": base.to_dict(), "started_at": started,
-            "finished_at": time.time(), "metric": metric, "mode": mode}
+        if trial_id not in collector.rows:   # it failed before its first report
+            collector.configs.setdefault(trial_id, dict(result.config or {}))
+            collector.store(trial_id, None, error=error or "the trial ended without reporting")
+        elif error:
+            collector.rows[trial_id]["error"] = error
+    _finish_table(directory, meta, collector, "finished")
     out = SweepResult(trials, directory, kind, meta)
-    atomic_write_json(directory / "darts_results.json", _jsonable({"meta": meta, "trials": trials}))
+    atomic_write_json(directory / "darts_results.json", json_safe({"meta": meta, "trials": trials}))
     return out
+
+
+def _finish_table(directory: Path, meta: Dict[str, Any], collector: _Collector, status: str) -> None:
+    """Write the sweep's results table and its final status (the journal is complete already)."""
+    from raynas.results import RESULTS_FILE, records_frame, write_search_meta   # pandas: loaded when needed
+
+    collector.journal.close()
+    with atomic_path(directory / RESULTS_FILE, suffix=".parquet") as tmp:
+        records_frame(list(collector.rows.values())).to_parquet(tmp, index=False)
+    meta["status"] = status
+    meta[f"{status}_at"] = time.time()
+    write_search_meta(directory, json_safe(meta))
 
 
 def _last_line(error: Any) -> str:
@@ -203,21 +255,6 @@ def _trial_id(result: Any, collector: _Collector) -> str:
         if config == dict(result.config or {}):
             return trial_id
     return "unknown"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return str(value)
 
 
 def _describe_search(config: Dict[str, Any], result: Dict[str, Any]) -> str:
@@ -260,12 +297,11 @@ def darts_search(config: Any = None, *, grid: Optional[Mapping[str, Sequence[Any
                      grid={"schedule": ["constant", "linear"], "seed": [0, 1, 2]},
                      gpus_per_trial=0.25)
     """
-    from trainables.darts import darts_search_trial
-
     base = DartsSearchConfig.from_any(config, **overrides)
-    return _run("darts", darts_search_trial, base, grid, variants, describe=_describe_search, scheduler=scheduler,
-                metric=metric, mode=mode, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
-                max_concurrent=max_concurrent, name=name, storage_path=storage_path, address=address,
+    return _run("darts", TRAINABLES.get("darts_search"), base, grid, variants, describe=_describe_search,
+                scheduler=scheduler, metric=metric, mode=mode, gpus_per_trial=gpus_per_trial,
+                cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent, name=name,
+                storage_path=storage_path, address=address,
                 num_cpus=num_cpus, num_gpus=num_gpus, progress=progress, time_budget_s=time_budget_s)
 
 
@@ -278,10 +314,9 @@ def retrain(config: Any = None, *, grid: Optional[Mapping[str, Sequence[Any]]] =
             time_budget_s: Optional[float] = None, **overrides: Any) -> SweepResult:
     """Train archs from scratch on Ray Tune (a :class:`RetrainConfig`; sweep e.g. ``arch`` or
     ``seed`` with ``grid``)."""
-    from trainables.darts import retrain_trial
-
     base = RetrainConfig.from_any(config, **overrides)
-    return _run("retrain", retrain_trial, base, grid, variants, describe=_describe_retrain, scheduler=scheduler,
-                metric=metric, mode=mode, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
-                max_concurrent=max_concurrent, name=name, storage_path=storage_path, address=address,
+    return _run("retrain", TRAINABLES.get("darts_retrain"), base, grid, variants, describe=_describe_retrain,
+                scheduler=scheduler, metric=metric, mode=mode, gpus_per_trial=gpus_per_trial,
+                cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent, name=name,
+                storage_path=storage_path, address=address,
                 num_cpus=num_cpus, num_gpus=num_gpus, progress=progress, time_budget_s=time_budget_s)

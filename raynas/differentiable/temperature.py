@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, Mapping, Type, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Type, Union
 
 from raynas.errors import ConfigError
 from raynas.registry import Registry
@@ -53,7 +53,8 @@ class TemperatureSchedule(ABC):
 
     def spec(self) -> Dict[str, Any]:
         """JSON-able ``{"name": ..., **options}`` that :func:`make_schedule` rebuilds."""
-        return {"name": self.name, **asdict(self)}  # type: ignore[call-overload]
+        # unset optional options (None) are left out: the spec of a default schedule stays short
+        return {"name": self.name, **{k: v for k, v in asdict(self).items() if v is not None}}  # type: ignore[call-overload]
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.spec().items() if k != "name")
@@ -78,15 +79,20 @@ class ConstantTemperature(TemperatureSchedule):
 class _Decay(TemperatureSchedule):
     t0: float = 10.0
     t_end: float = 0.1
+    #: optional floor: T = max(decayed T, t_floor) (a variant; the founding schedule has none)
+    t_floor: Optional[float] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "t0", _positive("t0", self.t0))
         object.__setattr__(self, "t_end", _positive("t_end", self.t_end))
+        if self.t_floor is not None:
+            object.__setattr__(self, "t_floor", _positive("t_floor", self.t_floor))
 
     def _value(self, epoch: int, num_epochs: int) -> float:
         if num_epochs == 1:  # no room to decay: the single epoch explores at T0
             return self.t0
-        return self._decay(epoch / (num_epochs - 1))
+        value = self._decay(epoch / (num_epochs - 1))
+        return value if self.t_floor is None else max(value, self.t_floor)
 
     @abstractmethod
     def _decay(self, progress: float) -> float:

@@ -8,7 +8,7 @@ in percent (0-100); ``params`` is a parameter count; ``macs`` multiply-accumulat
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from raynas.arch import Arch
 
@@ -30,6 +30,9 @@ class Evaluator(ABC):
     preferred_batch_size: int = 8
     preferred_concurrency: int = 1
     trial_resources: Dict[str, float] = {"cpu": 1.0}
+    #: how to rebuild this evaluator from files, as JSON (read by :mod:`raynas.evaluators.spec`),
+    #: recorded in ``search.json`` so a resume needs no evaluator; None when it cannot be
+    spec: Optional[Dict[str, Any]] = None
 
     @abstractmethod
     def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
@@ -68,3 +71,17 @@ class FunctionEvaluator(Evaluator):
             else:
                 out.append({self.metric: float(value)})
         return out
+
+
+def as_evaluator(evaluator: Any) -> Evaluator:
+    """Accept an Evaluator, anything with ``.evaluator()`` (a pool), or ``fn(arch) -> dict``."""
+    from raynas.errors import ConfigError
+
+    if isinstance(evaluator, Evaluator):
+        return evaluator
+    if hasattr(evaluator, "evaluator") and callable(evaluator.evaluator):
+        return evaluator.evaluator()
+    if callable(evaluator):
+        return FunctionEvaluator(evaluator)
+    raise ConfigError(f"cannot evaluate with {type(evaluator).__name__}: pass a raynas Evaluator, "
+                      "a SupernetPool or a function arch -> dict of metrics")

@@ -122,6 +122,11 @@ class _TableLookup:
         return load_table(self.path, self.key)
 
     @property
+    def metric_spec(self) -> Optional[Dict[str, str]]:
+        """The metric -> column mapping as given (None: every numeric column)."""
+        return self._metrics
+
+    @property
     def column_map(self) -> Dict[str, str]:
         if self._metrics is None:  # every numeric column, under its own name
             return {c: c for c in self.table.numeric}
@@ -133,17 +138,19 @@ class _TableLookup:
         table_key = getattr(space, "table_key", None)
         return table_key(arch) if callable(table_key) else canonical_json(arch)
 
-    def row_of(self, arch: Arch) -> int:
+    def row_of(self, arch: Arch, table: Optional[_Table] = None) -> int:
+        table = table if table is not None else self.table
         k = self.key_of(arch)
-        row = self.table.row.get(k)
+        row = table.row.get(k)
         if row is None:
             raise DataError(f"arch {arch_id(arch)} ({self.key} = {k!r}) is not in table {self.path}; "
-                            f"the table has {self.table.num_rows} rows keyed by column '{self.key}'")
+                            f"the table has {table.num_rows} rows keyed by column '{self.key}'")
         return row
 
-    def values(self, arch: Arch, columns: Mapping[str, str]) -> Metrics:
-        table = self.table
-        row = self.row_of(arch)
+    def values(self, arch: Arch, columns: Mapping[str, str], table: Optional[_Table] = None) -> Metrics:
+        """``arch``'s metrics; ``table``: the table already loaded (a batch loads it once)."""
+        table = table if table is not None else self.table
+        row = self.row_of(arch, table)
         return {name: float(table.column(col)[row]) for name, col in columns.items()}
 
     def check(self) -> None:
@@ -176,6 +183,13 @@ class TabularEvaluator(Evaluator):
     def path(self) -> str:
         return self._lookup.path
 
+    @property
+    def spec(self) -> Dict[str, Any]:
+        """How to rebuild this evaluator (its table's path and columns) as JSON, for resuming
+        (see :mod:`raynas.evaluators.spec`)."""
+        return {"kind": "table", "table": str(Path(self.path).expanduser().resolve()), "key": self._lookup.key,
+                "table_metrics": self._lookup.metric_spec, "fidelities": self._fidelities}
+
     def check(self) -> "TabularEvaluator":
         self._lookup.check()
         for fid in self._fidelities or []:
@@ -187,7 +201,9 @@ class TabularEvaluator(Evaluator):
         return self._lookup.values(arch, self._lookup.column_map)
 
     def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
-        return [self.lookup(a) for a in archs]
+        # the table (a stat and a path resolution per load) and the columns once per batch
+        table, columns = self._lookup.table, self._lookup.column_map
+        return [self._lookup.values(a, columns, table) for a in archs]
 
     @property
     def num_fidelities(self) -> int:

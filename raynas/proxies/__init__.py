@@ -8,7 +8,7 @@ from raynas.proxies.registry import (ProxyBatch, ProxyContext, ProxySpec, comput
                                      list_proxies, proxy_spec, register_proxy, scored_layers)
 from raynas.proxies.state import preserved_state
 from raynas.proxies.gradient import group_scores, layer_scores, snip_saliency, snip_saliency_pair
-from raynas.proxies.ranking import rank_correlations, rank_ensemble
+from raynas.proxies.ranking import rank_correlations, rank_ensemble, top_precision
 from raynas.proxies.best_rank import best_ranks, mean_best_rank
 from raynas.proxies.evaluator import ProxyEvaluator, data_free_batch
 from raynas.proxies.validate import ProxyValidation, validate_proxies
@@ -17,6 +17,7 @@ __all__ = [
     "ProxyBatch", "ProxyContext", "ProxySpec", "compute_proxies", "compute_proxy", "list_proxies",
     "proxy_spec", "register_proxy", "scored_layers", "preserved_state", "group_scores",
     "layer_scores", "snip_saliency", "snip_saliency_pair", "rank_correlations", "rank_ensemble",
+    "top_precision",
     "best_ranks", "mean_best_rank", "ProxyEvaluator",
     "data_free_batch", "ProxyValidation", "validate_proxies",
 ]

@@ -35,6 +35,22 @@ def rank_correlations(scores: Sequence[float], truth: Sequence[float]) -> Dict[s
             "kendall": float(stats.kendalltau(rs, rt).statistic), "n": int(s.size)}
 
 
+def top_precision(scores: Sequence[float], truth: Sequence[float], fraction: float = 0.1) -> float:
+    """Of the ``fraction`` best archs by ``scores``, the share that is among the ``fraction`` best
+    by ``truth`` (Ning et al., NeurIPS 2021, "P@top K"): what a search that trusts the scores
+    keeps. NaN scores rank lowest; ties keep input order."""
+    s = _with_nan_lowest(scores)
+    t = np.asarray(truth, dtype=np.float64)
+    if s.shape != t.shape:
+        raise ConfigError(f"scores and truth differ in length: {s.shape[0]} vs {t.shape[0]}")
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
+    k = max(1, int(round(fraction * s.size)))
+    best_scored = set(np.argsort(-s, kind="stable")[:k].tolist())
+    best_true = set(np.argsort(-np.nan_to_num(t, nan=-np.inf), kind="stable")[:k].tolist())
+    return len(best_scored & best_true) / k
+
+
 def normalised_ranks(values: Sequence[float]) -> np.ndarray:
     """Average ranks scaled to [0, 1] (NaN lowest), so columns of any scale can be combined."""
     x = _with_nan_lowest(values)

@@ -7,7 +7,8 @@ trains the same subnets at the same step and a resumed run continues with the sa
 
 Strategies here: ``uniform`` (SPOS), ``sandwich`` (BigNAS in-place distillation), ``fixed`` (one
 arch: stand-alone training, or the hybrid space's mixed modes at fixed widths); OFA progressive
-shrinking and PreNAS preferred sampling live in their own modules and register here.
+shrinking, PreNAS preferred sampling, FairNAS ``fair``, isomorphism-aware ``isomorphic`` and
+``few_shot`` splitting live in their own modules and register here.
 """
 from __future__ import annotations
 
@@ -161,7 +162,13 @@ SAMPLING_STRATEGIES: Registry[Callable[..., SamplingStrategy]] = Registry(
     "sampling strategy", lazy={"progressive_shrinking": "raynas.training.progressive",
                                "ofa": "raynas.training.progressive",
                                "preferred": "raynas.training.preferred",
-                               "prenas": "raynas.training.preferred"})
+                               "prenas": "raynas.training.preferred",
+                               "fair": "raynas.training.fair",
+                               "fairnas": "raynas.training.fair",
+                               "isomorphic": "raynas.training.isomorphic",
+                               "deiso": "raynas.training.isomorphic",
+                               "few_shot": "raynas.training.few_shot",
+                               "fewshot": "raynas.training.few_shot"})
 SAMPLING_STRATEGIES.register("uniform", UniformSampling)
 SAMPLING_STRATEGIES.register("spos", UniformSampling)
 SAMPLING_STRATEGIES.register("sandwich", SandwichSampling)

@@ -3,7 +3,8 @@
 A run is a list of :class:`Phase` (one for most strategies; OFA progressive shrinking declares
 several). Each phase has its own length, peak learning rate and warm-up, and flags the trainer
 acts on when the phase starts: build a fixed distillation teacher from the current supernet,
-sort channels (OFA width phases), start a fresh optimizer. The schedule is a pure function of the
+sort channels (OFA width phases), split the supernet into sub-supernets (few-shot), start a
+fresh optimizer. The schedule is a pure function of the
 global step, so a resumed run lands on the same phase and learning rate.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Phase:
     fixed_teacher: bool = False
     sort_channels: Union[bool, str] = False   # "auto": when the supernet can sort
     reset_optimizer: bool = False
+    split_supernet: bool = False              # few-shot: the supernet splits into sub-supernets
     options: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -47,7 +49,7 @@ class Phase:
         return {"name": self.name, "epochs": self.epochs, "lr": self.lr,
                 "warmup_epochs": self.warmup_epochs, "fixed_teacher": self.fixed_teacher,
                 "sort_channels": self.sort_channels, "reset_optimizer": self.reset_optimizer,
-                "options": dict(self.options)}
+                "split_supernet": self.split_supernet, "options": dict(self.options)}
 
 
 @dataclass(frozen=True)

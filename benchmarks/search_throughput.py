@@ -1,0 +1,202 @@
+"""How many archs per second does the search path move? ``raynas.search`` with the tabular NB201
+evaluator (a lookup costs microseconds, so what is timed is the orchestration: searcher, Tune
+trials, collector, journal), next to, measured in the same run so their ratios share the
+machine's load:
+
+- the ceiling: the in-process driver (:func:`raynas.searchers.inline.run_inline`), same
+  configuration, same searcher and evaluator, no Tune; its table must equal the search's;
+- plain Tune: a trivial function trainable, one trial per arch, random choices of NB201's edges;
+- an Optuna ask/tell loop (random sampler) looking archs up in the same table (no dedup).
+
+Each row records the 1-minute load average when it started (the machine may be shared).
+
+    python benchmarks/search_throughput.py                        # 10,000 archs, random + evolution
+    python benchmarks/search_throughput.py --batch-sizes 8,64,256 # archs per Tune trial to compare
+    python benchmarks/search_throughput.py --smoke                # 300 archs: seconds
+
+Nothing here uses a GPU (the evaluator is a table); the same command measures a GPU machine's
+head. Writes benchmarks/results/search_throughput.json (or --out) atomically and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from raynas.errors import ConfigError  # noqa: E402
+from raynas.io import atomic_write_json  # noqa: E402
+
+DEFAULT_TABLE = ROOT / ".." / "shared" / "data" / "nb201" / "nb201_cifar10.csv"
+METRIC = {"accuracy": "c10valid_valid_12ep"}
+
+
+def _load() -> Optional[float]:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def _row(method: str, strategy: str, batch_size: Optional[int], archs: int, wall: float, **extra: Any):
+    return {"method": method, "strategy": strategy, "batch_size": batch_size, "archs": int(archs),
+            "wall_s": round(wall, 4), "archs_per_s": round(archs / wall, 1) if wall > 0 else None, **extra}
+
+
+def measure_raynas(space, evaluator, strategy: str, archs: int, batch_size: int, storage: str,
+                   seed: int, dedup: str = "arch") -> List[Dict[str, Any]]:
+    """The in-process driver and raynas.search on one configuration; their tables must agree."""
+    import raynas
+    from raynas.search_config import SearchConfig
+    from raynas.searchers.inline import run_inline
+
+    config = SearchConfig.create(space, strategy=strategy, num_samples=archs, objectives="accuracy",
+                                 batch_size=batch_size, seed=seed,
+                                 strategy_options={"dedup": dedup}).with_batching(batch_size, 1)
+    load = _load()
+    start = time.perf_counter()
+    inline = run_inline(config, evaluator)
+    inline_wall = time.perf_counter() - start
+    load_search = _load()
+    start = time.perf_counter()
+    tuned = raynas.search(config, evaluator, name=f"{strategy}_b{batch_size}", storage_path=storage,
+                          progress=False)
+    wall = time.perf_counter() - start
+    same = inline.df["arch_id"].tolist() == tuned.df["arch_id"].tolist()
+    best = float(tuned.df["accuracy"].max())
+    return [_row("inline", strategy, batch_size, len(inline.df), inline_wall, load_1m=load, best_accuracy=best),
+            _row("raynas.search", strategy, batch_size, len(tuned.df), wall, load_1m=load_search,
+                 trials=-(-len(tuned.df) // batch_size), same_archs_as_inline=bool(same),
+                 ratio_to_inline=round(inline_wall / wall, 4), best_accuracy=best)]
+
+
+def _trivial_trial(config: Dict[str, Any]) -> None:
+    from ray import tune
+
+    tune.report({"score": float(len(set(config.values())))})
+
+
+def measure_plain_tune(trials: int, storage: str, seed: int) -> Dict[str, Any]:
+    """Plain Tune at its best (actors reused), one trivial trial per arch: its per-trial cost."""
+    from ray import tune
+
+    from raynas.runtime import tune_environment
+    from spaces.nb201 import EDGES, OP_NAMES
+
+    space = {f"edge{k}": tune.choice(list(OP_NAMES)) for k in range(len(EDGES))}
+    load = _load()
+    start = time.perf_counter()
+    with tune_environment():
+        grid = tune.Tuner(_trivial_trial, param_space=space,
+                          tune_config=tune.TuneConfig(num_samples=trials, max_concurrent_trials=2, reuse_actors=True),
+                          run_config=tune.RunConfig(name="plain_tune", storage_path=storage, verbose=0,
+                                                    log_to_file=False)).fit()
+    wall = time.perf_counter() - start
+    return _row("plain tune", "random", None, len(grid), wall, load_1m=load, trials=len(grid), seed=seed)
+
+
+def measure_optuna(evaluator, archs: int, seed: int) -> Dict[str, Any]:
+    """An Optuna ask/tell loop with the random sampler, each trial a table lookup."""
+    import optuna
+
+    from spaces.nb201 import EDGES, OP_NAMES
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
+    load = _load()
+    start = time.perf_counter()
+    for _ in range(archs):
+        trial = study.ask()
+        edges = [trial.suggest_categorical(f"edge{k}", list(OP_NAMES)) for k in range(len(EDGES))]
+        study.tell(trial, evaluator.lookup({"edges": edges})["accuracy"])
+    wall = time.perf_counter() - start
+    return _row("optuna ask/tell", "random", None, archs, wall, load_1m=load, best_accuracy=study.best_value)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", default=str(DEFAULT_TABLE), help="NB201 table (nb201_cifar10.csv)")
+    parser.add_argument("--archs", type=int, default=10_000, help="archs per search")
+    parser.add_argument("--strategies", default="random,evolution", help="comma-separated strategies")
+    parser.add_argument("--batch-sizes", default="8,256",
+                        help="archs per Tune trial to measure (8: the tabular evaluator's default)")
+    parser.add_argument("--plain-tune-trials", type=int, default=500, help="trials of the plain Tune run")
+    parser.add_argument("--optuna-archs", type=int, default=10_000, help="trials of the Optuna loop")
+    parser.add_argument("--dedup", choices=("arch", "equivalence"), default="arch",
+                        help="which archs count as seen: 'arch' (each of the table's 15,625 cells; "
+                             "'equivalence' leaves ~6,500 distinct NB201 cells, fewer than 10,000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="300 archs, 20 plain Tune trials: seconds")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "search_throughput.json"))
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.archs, args.plain_tune_trials, args.optuna_archs = 300, 20, 300
+        if args.out == parser.get_default("out"):
+            args.out = str(ROOT / "benchmarks" / "results" / "search_throughput_smoke.json")
+    if not Path(args.table).is_file():
+        parser.exit(2, f"error: NB201 table {args.table} not found; pass --table PATH (nb201_cifar10.csv of "
+                       "../shared/data/nb201)\n")
+    strategies = [s for s in args.strategies.split(",") if s]
+    try:
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
+    except ValueError:
+        parser.error(f"--batch-sizes takes comma-separated integers, got {args.batch_sizes!r}")
+    if not strategies or not batch_sizes or min(batch_sizes) < 1 or min(args.archs, args.plain_tune_trials,
+                                                                         args.optuna_archs) < 1:
+        parser.error("--strategies, --batch-sizes, --archs and the trial counts must be non-empty and positive")
+
+    import ray
+
+    import raynas
+    from raynas.evaluators.tabular import TabularEvaluator
+
+    space = raynas.create_space("nb201")
+    evaluator = TabularEvaluator(args.table, space=space, metrics=METRIC).check()
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    rows: List[Dict[str, Any]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="raynas-throughput-") as storage:
+            for strategy in strategies:
+                for batch in batch_sizes:
+                    try:
+                        rows += measure_raynas(space, evaluator, strategy, args.archs, batch, storage, args.seed,
+                                               args.dedup)
+                    except ConfigError as exc:
+                        parser.exit(2, f"error: {exc}\n")
+                    print(_line(rows[-2]), _line(rows[-1]), sep="\n", flush=True)
+            rows.append(measure_plain_tune(args.plain_tune_trials, storage, args.seed))
+            print(_line(rows[-1]), flush=True)
+            rows.append(measure_optuna(evaluator, args.optuna_archs, args.seed))
+            print(_line(rows[-1]), flush=True)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    out = {"benchmark": "search_throughput", "smoke": bool(args.smoke), "rows": rows, "dedup": args.dedup,
+           "evaluator": {"table": Path(args.table).name, "metrics": METRIC},
+           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_1m_at_end": _load()},
+           "command": " ".join(["python", "benchmarks/search_throughput.py", *(argv if argv is not None
+                                                                               else sys.argv[1:])]),
+           "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    atomic_write_json(args.out, out)
+    print(f"wrote {args.out}")
+    return out
+
+
+def _line(row: Dict[str, Any]) -> str:
+    batch = f"b{row['batch_size']}" if row.get("batch_size") else "-"
+    extra = f"  x{row['ratio_to_inline']:.2f} of inline" if "ratio_to_inline" in row else ""
+    same = "" if "same_archs_as_inline" not in row else f"  same archs: {row['same_archs_as_inline']}"
+    return (f"{row['method']:16s} {row['strategy']:10s} {batch:>5s} {row['archs']:6d} archs "
+            f"{row['wall_s']:8.2f} s {row['archs_per_s']:9.1f} archs/s  load {row['load_1m']}{extra}{same}")
+
+
+if __name__ == "__main__":
+    main()

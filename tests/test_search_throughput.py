@@ -1,0 +1,30 @@
+"""benchmarks/search_throughput.py on tiny settings: every method measured, and the search's
+table equals the in-process driver's at every batch size (so the rates compare equal work)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from conftest import shared_data_path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def test_throughput_benchmark_measures_equal_work(ray_session, tmp_path):
+    import search_throughput
+
+    table = shared_data_path("nb201/nb201_cifar10.csv")
+    out = tmp_path / "throughput.json"
+    search_throughput.main(["--table", str(table), "--archs", "40", "--batch-sizes", "4,16",
+                            "--plain-tune-trials", "3", "--optuna-archs", "30", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    rows = saved["rows"]
+    tuned = [r for r in rows if r["method"] == "raynas.search"]
+    assert [(r["strategy"], r["batch_size"]) for r in tuned] == [
+        ("random", 4), ("random", 16), ("evolution", 4), ("evolution", 16)]
+    assert all(r["same_archs_as_inline"] and r["archs"] == 40 for r in tuned)
+    assert tuned[0]["trials"] == 10 and tuned[1]["trials"] == 3
+    assert {r["method"] for r in rows} == {"inline", "raynas.search", "plain tune", "optuna ask/tell"}
+    assert all(r["archs_per_s"] > 0 and r["load_1m"] is not None for r in rows)
