@@ -287,7 +287,7 @@ def as_timestamps(values: pd.Series) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(values):
         return values
     return pd.Series([v if isinstance(v, pd.Timestamp) else
-                      (pd.NaT if _is_missing(v) else pd.Timestamp(float(v), unit="s", tz="UTC"))
+                      (pd.NaT if is_missing(v) else pd.Timestamp(float(v), unit="s", tz="UTC"))
                       for v in values], index=values.index, dtype="datetime64[ns, UTC]")
 
 
