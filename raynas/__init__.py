@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "search": "raynas.tuner",
     "resume_search": "raynas.tuner",
+    "search_trainable": "raynas.tune_view",
     "SearchResult": "raynas.results",
     "SupernetPool": "raynas.pool",
     "ensure_ray": "raynas.runtime",

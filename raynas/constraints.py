@@ -113,15 +113,56 @@ def _bound(metric: Any, value: Any) -> float:
     return bound
 
 
+class NamedCost:
+    """``fn(arch)`` reported as metric ``name``: ``fn`` returns a number, or a dict holding
+    ``name`` (or a single value), e.g. a :class:`~raynas.hardware.LatencyLUT`."""
+
+    def __init__(self, name: str, fn: Callable[[Arch], Any]) -> None:
+        if not callable(fn):
+            raise ConfigError(f"cost function for '{name}' must be callable arch -> number, got "
+                              f"{type(fn).__name__}")
+        self.name, self.fn = str(name), fn
+
+    def __call__(self, arch: Arch) -> Dict[str, float]:
+        value = self.fn(arch)
+        if isinstance(value, Mapping):
+            if self.name in value:
+                value = value[self.name]
+            elif len(value) == 1:
+                value = next(iter(value.values()))
+            else:
+                raise ConfigError(f"cost function for '{self.name}' returned {sorted(value)}: return a number "
+                                  f"or a dict with key '{self.name}'")
+        return {self.name: float(value)}
+
+
+def as_cost_functions(extra: Union[Sequence[CostFn], Mapping[str, Callable[[Arch], Any]], None]) -> List[CostFn]:
+    """Cost functions from a list of ``arch -> {metric: value}`` callables, or a dict
+    ``{metric: arch -> value}`` (``cost_functions={"latency_ms": lut}``)."""
+    if extra is None:
+        return []
+    if isinstance(extra, Mapping):
+        return [NamedCost(name, fn) for name, fn in extra.items()]
+    if callable(extra):
+        return [extra]
+    out = list(extra)
+    for fn in out:
+        if not callable(fn):
+            raise ConfigError(f"cost functions must be callables arch -> dict of metrics (or a dict "
+                              f"{{metric: callable}}), got {type(fn).__name__}")
+    return out
+
+
 class CostModel:
-    """Metrics known before evaluation: ``space.cost(arch)`` plus extra cost functions.
+    """Metrics known before evaluation: ``space.cost(arch)`` plus extra cost functions (a list,
+    or a dict ``{metric: fn}``; see :func:`as_cost_functions`).
 
     Picklable as long as the space and the extra functions are.
     """
 
-    def __init__(self, space, extra: Sequence[CostFn] = ()) -> None:
+    def __init__(self, space, extra: Union[Sequence[CostFn], Mapping[str, Callable[[Arch], Any]], None] = ()) -> None:
         self.space = space
-        self.extra = list(extra)
+        self.extra = as_cost_functions(extra)
 
     def __call__(self, arch: Arch) -> Dict[str, float]:
         out = {k: float(v) for k, v in self.space.cost(arch).items()}

@@ -49,8 +49,10 @@ class _PoolWorker:
     def __init__(self, factory: EvaluatorFactory, index: int, cpu_threads: Optional[int]) -> None:
         import sys
 
+        from raynas.pool_refs import resolve_refs
+
         self.index = index
-        self.evaluator = factory()
+        self.evaluator = resolve_refs(factory)()
         # only an evaluator that uses torch pays for importing it (a replacement worker starts faster)
         if cpu_threads and "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(int(cpu_threads))
@@ -220,6 +222,10 @@ class _Dispatcher:
         while self.broken is None and not all(self.is_ready):
             await asyncio.sleep(0.05)
         return self.broken
+
+    def ready_count(self) -> int:
+        """Workers that have built their evaluator (for the driver's start-up progress bar)."""
+        return sum(self.is_ready)
 
     def _note_death(self, exc: BaseException) -> None:
         if getattr(exc, "actor_init_failed", False):
@@ -454,7 +460,12 @@ class SupernetPool:
                                                          max_task_retries=-1, scheduling_strategy=here)
         self.num_actors = int(num_actors)
         self.max_chunk = int(max_chunk)
-        self.dispatcher = dispatcher_cls.remote(factory, self.num_actors, options, cpu_threads, max_retries,
+        self._actor_resources = {"CPU": float(cpus_per_actor), "GPU": float(gpus_per_actor)}
+        # the factory's ObjectRefs stay out of the restartable dispatcher's constructor (see raynas.pool_refs)
+        from raynas.pool_refs import hold_refs
+
+        held_factory, self._ref_holder = hold_refs(factory)
+        self.dispatcher = dispatcher_cls.remote(held_factory, self.num_actors, options, cpu_threads, max_retries,
                                                 max_chunk, chunk_timeout_s)
         self._metrics = tuple(metrics)
         self.evaluation: Optional[Dict[str, Any]] = None  # how the evaluator scores (from_checkpoint)
@@ -520,14 +531,50 @@ class SupernetPool:
                          "batch_size": batch_size, "device": device, "seed": seed}
         return pool.wait_ready() if wait else pool
 
-    def wait_ready(self) -> "SupernetPool":
+    def wait_ready(self, progress: bool = True) -> "SupernetPool":
         """Block until every worker has built its evaluator (e.g. loaded the supernet); raise
-        :class:`EvaluationError` with the workers' own error if they cannot."""
-        reason = ray.get(self.dispatcher.wait_ready.remote())
+        :class:`EvaluationError` with the workers' own error if they cannot. ``progress``: a
+        bar of the workers ready, once the start takes more than a second (starting Ray
+        worker processes and loading torch can take a minute on a busy machine)."""
+        done_ref = self.dispatcher.wait_ready.remote()
+        start, bar, warned = time.monotonic(), None, False
+        try:
+            while not ray.wait([done_ref], timeout=0.5)[0]:
+                if progress and bar is None and time.monotonic() - start > 1.0:
+                    import sys
+
+                    from tqdm.auto import tqdm
+                    bar = tqdm(total=self.num_actors, desc="starting pool actors", unit="actor",
+                               file=sys.stderr, dynamic_ncols=True)
+                if bar is not None:
+                    bar.n = ray.get(self.dispatcher.ready_count.remote())
+                    bar.refresh()
+                    if bar.n == 0 and not warned and time.monotonic() - start > 30:
+                        warned = self._say_if_waiting_for_resources(bar)
+            reason = ray.get(done_ref)
+            if bar is not None and not reason:
+                bar.n = self.num_actors
+                bar.refresh()
+        finally:
+            if bar is not None:
+                bar.close()
         if reason:
             self.shutdown()
             raise EvaluationError(reason)
         return self
+
+    def _say_if_waiting_for_resources(self, bar) -> bool:
+        """When no worker could be placed yet because the cluster's free CPUs/GPUs are short (e.g.
+        another pool still holds them), say so once instead of waiting silently."""
+        free = ray.available_resources()
+        short = {k: v for k, v in self._actor_resources.items() if v > 0 and free.get(k, 0.0) + 1e-9 < v}
+        if short:
+            need = ", ".join(f"{v:g} {k}" for k, v in short.items())
+            have = ", ".join(f"{free.get(k, 0.0):g} {k}" for k in short)
+            bar.write(f"pool actors are waiting for resources: each needs {need}, {have} free now. Another "
+                      "pool or search may hold them: shut down pools you no longer use (pool.shutdown()), "
+                      "or give fewer actors (--actors / num_actors)")
+        return True
 
     def evaluator(self) -> PoolEvaluator:
         return PoolEvaluator(self.dispatcher, self.num_actors, self._metrics, self.max_chunk, self.spec)
@@ -554,6 +601,8 @@ class SupernetPool:
         for worker in workers:
             ray.kill(worker, no_restart=True)
         ray.kill(self.dispatcher, no_restart=True)
+        if getattr(self, "_ref_holder", None) is not None:
+            ray.kill(self._ref_holder, no_restart=True)
 
     def __enter__(self) -> "SupernetPool":
         return self

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from raynas.arch import arch_from_json
 from raynas.io import atomic_write_json
@@ -18,9 +18,11 @@ def best_record(result: SearchResult, space) -> Dict[str, Any]:
             "objective": str(result.objectives[0]), "metrics": metrics}
 
 
-def write_search_artifacts(result: SearchResult, space, top: int = 10, quiet: bool = False) -> Dict[str, Path]:
+def write_search_artifacts(result: SearchResult, space, top: int = 10, quiet: bool = False,
+                           columns: Sequence[str] = ()) -> Dict[str, Path]:
     """Write results.parquet, best.json and (with >= 2 objectives) pareto.png and pareto.json
-    (the front, its reference point and hypervolume); print a table."""
+    (the front, its reference point and hypervolume); print a table of the ``top`` archs with
+    the default columns plus ``columns`` (e.g. the table metrics a user asked for)."""
     paths: Dict[str, Path] = {"results": result.to_parquet()}
     if len(result.ok):
         paths["best"] = Path(result.path) / "best.json"
@@ -32,7 +34,7 @@ def write_search_artifacts(result: SearchResult, space, top: int = 10, quiet: bo
     if not quiet:
         failed = len(result.df) - len(result.ok)
         print(f"\n{len(result.df)} archs evaluated ({failed} failed) -> {result.path}")
-        print(result.table(top, space=space))
+        print(result.table(top, space=space, extra=columns))
         for key, path in paths.items():
             print(f"{key:>8}: {path}")
     return paths

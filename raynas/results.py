@@ -21,6 +21,11 @@ from raynas.pareto import default_reference, hypervolume, pareto_mask, to_maximi
 RESULTS_FILE = "results.parquet"
 META_FILE = "search.json"
 _FIXED_COLUMNS = ["order", "arch_id", "arch", "trial_id", "error", "eval_seconds", "finished_at"]
+#: count metrics shown (tables) and plotted in millions
+_MILLIONS = ("params", "macs", "flops")
+#: axis labels of metrics with units
+_AXIS_LABELS = {"params": "params (M)", "macs": "MACs (M)", "flops": "FLOPs (M)", "latency_ms": "latency (ms)",
+                "accuracy": "accuracy (%)"}
 
 
 class SearchResult:
@@ -130,12 +135,16 @@ class SearchResult:
         return target
 
     def plot_pareto(self, path: Union[str, Path, None] = None, objectives: Optional[Sequence[Any]] = None,
-                    title: Optional[str] = None) -> Path:
-        """Scatter of every arch with the Pareto front drawn as a staircase (PNG)."""
+                    title: Optional[str] = None, constraints: Any = None) -> Path:
+        """Scatter of every arch, the Pareto front as a labelled staircase, and a dashed line at
+        each constraint bound on a plotted metric (default: the search's constraints). Counts
+        (params, MACs, FLOPs) are drawn in millions, latency in ms (PNG)."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
+        from raynas.constraints import parse_constraints
 
         objs = parse_objectives(objectives) if objectives is not None else self.objectives
         if len(objs) < 2:
@@ -143,12 +152,30 @@ class SearchResult:
         x, y = objs[1], objs[0]   # cost on x, quality on y: how people read these plots
         ok = self.ok.dropna(subset=[x.metric, y.metric])
         front = self.pareto([y, x]).sort_values(x.metric)
+        sx, sy = _plot_scale(x.metric), _plot_scale(y.metric)
         fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-        ax.scatter(ok[x.metric], ok[y.metric], s=14, alpha=0.45, color="tab:gray", label=f"evaluated ({len(ok)})")
-        ax.step(front[x.metric], front[y.metric], where="post", color="tab:red", lw=1.5)
-        ax.scatter(front[x.metric], front[y.metric], s=30, color="tab:red", label=f"Pareto front ({len(front)})")
-        ax.set_xlabel(f"{x.metric} ({'lower' if x.mode == 'min' else 'higher'} is better)")
-        ax.set_ylabel(f"{y.metric} ({'higher' if y.mode == 'max' else 'lower'} is better)")
+        ax.scatter(ok[x.metric] / sx, ok[y.metric] / sy, s=14, alpha=0.45, color="tab:gray",
+                   label=f"evaluated ({len(ok)})")
+        ax.step(front[x.metric] / sx, front[y.metric] / sy, where="post", color="tab:red", lw=1.5)
+        ax.scatter(front[x.metric] / sx, front[y.metric] / sy, s=30, color="tab:red",
+                   label=f"Pareto front ({len(front)})")
+        if len(front):  # name the front's best arch by the primary objective
+            best = front.sort_values(y.metric, ascending=(y.mode == "min"), kind="stable").iloc[0]
+            ax.annotate(f"best {y.metric} {best[y.metric]:.4g}\n{best['arch_id']}",
+                        (best[x.metric] / sx, best[y.metric] / sy), textcoords="offset points",
+                        xytext=(-10, -22), ha="right", fontsize=7, color="tab:red")
+        limits = parse_constraints(constraints) if constraints is not None else _saved_constraints(self.meta)
+        for c in limits:
+            for bound in (c.max, c.min):
+                if bound is None:
+                    continue
+                if c.metric == x.metric:
+                    ax.axvline(bound / sx, color="tab:blue", ls="--", lw=1, label=str(c))
+                elif c.metric == y.metric:
+                    ax.axhline(bound / sy, color="tab:blue", ls="--", lw=1, label=str(c))
+        ax.ticklabel_format(axis="both", style="plain", useOffset=False)
+        ax.set_xlabel(f"{_axis_label(x.metric)}, {'lower' if x.mode == 'min' else 'higher'} is better")
+        ax.set_ylabel(f"{_axis_label(y.metric)}, {'higher' if y.mode == 'max' else 'lower'} is better")
         ax.set_title(title or self.meta.get("name", "search"))
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
@@ -159,23 +186,34 @@ class SearchResult:
         plt.close(fig)
         return target
 
-    def table(self, n: int = 10, columns: Optional[Sequence[str]] = None, space=None) -> str:
-        """Top-``n`` rows by the primary objective as a text table."""
+    def table(self, n: int = 10, columns: Optional[Sequence[str]] = None, space=None,
+              extra: Sequence[str] = ()) -> str:
+        """Top-``n`` rows by the primary objective as a text table: ``columns`` (default: arch_id,
+        the objectives, params/MACs/latency) plus ``extra`` columns, then the whole arch (the
+        space's compact form with ``space``, else its JSON), never cut."""
         objective = self.objectives[0]
         ok = self.ok.dropna(subset=[objective.metric]) if objective.metric in self.ok else self.ok
         if ok.empty:
             return "(no successful evaluations)"
         top = ok.sort_values(objective.metric, ascending=(objective.mode == "min"), kind="stable").head(n)
         cols = list(columns) if columns else _default_columns(top, self.objectives)
+        missing = [c for c in extra if c not in top]
+        if missing:
+            raise ConfigError(f"no column {', '.join(missing)} in the results; they have "
+                              f"{', '.join(c for c in top.columns if c != 'arch')}")
+        cols += [c for c in extra if c not in cols]
         shown = top[cols].copy()
         for c in cols:
-            if c in ("params", "macs", "flops"):
+            if c in _MILLIONS:
                 shown[c] = shown[c].map(lambda v: f"{v / 1e6:.2f}M")
             elif pd.api.types.is_float_dtype(shown[c]):
                 shown[c] = shown[c].map(lambda v: f"{v:.4g}")
-        if space is not None:
-            shown["arch"] = [space.describe(arch_from_json(s))[:60] for s in top["arch"]]
-        return shown.to_string(index=False)
+        if "arch" not in cols:
+            archs = [space.describe(arch_from_json(s)) if space is not None else s for s in top["arch"]]
+            width = max(len(a) for a in archs)
+            shown["arch"] = [a.ljust(width) for a in archs]   # left-aligned: archs are read left to right
+        with pd.option_context("display.max_colwidth", None, "display.width", None):
+            return shown.to_string(index=False, justify="left")
 
     def _default_path(self, name: str) -> Path:
         if self.path is None:
@@ -239,7 +277,40 @@ def records_frame(records: List[Mapping[str, Any]]) -> pd.DataFrame:
     df = df[front + sorted(c for c in df.columns if c not in front)]
     if "error" not in df:
         df["error"] = None
+    if "finished_at" in df:
+        df["finished_at"] = as_timestamps(df["finished_at"])
     return df
+
+
+def as_timestamps(values: pd.Series) -> pd.Series:
+    """UTC timestamps from epoch seconds (the journal's JSON form) or timestamps (a Parquet's)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values
+    return pd.Series([v if isinstance(v, pd.Timestamp) else
+                      (pd.NaT if is_missing(v) else pd.Timestamp(float(v), unit="s", tz="UTC"))
+                      for v in values], index=values.index, dtype="datetime64[ns, UTC]")
+
+
+def _saved_constraints(meta: Mapping[str, Any]) -> List[Any]:
+    """The constraints search.json records (``str(Constraint)``; a two-sided one is two)."""
+    from raynas.constraints import parse_constraints
+
+    out = []
+    for text in meta.get("constraints") or []:
+        for part in str(text).split(" and "):
+            try:
+                out += parse_constraints(part)
+            except ConfigError:
+                continue   # drawn when readable; a plot never fails for it
+    return out
+
+
+def _plot_scale(metric: str) -> float:
+    return 1e6 if metric in _MILLIONS else 1.0
+
+
+def _axis_label(metric: str) -> str:
+    return _AXIS_LABELS.get(metric, metric)
 
 
 def _default_columns(df: pd.DataFrame, objectives: Sequence[Objective]) -> List[str]:

@@ -34,8 +34,12 @@ def ensure_ray(address: Optional[str] = None, num_cpus: Optional[int] = None,
         try:
             ray.init(address=address, **kwargs)
         except ConnectionError as exc:
+            # recent Ray starts clusters with token authentication, and a client whose
+            # RAY_AUTH_MODE is unset sends no token: the most common cause on one machine
+            auth = "" if os.environ.get("RAY_AUTH_MODE") else \
+                " (a cluster with token authentication also needs RAY_AUTH_MODE=token here)"
             raise ConfigError(f"could not connect to a Ray cluster at '{address}': {exc}. Start one with "
-                              "'ray start --head' or drop --address to run on this machine") from exc
+                              f"'ray start --head' or drop --address to run on this machine{auth}") from exc
         return
     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=None, **kwargs)
 

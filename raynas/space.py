@@ -224,6 +224,16 @@ class SearchSpace(ABC):
         values = self.to_decisions(self.validate(arch))
         return " ".join(f"{k}={v}" for k, v in values.items() if v is not None)
 
+    def to_timm(self, model, config):
+        """``(timm model, JSON config)`` of an exported static subnet ``model`` with its export
+        ``config``, for spaces whose subnets are timm architectures (see
+        :mod:`raynas.export_formats`); the default has none."""
+        raise NotImplementedError
+
+    #: how to read :meth:`describe`'s compact form (shown by ``raynas spaces NAME``); empty when
+    #: it is self-explanatory (``decision=value`` pairs)
+    notation: str = ""
+
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"{type(self).__name__}<{self.name}>({opts})"

@@ -32,7 +32,8 @@ def search(space: Union[str, SearchSpace, SearchConfig], evaluator: Any,
            batch_size: Optional[int] = None, max_concurrent: Optional[int] = None, seed: int = 0,
            name: Optional[str] = None, storage_path: Union[str, Path] = DEFAULT_STORAGE, scheduler: Any = None,
            cost_functions: Sequence[CostFn] = (), trial_resources: Optional[Mapping[str, float]] = None,
-           progress: bool = True, tune_loggers: bool = False, address: Optional[str] = None,
+           progress: bool = True, tune_loggers: bool = False, tensorboard: bool = True,
+           address: Optional[str] = None,
            resume: bool = False, overwrite: bool = False, callbacks: Sequence[Any] = (),
            max_trial_failures: int = DEFAULT_TRIAL_RETRIES,
            extra_meta: Optional[Mapping[str, Any]] = None) -> SearchResult:
@@ -55,7 +56,10 @@ def search(space: Union[str, SearchSpace, SearchConfig], evaluator: Any,
         scheduler: ``"asha"``, ``"hyperband"`` or a Tune scheduler, for multi-fidelity evaluators
             (one arch per trial, one report per fidelity; see :mod:`raynas.schedulers`).
         cost_functions: extra pre-evaluation metrics (e.g. a latency lookup table).
-        tune_loggers: keep Tune's CSV/JSON/TensorBoard loggers (for dashboards).
+        tune_loggers: also Tune's own per-trial TensorBoard and CSV loggers (one row per trial).
+        tensorboard: one Tune result row per arch in each trial's ``result.json`` (what
+            ``tune.ExperimentAnalysis`` reads) and a per-arch TensorBoard log in
+            ``<experiment>/tensorboard`` (see :mod:`raynas.tune_view`); on by default, cheap.
         name: the experiment's folder under ``storage_path``: a plain name (default:
             ``<space>-<strategy>-<date>-<time>``).
         resume: continue the experiment ``<storage_path>/<name>`` if it exists (see
@@ -114,7 +118,7 @@ def search(space: Union[str, SearchSpace, SearchConfig], evaluator: Any,
     meta = {"name": name, **config.to_json(), "multi_fidelity": multi_fidelity,
             "scheduler": scheduler_spec if isinstance(scheduler_spec, str) else None,
             "scheduler_object": scheduler is not None and not isinstance(scheduler_spec, str),
-            "tune_loggers": bool(tune_loggers), "trial_resources": dict(trial_resources or evaluator.trial_resources),
+            "tune_loggers": bool(tune_loggers), "tensorboard": bool(tensorboard), "trial_resources": dict(trial_resources or evaluator.trial_resources),
             "max_trial_failures": int(max_trial_failures),
             **({"evaluator": spec.to_json()} if spec is not None else {}), **dict(extra_meta or {}),
             "status": "running", "started_at": time.time()}
@@ -176,6 +180,19 @@ def resume_search(path: Union[str, Path], evaluator: Any = None, *, strategy: Op
             owned.shutdown()
 
 
+def _tune_view_callbacks(directory: Path, meta: Mapping[str, Any], collector, primary):
+    """Per-arch Tune rows and TensorBoard (``tensorboard``), and Tune's own per-trial TensorBoard
+    and CSV loggers (``tune_loggers``); their JSON logger would clash with the per-arch rows."""
+    out = []
+    if meta.get("tensorboard", True):
+        from raynas.tune_view import ArchRowLogger
+        out.append(ArchRowLogger(directory, collector.rows, primary))
+    if meta.get("tune_loggers"):
+        from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
+        out += [CSVLoggerCallback(), TBXLoggerCallback()]
+    return out
+
+
 def _run(directory: Path, meta: Dict[str, Any], searcher: ArchSearcher, evaluator: Evaluator, scheduler,
          journal: Journal, *, resume: bool, progress: bool, callbacks: Sequence[Any],
          known: Optional[Mapping[str, Mapping[str, Any]]] = None) -> SearchResult:
@@ -188,7 +205,7 @@ def _run(directory: Path, meta: Dict[str, Any], searcher: ArchSearcher, evaluato
     objectives = searcher.objectives
     collector = ResultsCollector(directory, searcher.cost_model, resume=resume, journal=journal)
     searcher.attach_journal(journal)
-    all_callbacks = [collector, *callbacks]
+    all_callbacks = [collector, *_tune_view_callbacks(directory, meta, collector, objectives[0]), *callbacks]
     if progress:
         from raynas.progress import SearchProgress
         all_callbacks.append(SearchProgress(int(meta["num_samples"]), objectives[0],
@@ -226,10 +243,11 @@ def _fit(tuner, searcher: ArchSearcher, collector, objectives, directory: Path,
          meta: Dict[str, Any], callbacks: Sequence[Any] = ()) -> SearchResult:
     # Tune's SIGINT handler is off (see tune_environment): Ctrl+C raises KeyboardInterrupt here,
     # which leaves the journal exactly as a kill would (a consistent prefix of the run) and is
-    # reported as an interruption.
+    # reported as an interruption. Tune's automatic loggers stay off: raynas.tune_view writes the
+    # per-arch rows, and _tune_view_callbacks adds Tune's own loggers when asked (tune_loggers).
     interrupted = False
     try:
-        with tune_environment(loggers=bool(meta.get("tune_loggers")), sigint_handler=False):
+        with tune_environment(loggers=False, sigint_handler=False):
             tuner.fit()
     except KeyboardInterrupt:
         interrupted = True

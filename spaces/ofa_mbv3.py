@@ -282,8 +282,14 @@ class OFAMobileNetV3Space(SearchSpace):
         from spaces.mbconv_latency import layer_from_lut_key
         return layer_from_lut_key(descriptor)
 
+    notation = ("r<resolution> d<depth of each of the 5 stages> k<kernel of each active block, '-' between "
+                "stages> e<expand ratio of each active block, '-' between stages>; e.g. 'r32 d23222 "
+                "k35-777-..' is 32 px input, stage 1 two blocks (kernels 3 and 5), stage 2 three blocks "
+                "(kernel 7 each), ...")
+
     def describe(self, arch: Arch) -> str:
-        """Compact form for tables: resolution, depth per stage, kernels and expands per block."""
+        """Compact form for tables: resolution, depth per stage, kernels and expands per block
+        (:attr:`notation` says how to read it)."""
         arch = self.validate(arch)
         stages = arch["stages"]
 
@@ -295,6 +301,13 @@ class OFAMobileNetV3Space(SearchSpace):
 
     def input_resolution(self, arch: Arch) -> int:
         return self.validate(arch)["resolution"]
+
+    def to_timm(self, model: MobileNetV3, config: Mapping[str, Any]):
+        """The exported subnet as a timm ``MobileNetV3`` (see :mod:`spaces.ofa_timm`)."""
+        from spaces.ofa_timm import to_timm
+
+        norm = config["normalization"]
+        return to_timm(model, int(config["input_resolution"]), norm["mean"], norm["std"])
 
     def build_static(self, arch: Arch, num_classes: Optional[int] = None, seed: int = 0) -> MobileNetV3:
         """An untrained static MobileNetV3 of the arch (the structure ``export`` fills).

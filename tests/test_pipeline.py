@@ -37,6 +37,10 @@ def test_search_on_the_pool_then_export_reproduces_accuracy(ray_session, checkpo
     assert len(result.df) == 16 and result.df["arch_id"].is_unique and len(result.ok) == 16
     assert (result.df["macs"] <= limit).all()
     assert health["evaluated"] == 16 and health["alive"] == health["workers"]
+    # each arch's own evaluation time (not its batch's average), and timestamps as timestamps
+    saved = raynas.SearchResult.load(tmp_path / "pipe").df
+    assert saved["eval_seconds"].nunique() == 16 and (saved["eval_seconds"] > 0).all()
+    assert str(saved["finished_at"].dtype) == "datetime64[ns, UTC]"
 
     paths = write_search_artifacts(result, space, quiet=True)
     assert set(paths) == {"results", "best", "pareto", "front"}

@@ -52,7 +52,8 @@ def evaluate_archs(config: Dict[str, Any], evaluator: Evaluator, metric: str, mo
         fresh = evaluate_batch(evaluator, [archs[i] for i in todo])
         seconds = (time.perf_counter() - start) / len(todo)
         for i, row in zip(todo, fresh):
-            row["eval_seconds"] = seconds
+            # the arch's own time where the evaluator measured it, else the batch's average
+            row.setdefault("eval_seconds", seconds)
             rows[i] = row
     for row, key in zip(rows, ids):
         row["arch_id"] = key

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any, Dict, List, Optional
 
-from raynas.cli.common import parse_kv_options, read_arch
+from raynas.cli.common import HelpFormatter, parse_kv_options, read_arch
 from raynas.errors import ConfigError
 
 
@@ -19,7 +19,7 @@ def register(sub) -> None:
                     "comma-separated values of --order, --schedule and --seed. Each trial reports "
                     "every epoch (temperature, derived arch, skip connections, supernet accuracy). "
                     "TD-DARTS is --schedule linear (T from 10 to 0.1).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--config", help="JSON file of DartsSearchConfig options (flags below override it)")
     p.add_argument("--space", help="nb201 | darts")
     p.add_argument("--space-option", "-o", action="append", metavar="KEY=VALUE", help="space option")
@@ -58,7 +58,7 @@ def register(sub) -> None:
         description="Train an arch (e.g. a derived DARTS genotype) from scratch as one Tune trial per "
                     "seed, reporting test accuracy every epoch. Defaults: 20 cells, 36 channels, "
                     "auxiliary head 0.4, cutout 16, drop-path 0.2, 600 epochs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     r.add_argument("--config", help="JSON file of RetrainConfig options (flags below override it)")
     r.add_argument("--arch", help="the arch: JSON text or a .json file (an arch, or an object with 'arch')")
     r.add_argument("--space", help="search space of the arch (default darts)")

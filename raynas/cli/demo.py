@@ -35,6 +35,7 @@ def register(sub) -> None:
     p.add_argument("--name", default="demo", help="experiment name (folder under --output)")
     p.add_argument("--output", default="raynas_results", help="folder of experiments")
     p.add_argument("--epochs", type=float, default=DEMO_TRAIN["epochs"], help="supernet training epochs")
+    p.add_argument("--max-steps", type=int, help="stop training after this many steps (smoke runs, tests)")
     p.add_argument("--num-samples", "-n", type=int, default=120, help="archs the search evaluates")
     p.add_argument("--macs-fraction", type=float, default=0.6,
                    help="MACs limit as a fraction of the largest subnet's MACs")
@@ -75,7 +76,8 @@ def demo_config(args: argparse.Namespace, output: Path):
     return SupernetTrainConfig(space="ofa_mbv3_cifar", space_options=dict(DEMO_SPACE_OPTIONS), data="digits",
                                data_options=dict(DEMO_DATA_OPTIONS), output=str(output / "supernet"),
                                seed=args.seed, cpu_threads=args.threads, device="cpu", channels_last=True,
-                               calib_images=args.calib_images, **{**DEMO_TRAIN, "epochs": args.epochs})
+                               calib_images=args.calib_images, max_steps=args.max_steps,
+                               **{**DEMO_TRAIN, "epochs": args.epochs})
 
 
 def alone_config(config, output: Path, epochs: float):
@@ -166,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
     # turns the wall time into what an idle machine would take
     share = min(1.0, train_metrics["cpu_seconds"] / max(timings["train"], 1e-9))
     idle = timings["total"] * share
-    print(f"\n   exported: {best['export_dir']} (model.safetensors + config.json)")
+    print(f"\n   exported: {best['export_dir']} (model.safetensors + config.json), "
+          f"as a timm model: {best['timm_dir']}")
     print(f"       pool: {best['health']['workers']} actors, {best['health']['evaluated']} evaluations, "
           f"{best['health']['restarts']} restarts")
     print("    timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
@@ -187,6 +190,7 @@ def search_and_export(args: argparse.Namespace, space, checkpoint: Path, out: Pa
     reloaded from its files."""
     import raynas
     from raynas.export import export_subnet, verify_exported
+    from raynas.export_formats import export_timm
     from raynas.outcome import check_outcome
     from raynas.reporting import write_search_artifacts
 
@@ -212,8 +216,9 @@ def search_and_export(args: argparse.Namespace, space, checkpoint: Path, out: Pa
     export_dir, metrics = export_subnet(checkpoint, result.best_arch(), out / "best_subnet",
                                         calib_images=args.calib_images)
     reproduced = verify_exported(export_dir)
+    timm_dir, _ = export_timm(export_dir)   # the same subnet as a timm model (loads with timm alone)
     timings["export"] = time.perf_counter() - t
-    return {**metrics, "exported": reproduced, "export_dir": export_dir, "health": health,
+    return {**metrics, "exported": reproduced, "export_dir": export_dir, "timm_dir": timm_dir, "health": health,
             "evaluation": pool.evaluation, "macs_limit": limit}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from raynas.errors import RaynasError, shorten
 
@@ -17,8 +17,11 @@ raynas: neural architecture search on Ray Tune.
   raynas demo                       the whole pipeline on the embedded default (digits, CPU, ~5 min)
   raynas spaces                     list search spaces
   raynas train  --space S --data D  train a weight-sharing supernet
-  raynas search --checkpoint C ...  search it (or a table / proxies) with a Tune strategy
-  raynas export --checkpoint C --arch A   write a standalone subnet (safetensors + config.json)
+  raynas search --checkpoint C ...  search it (or a table) with a Tune strategy
+  raynas export --checkpoint C --arch A   write a standalone subnet (raynas, timm, ONNX)
+  raynas proxies list|score|validate|select   zero-cost proxies, PreNAS candidate selection
+  raynas lut build --space S        latency lookup tables for a space, timed on this machine
+  raynas specialize --checkpoint C --latency-table T --latency 15,20   archs per device/target
   raynas darts --space nb201 --schedule linear   differentiable search (DARTS, TD-DARTS)
   raynas retrain --arch A --data D  train an arch from scratch (DARTS' recipe by default)
 
@@ -46,7 +49,8 @@ def _optional_commands():
     import importlib
 
     out = []
-    for name in ("raynas.cli.proxies_cmd", "raynas.cli.specialize_cmd", "raynas.cli.darts_cmd"):
+    for name in ("raynas.cli.proxies_cmd", "raynas.cli.lut_cmd", "raynas.cli.specialize_cmd",
+                 "raynas.cli.darts_cmd"):
         try:
             out.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:
@@ -65,6 +69,24 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
                        help="CPUs of the embedded local Ray (default: all)")
 
 
+def subparsers(parser: argparse.ArgumentParser) -> Dict[str, argparse.ArgumentParser]:
+    """The subcommand parsers of ``parser`` by name ({} when it has none)."""
+    for action in parser._actions:  # argparse keeps no public list of them
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _deepest_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)subcommand that ``args`` chose, e.g. ``raynas proxies validate``'s."""
+    for dest in ("command", "action"):
+        child = subparsers(parser).get(getattr(args, dest, None) or "")
+        if child is None:
+            break
+        parser = child
+    return parser
+
+
 def _version() -> str:
     import raynas
     return raynas.__version__
@@ -77,7 +99,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("raynas: error: an argument contains a NUL character", file=sys.stderr)
         return 2
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # the subcommand's usage, not the top level's, says what it accepts
+            _deepest_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # argparse printed the usage and one error line (or --help)
         return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "command", None):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from raynas.io import json_safe as _json_safe
-from raynas.cli.common import parse_kv_options
+from raynas.cli.common import HelpFormatter, parse_kv_options
 from raynas.cli.main import add_ray_options
 
 DEFAULT_SCORE_PROXIES = ("synflow", "naswot", "snip", "params", "flops")
@@ -38,7 +38,7 @@ def register(sub) -> None:
         description="Score sampled (or listed) archs with each proxy, in-process or on a pool of "
                     "Ray actors (--actors), and write one CSV row per arch. With --table/--truth the "
                     "CSV gets the true metric and the printed table each proxy's rank correlation.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     _add_scoring_options(score)
     score.add_argument("--table", help="CSV/Parquet of true metrics (e.g. NAS-Bench-201)")
     score.add_argument("--truth", help="column of --table to correlate with, e.g. c10_test_200ep")
@@ -54,7 +54,7 @@ def register(sub) -> None:
                     "and report each proxy's Spearman rho and Kendall tau, and its mean best rank "
                     "inside groups of equal --group-by (isomers). Proxies below --threshold are "
                     "flagged; if none passes, params or FLOPs is recommended instead.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     _add_scoring_options(val, default_archs=50)
     val.add_argument("--table", help="CSV/Parquet holding the true metric")
     val.add_argument("--truth", help="column of --table (default with --checkpoint: accuracy)")
@@ -74,7 +74,7 @@ def register(sub) -> None:
                     "isomer group the larger head / MLP choices go to the layers with the highest "
                     "layer-normalised SNIP; groups are bucketed by cost and the top N by plain SNIP "
                     "per bucket are written as the candidates JSON preferred training reads.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     sel.add_argument("--space", required=True, help="a ViT space: autoformer_tiny | autoformer_small | "
                                                     "autoformer_base | vit_cifar | vit")
     sel.add_argument("--space-option", "-o", action="append", metavar="KEY=VALUE", help="space option")
@@ -96,7 +96,7 @@ def _add_scoring_options(p: argparse.ArgumentParser, default_archs: int = 100) -
     p.add_argument("--space-option", "-o", action="append", metavar="KEY=VALUE", help="space option")
     p.add_argument("--proxy", action="append", metavar="NAME",
                    help=f"proxy (repeatable; default {','.join(DEFAULT_SCORE_PROXIES)}; see 'raynas proxies list')")
-    p.add_argument("--num-archs", type=int, default=default_archs, help="distinct archs sampled (seeded)")
+    p.add_argument("--num-archs", "-n", type=int, default=default_archs, help="distinct archs sampled (seeded)")
     p.add_argument("--arch-file", help="archs to score instead: one JSON arch or table key per line")
     p.add_argument("--data", help="minibatch source: digits | cifar10:<path> | imagefolder:<path>; "
                                   "default: PreNAS's data-free batch (sum-of-logits objective)")

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict
 
-from raynas.cli.common import parse_kv_options
+from raynas.cli.common import HelpFormatter, add_latency_options, latency_sources, parse_kv_options
 from raynas.cli.main import add_ray_options
 
 
@@ -14,9 +14,11 @@ def register(sub) -> None:
         "search", help="search a space with a Tune strategy",
         description="Search a space for the best archs under constraints. Evaluate with a trained "
                     "supernet (--checkpoint: weight-inherited accuracy on a pool of Ray actors) or "
-                    "a results table (--table). Writes results.parquet, best.json and, with two "
-                    "objectives, pareto.png under OUTPUT/NAME, and prints the best archs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "a results table (--table). --latency-table adds latency_ms (a lookup table or "
+                    "a table column) for constraints and objectives. Writes results.parquet, "
+                    "best.json and, with two objectives, pareto.png under OUTPUT/NAME, and prints "
+                    "the best archs.",
+        formatter_class=HelpFormatter)
     what = p.add_argument_group("what to search")
     what.add_argument("--space", help="search space; default: the checkpoint's")
     what.add_argument("--space-option", "-o", action="append", metavar="KEY=VALUE", help="space option")
@@ -29,6 +31,7 @@ def register(sub) -> None:
     what.add_argument("--table", help="CSV/Parquet of precomputed metrics (e.g. NAS-Bench-201)")
     what.add_argument("--table-metric", action="append", metavar="NAME=COLUMN",
                       help="report table COLUMN as metric NAME, e.g. accuracy=c10valid_valid_12ep")
+    add_latency_options(p.add_argument_group("latency (hardware-aware search)"))
     how = p.add_argument_group("how to search")
     how.add_argument("--strategy", default="evolution",
                      help="evolution | mo_evolution | reinforce | local_search | grid | random | optuna | "
@@ -39,7 +42,8 @@ def register(sub) -> None:
     how.add_argument("--objective", action="append", metavar="METRIC[:max|min]",
                      help="objective(s); the first is primary (default: accuracy)")
     how.add_argument("--constraint", action="append", metavar="EXPR",
-                     help="e.g. 'macs<=5M', 'params<1.5e6' (checked before evaluation)")
+                     help="e.g. 'macs<=5M', 'params<1.5e6', 'latency_ms<=20' with --latency-table "
+                          "(checked before evaluation)")
     how.add_argument("--batch-size", type=int, help="archs per Tune trial")
     how.add_argument("--max-concurrent", type=int, help="Tune trials in flight")
     how.add_argument("--seed", type=int, default=0)
@@ -55,8 +59,15 @@ def register(sub) -> None:
                           "without it (or --resume) an existing experiment is an error")
     out.add_argument("--export", action="store_true", help="also export the best subnet (needs --checkpoint)")
     out.add_argument("--top", type=int, default=10, help="rows of the printed table")
-    out.add_argument("--tensorboard", action="store_true",
-                     help="keep Tune's TensorBoard/CSV/JSON loggers (tensorboard --logdir OUTPUT/NAME)")
+    out.add_argument("--column", action="append", metavar="NAME",
+                     help="also print this column (default: arch_id, objectives, table metrics, params, "
+                          "MACs, latency, the arch)")
+    out.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                     help="skip the per-arch Tune rows (each trial's result.json, read by "
+                          "tune.ExperimentAnalysis) and the per-arch TensorBoard log (OUTPUT/NAME/tensorboard)")
+    out.add_argument("--tensorboard", dest="tensorboard", action="store_true", help=argparse.SUPPRESS)  # the default
+    out.add_argument("--tune-loggers", action="store_true",
+                     help="also Tune's own per-trial TensorBoard and CSV loggers (one row per trial)")
     out.add_argument("--resume", metavar="EXPERIMENT_DIR",
                      help="continue the search in EXPERIMENT_DIR whose driver was killed, with its saved "
                           "configuration (--checkpoint/--table/--data/--actors override how to evaluate)")
@@ -87,19 +98,42 @@ def run(args: argparse.Namespace) -> int:
     spec = _evaluator_spec(args, {})
     space = _space(args, spec)
     prepared = spec.prepare(space)
+    costs = _latency_costs(args, space)
     objectives = args.objective or ["accuracy"]
     options = parse_kv_options(args.strategy_option, "strategy")
     check_search_inputs(space, strategy=args.strategy, strategy_options=options, num_samples=args.num_samples,
                         constraints=args.constraint, objectives=objectives, seed=args.seed,
-                        metrics=prepared.metrics())
+                        metrics=prepared.metrics(), cost_functions=costs)
     raynas.ensure_ray(args.address, num_cpus=args.num_cpus)
     evaluator = prepared.build()
+    try:
+        return _search_and_finish(args, space, evaluator, spec, costs, objectives, options, max_failures)
+    finally:   # a pool's actors hold CPUs/GPUs until shut down (main() may run in a longer process)
+        _shutdown(evaluator)
+
+
+def _search_and_finish(args, space, evaluator, spec, costs, objectives, options, max_failures) -> int:
+    import raynas
+
+    latency = {"latency_table": str(Path(args.latency_table).resolve()), "latency_column": args.latency_column,
+               "latency_key": args.latency_key} if args.latency_table else {}
     result = raynas.search(space, evaluator, strategy=args.strategy, num_samples=args.num_samples,
                            constraints=args.constraint, objectives=objectives, strategy_options=options,
                            batch_size=args.batch_size, max_concurrent=args.max_concurrent, seed=args.seed,
                            name=args.name, storage_path=args.output, overwrite=args.overwrite,
-                           tune_loggers=args.tensorboard, extra_meta={"evaluator": spec.to_json()})
+                           tune_loggers=args.tune_loggers, tensorboard=args.tensorboard, cost_functions=costs,
+                           extra_meta={"evaluator": spec.to_json(), **latency})
     return _finish(args, result, space, spec, max_failures)
+
+
+def _latency_costs(args: argparse.Namespace, space):
+    """The --latency-table cost function (checked now: coverage of the space, the column)."""
+    if not args.latency_table:
+        if args.latency_column:
+            from raynas.errors import ConfigError
+            raise ConfigError("--latency-column needs --latency-table FILE (the CSV/Parquet holding the column)")
+        return []
+    return [cost for _, cost in latency_sources(space, args.latency_table, args.latency_column, args.latency_key)]
 
 
 def _resume(args: argparse.Namespace, max_failures: float) -> int:
@@ -107,14 +141,31 @@ def _resume(args: argparse.Namespace, max_failures: float) -> int:
     from raynas.registry import space_from_spec
     from raynas.tuner import check_resumable
 
+    from raynas.results import read_search_meta
+
+    saved = read_search_meta(args.resume)
+    space = space_from_spec(saved.get("space"))
+    # the latency table the search ran with (recorded in search.json) prices archs again
+    costs = [cost for _, cost in latency_sources(space, saved["latency_table"], saved.get("latency_column"),
+                                                 saved.get("latency_key") or "arch_str")] \
+        if saved.get("latency_table") else []
     # the journal must replay (the searcher is rebuilt from it) before a pool starts for nothing
-    meta, _ = check_resumable(args.resume, replay=True)
+    meta, _ = check_resumable(args.resume, replay=True, cost_functions=costs)
     spec = _evaluator_spec(args, meta.get("evaluator") or {})
-    space = space_from_spec(meta.get("space"))
     prepared = spec.prepare(space)
     raynas.ensure_ray(args.address, num_cpus=args.num_cpus)
-    result = raynas.resume_search(args.resume, prepared.build())
-    return _finish(args, result, space, spec, max_failures)
+    evaluator = prepared.build()
+    try:
+        result = raynas.resume_search(args.resume, evaluator, cost_functions=costs)
+        return _finish(args, result, space, spec, max_failures)
+    finally:
+        _shutdown(evaluator)
+
+
+def _shutdown(evaluator) -> None:
+    shutdown = getattr(evaluator, "shutdown", None)
+    if callable(shutdown):
+        shutdown()
 
 
 def _evaluator_spec(args: argparse.Namespace, saved: Dict[str, Any]):
@@ -155,7 +206,8 @@ def _finish(args: argparse.Namespace, result, space, spec, max_failures: float) 
     from raynas.outcome import check_outcome
     from raynas.reporting import write_search_artifacts
 
-    write_search_artifacts(result, space, top=args.top)
+    columns = list((spec.table_metrics or {}).keys()) + list(args.column or [])
+    write_search_artifacts(result, space, top=args.top, columns=columns)
     # a search that ran but is not what was asked for exits non-zero (its files stay written)
     check_outcome(result, int(result.meta.get("num_samples") or args.num_samples), max_failures,
                   where=str(result.path))

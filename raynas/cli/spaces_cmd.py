@@ -39,5 +39,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  ... {len(decisions) - 12} more")
     for label, arch in (("smallest", space.smallest()), ("largest", space.largest())):
         cost = ", ".join(f"{k}={v:,.0f}" for k, v in space.cost(arch).items())
-        print(f"{label}: {json.dumps(arch)}\n  cost: {cost}")
+        print(f"{label}: {json.dumps(arch)}\n  in tables: {space.describe(arch)}\n  cost: {cost}")
+    if space.notation:
+        print(f"notation of the tables' arch column: {space.notation}")
     return 0

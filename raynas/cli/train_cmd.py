@@ -5,7 +5,7 @@ import argparse
 import json
 import logging
 
-from raynas.cli.common import parse_kv_options
+from raynas.cli.common import HelpFormatter, parse_kv_options
 
 
 def register(sub) -> None:
@@ -18,7 +18,7 @@ def register(sub) -> None:
                     "checkpoint (model.safetensors + meta.json + training state) under "
                     "OUTPUT/checkpoint. --workers N trains data-parallel on N Ray Train workers "
                     "(DDP: NCCL on GPUs, gloo on CPU); --resume continues a checkpoint exactly.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--config", help="JSON file of training options (flags below override it)")
     p.add_argument("--resume", metavar="CHECKPOINT",
                    help="continue from this checkpoint directory (its config is used unless --config is given)")

@@ -6,6 +6,7 @@ it through the pool, never by pickling it.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, ContextManager, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -104,7 +105,9 @@ class WeightInheritedEvaluator(Evaluator):
             self.supernet.train(was_training)
 
     def evaluate_one(self, arch: Arch) -> Metrics:
-        """Recalibrate and validate one arch (leaves it active, in eval mode)."""
+        """Recalibrate and validate one arch (leaves it active, in eval mode); ``eval_seconds``
+        is this arch's own time (recalibration + validation)."""
+        start = time.perf_counter()
         net = self.supernet
         arch = net.activate(arch)
         resolution = net.input_resolution(arch)
@@ -116,6 +119,7 @@ class WeightInheritedEvaluator(Evaluator):
         # accuracies tie within the validation split's resolution (an undertrained supernet)
         metrics: Metrics = {"accuracy": result.accuracy, "loss": result.loss}
         metrics.update({k: float(v) for k, v in net.space.cost(arch).items()})
+        metrics["eval_seconds"] = time.perf_counter() - start
         return metrics
 
     def __reduce__(self):

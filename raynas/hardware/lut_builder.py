@@ -54,12 +54,13 @@ def build_latency_tables(space, out_dir: PathLike, *, device: str = "cpu", warmu
                          layer_builder: Optional[LayerBuilder] = None, archs: Optional[Iterable[Arch]] = None,
                          resolutions: Optional[Iterable[int]] = None, seed: int = 0,
                          budget_seconds: Optional[float] = None, threads: Optional[int] = 1,
-                         log: Optional[Callable[[str], None]] = None) -> Dict[Optional[int], Path]:
+                         log: Optional[Callable[[str], None]] = None,
+                         progress: bool = False) -> Dict[Optional[int], Path]:
     """Time every operator of ``space`` on ``device`` and write ``<res>_lookup_table.yaml`` files.
 
     ``resolutions`` limits the tables written; ``budget_seconds`` stops timing (raising) when a
     build would overrun; ``threads`` fixes torch's CPU threads while timing (None: as set);
-    returns resolution -> written path.
+    ``progress`` shows a bar over the operators; returns resolution -> written path.
     """
     builder = layer_builder or getattr(space, "build_layer", None)
     if not callable(builder):
@@ -77,9 +78,18 @@ def build_latency_tables(space, out_dir: PathLike, *, device: str = "cpu", warmu
     out = Path(out_dir)
     start = time.monotonic()
     written: Dict[Optional[int], Path] = {}
+    bar = None
+    if progress:
+        import sys
+
+        from tqdm.auto import tqdm
+        bar = tqdm(total=sum(len(k) for k in groups.values()), desc="timing operators", unit="op",
+                   file=sys.stderr, dynamic_ncols=True)
     for res, keys in sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
         entries: Dict[str, Entry] = {}
         for key in keys:
+            if bar is not None:
+                bar.update(1)
             if budget_seconds is not None and time.monotonic() - start > budget_seconds:
                 raise ConfigError(f"building the latency tables ran past budget_seconds={budget_seconds} "
                                   f"({len(entries)} of {len(keys)} operators at resolution {res} timed)")
@@ -90,4 +100,6 @@ def build_latency_tables(space, out_dir: PathLike, *, device: str = "cpu", warmu
         written[res] = LatencyTable(entries, str(out / name)).save(out / name)
         if log is not None:
             log(f"resolution {res}: {len(entries)} operators -> {written[res]}")
+    if bar is not None:
+        bar.close()
     return written

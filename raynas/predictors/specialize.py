@@ -45,8 +45,15 @@ def specialize(space, predictor: Predictor, latency: CostFn, targets: Sequence[f
                verify: Any = None, verify_top: int = 3, strategy: str = "evolution",
                strategy_options: Optional[Mapping[str, Any]] = None, search_samples: int = 2000,
                device: str = "device", metric: Optional[str] = None, latency_metric: str = LATENCY,
-               seed: int = 0) -> DeviceSpecialization:
+               seed: int = 0, measured: Any = None, trust_predictor: bool = True) -> DeviceSpecialization:
     """Specialise ``space`` to one device for each latency ``target`` (milliseconds).
+
+    With real evaluations (``verify``), a target's winner is the arch of best *measured*
+    ``metric`` among every arch measured so far that meets the target: the verified candidates
+    of every target and the ``measured`` table (e.g. the archs measured to fit the predictor).
+    A looser target therefore never gets a worse winner than a tighter one (a tighter target's
+    archs meet it too). With ``trust_predictor=False`` (its held-out tau was too low) the
+    predictor only proposes what is verified; winners still come from measurements alone.
 
     Args:
         predictor: fitted accuracy predictor (its metric is maximised).
@@ -56,6 +63,8 @@ def specialize(space, predictor: Predictor, latency: CostFn, targets: Sequence[f
             None skips verification (the winner is then the best predicted arch).
         verify_top: best predicted feasible archs verified per target.
         search_samples: surrogate evaluations of the search per target.
+        measured: a results table (``arch``, ``metric`` columns) of archs already measured for
+            real, which compete with the verified candidates.
     """
     from raynas.searchers.inline import run_inline
     from raynas.tuner import as_evaluator
@@ -106,6 +115,12 @@ def specialize(space, predictor: Predictor, latency: CostFn, targets: Sequence[f
                         "num_searched": int(len(found.df)), "search_seconds": search_s,
                         "verify_seconds": verify_s, "seconds": search_s + verify_s})
     rows = list(verified.values())
+    if real is not None:
+        pool = [dict(r, source="verified") for r in rows] + _measured_rows(measured, predictor, latency, metric,
+                                                                           latency_metric, verified)
+        for entry in results:  # after every target: archs verified for one target compete for all
+            entry["winner"] = _best_measured(pool, entry["target_ms"], metric, latency_metric)
+            entry["selection"] = "measured" if not trust_predictor else "verified"
     return DeviceSpecialization(device, results, rows, _front(rows, metric, latency_metric), seconds)
 
 
@@ -117,6 +132,36 @@ def _winner(candidates: List[Dict[str, Any]], verified: bool) -> Optional[Dict[s
         if real:
             return max(real, key=lambda c: c["real"])
     return candidates[0]
+
+
+def _measured_rows(measured: Any, predictor: Predictor, latency: CostFn, metric: str, latency_metric: str,
+                   skip: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """The archs of a measured table as winner candidates (real metric, device latency, predicted)."""
+    if measured is None or len(measured) == 0 or metric not in measured:
+        return []
+    ok = measured[measured[metric].notna()]
+    if "error" in ok:
+        ok = ok[ok["error"].isna() | (ok["error"] == "")]
+    ok = ok[~ok["arch_id"].isin(list(skip))]
+    if ok.empty:
+        return []
+    archs = [arch_from_json(a) for a in ok["arch"]]
+    predicted = predictor.predict(archs)
+    return [{"arch_id": key, "arch": arch, "predicted": float(p), latency_metric: float(latency(arch)[latency_metric]),
+             "real": float(value), "metrics": {metric: float(value)}, "source": "measured"}
+            for key, arch, p, value in zip(ok["arch_id"], archs, predicted, ok[metric])]
+
+
+def _best_measured(pool: List[Dict[str, Any]], target: float, metric: str,
+                   latency_metric: str) -> Optional[Dict[str, Any]]:
+    """The arch of best measured ``metric`` with latency <= ``target`` (ties: the faster one)."""
+    feasible = [r for r in pool if r[latency_metric] <= target
+                and math.isfinite(r["metrics"].get(metric, math.nan))]
+    if not feasible:
+        return None
+    best = max(feasible, key=lambda r: (r["metrics"][metric], -r[latency_metric], r["arch_id"]))
+    return {"arch_id": best["arch_id"], "arch": best["arch"], "predicted": best["predicted"],
+            latency_metric: best[latency_metric], "real": best["metrics"][metric], "source": best["source"]}
 
 
 def _front(rows: List[Dict[str, Any]], metric: str, latency_metric: str) -> List[Dict[str, Any]]:

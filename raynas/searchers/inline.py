@@ -55,8 +55,8 @@ def run_inline(space, evaluator: Evaluator, strategy: Any = "evolution",
         seconds = (time.perf_counter() - start) / max(1, len(archs))
         for arch, key, metrics in zip(archs, ids, batch):
             metrics["arch_id"] = key
-            row = {**cost_model(arch), **metrics, "arch": canonical_json(arch), "order": len(rows),
-                   "trial_id": f"inline_{trial}", "eval_seconds": seconds, "finished_at": time.time()}
+            row = {**cost_model(arch), "eval_seconds": seconds, **metrics, "arch": canonical_json(arch),
+                   "order": len(rows), "trial_id": f"inline_{trial}", "finished_at": time.time()}
             rows.append(row)
         searcher.on_trial_complete(f"inline_{trial}", {"batch": batch})
         trial += 1
@@ -65,6 +65,9 @@ def run_inline(space, evaluator: Evaluator, strategy: Any = "evolution",
         df = pd.DataFrame(columns=["order", "arch_id", "arch", "error"])
     if "error" not in df:
         df["error"] = None
+    if "finished_at" in df:
+        from raynas.results import as_timestamps
+        df["finished_at"] = as_timestamps(df["finished_at"])
     front = [c for c in ("order", "arch_id", "arch", "trial_id", "error", "eval_seconds", "finished_at") if c in df]
     df = df[front + sorted(c for c in df.columns if c not in front)]
     meta = {**config.to_json(), "inline": True}
