@@ -243,9 +243,8 @@ def test_a_splitting_sampler_needs_a_splittable_supernet():
 
 def test_raynas_train_cli_trains_nb201_with_fair_sampling_and_the_pool_serves_it(tmp_path, ray_session):
     from raynas.cli.main import main
-    from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
+    from raynas.evaluators.weight_inherited import EvaluationSettings, WeightInheritedEvaluator
     from raynas.pool import SupernetPool
-    from raynas.data import load_dataset
 
     config = tmp_path / "train.json"
     config.write_text(json.dumps({k: v for k, v in TRAIN.items() if k != "sampler"}))
@@ -268,9 +267,11 @@ def test_raynas_train_cli_trains_nb201_with_fair_sampling_and_the_pool_serves_it
     with SupernetPool.from_checkpoint(str(checkpoint), seed=0, calib_images=64, batch_size=64,
                                       num_actors=1, cpus_per_actor=1.0) as pool:
         pooled = pool.evaluate(archs)
-    supernet, _ = load_supernet_checkpoint(checkpoint)
-    local = WeightInheritedEvaluator.from_dataset(supernet, load_dataset("digits", seed=0),
-                                                  calib_images=64, batch_size=64).evaluate(archs)
+    supernet, meta = load_supernet_checkpoint(checkpoint)
+    # the pool evaluates as the training run did (its data options, memory format): so does the reference
+    settings = EvaluationSettings.for_checkpoint(meta, seed=0, calib_images=64, batch_size=64)
+    local = WeightInheritedEvaluator.from_dataset(supernet, settings.load_dataset(), calib_images=64, batch_size=64,
+                                                  channels_last=settings.channels_last).evaluate(archs)
     assert [r["accuracy"] for r in pooled] == [r["accuracy"] for r in local]
     assert [r["params"] for r in pooled] == [space.cost(a)["params"] for a in archs]
 
