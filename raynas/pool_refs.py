@@ -57,7 +57,9 @@ def hold_refs(factory: Callable[[], Any]) -> Tuple[Callable[[], Any], Optional[A
     namespace = ray.get_runtime_context().namespace
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    # hard affinity, as the dispatcher's: a soft one is only a preference, and a holder placed on
+    # a worker node dies with it (max_restarts=0), after which no replacement worker can start
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     holder = ray.remote(_RefHolder).options(name=name, namespace=namespace, num_cpus=0, max_restarts=0,
                                             scheduling_strategy=here).remote([refs])
 
