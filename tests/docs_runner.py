@@ -57,6 +57,8 @@ SUBSTITUTIONS: List[Tuple[str, str]] = [
     # a supernet: 2 steps of 16 images
     (r'"epochs": (\d{2,}),', '"epochs": 1, "max_steps": 2, "batch_size": 16,'),
     (r'"seed": \[0, 1, 2\]', '"seed": [0]'),
+    # the suite has no GPU: a trial asking for a share of one would wait for it forever
+    (r"gpus_per_trial=0\.\d+", "gpus_per_trial=0"),
     # specialize: a few measured archs and predictor queries; targets every table can meet
     (r"^(raynas specialize .*)$", r"\1 --fit-samples 8 --holdout 4 --search-samples 40 --verify-top 1"),
     (r"--latency 4,6\b", "--latency 1000,2000"),

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import raynas
+
 from docs_runner import (DOCUMENTS, KNOWN_PROGRAMS, PROJECT_ROOT, Block, argv_of, blocks, command_lines,
                          makefile_targets, raynas_argv, substitute)
 
@@ -152,8 +154,15 @@ def test_document_runs(document, ray_session, shared_data, tmp_path, monkeypatch
     monkeypatch.setenv("RAYNAS_CACHE", str(tmp_path / "cache"))
     ran = 0
     namespace = {"__name__": "__docs__"}   # one Python session per document, as a reader's
-    for block in blocks(document):
-        if block.mode in ("run", "no-raynas") and block.language in ("bash", "sh", "python"):
-            _run_block(block, folder, namespace)
-            ran += 1
+    try:
+        for block in blocks(document):
+            if block.mode in ("run", "no-raynas") and block.language in ("bash", "sh", "python"):
+                _run_block(block, folder, namespace)
+                ran += 1
+    finally:
+        # a block that fails mid-way leaves the pools it opened: they would hold the session's
+        # CPUs and every later pool would wait for them
+        for value in namespace.values():
+            if isinstance(value, raynas.SupernetPool):
+                value.shutdown()
     assert ran or document != "README.md"
