@@ -14,10 +14,12 @@ concurrency unless overridden), and report from the dispatcher's per-chunk timel
   chunk's end (start-up and end excluded);
 - ``startup_s`` (search call to first chunk), ``tail_s`` (last moment every worker had a chunk to
   the last chunk's end), ``finish_s`` (last chunk's end to the search's return);
-- ``archs_per_s``: M / wall; ``head_cpu``: CPU seconds per wall second of the driver (searcher,
-  Tune's loop, collector, journal) and of the dispatcher; ``machine_cpu``: the whole machine's.
+- ``pool_start_s``: from creating the pool to every actor ready (they start in parallel);
+- ``archs_per_s``: M / wall; head CPU: ``driver_cpu`` and ``dispatcher_cpu``, CPU seconds per wall
+  second of the driver (searcher, Tune's loop, collector, journal) and of the dispatcher;
+  ``machine_cpu``: the whole machine's (all simulated nodes share it).
 Evaluations jitter (each arch sleeps d x (1 +- ``--jitter``), fixed per arch) and one worker node
-is a straggler (its actors sleep ``--straggler-slowdown`` times longer). M is sized so a fully
+is a straggler (its actors sleep STRAGGLER_SLOWDOWN = 2 times longer; ``--no-straggler``). M is sized so a fully
 busy pool needs about ``--pool-seconds`` (start-up and tail then are a small part of a long run).
 
     python benchmarks/orchestration.py --smoke            # seconds: 2 nodes, N=4, d=10/100 ms
@@ -159,10 +161,12 @@ def run_config(num_actors: int, delay_ms: float, archs: int, storage: str, *, ji
     space = create_space("synthetic", num_layers=12, num_choices=4, seed=0)   # 4^12 archs: no exhaustion
     delay = delay_ms / 1000.0
     factory = functools.partial(sleep_factory, delay, jitter, straggler_node)
+    started = time.perf_counter()
     pool = raynas.SupernetPool(factory, num_actors=num_actors, cpus_per_actor=1.0, spread=True,
                                resources={"pool_node": 1.0})
     try:
         pool.wait_ready(progress=False)
+        pool_start_s = time.perf_counter() - started     # the actors start in parallel
         # warm-up: one arch per actor; the pool measures the evaluation time and sizes its chunks
         pool.evaluate([space.sample(np.random.default_rng(10_000_000 + i)) for i in range(num_actors)])
         pool.reset_stats()
@@ -187,7 +191,7 @@ def run_config(num_actors: int, delay_ms: float, archs: int, storage: str, *, ji
     return {"actors": num_actors, "delay_ms": delay_ms, "jitter": jitter, "archs": archs, "evaluated": evaluated,
             "straggler_node": straggler_node is not None,
             "batch_size": int(result.meta["batch_size"]), "max_concurrent": int(result.meta["max_concurrent"]),
-            "chunk_size": int(health["chunk_size"]),
+            "chunk_size": int(health["chunk_size"]), "pool_start_s": round(pool_start_s, 2),
             "wall_s": round(wall, 3), "archs_per_s": round(evaluated / wall, 2),
             "ideal_archs_per_s": round(num_actors / delay, 2),
             "utilisation": round(busy / (num_actors * wall), 4),

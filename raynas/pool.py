@@ -40,7 +40,7 @@ DEFAULT_MAX_CHUNK = 8
 #: an adaptive chunk lasts about this long: long enough that the dispatcher's round trip per
 #: chunk (milliseconds, more on a busy head) is a few percent of a worker's time, short enough
 #: that the last chunks of a run (the tail) and a retried chunk cost little
-CHUNK_TARGET_S = 0.5
+CHUNK_TARGET_S = 1.0
 #: most archs in an adaptive chunk (an evaluator that takes microseconds per arch)
 MAX_ADAPTIVE_CHUNK = 512
 #: chunks a worker holds at once: one being evaluated and the next queued in the worker, so it
