@@ -22,14 +22,15 @@ Evaluations jitter (each arch sleeps d x (1 +- ``--jitter``), fixed per arch) an
 is a straggler (its actors sleep STRAGGLER_SLOWDOWN = 2 times longer; ``--no-straggler``). M is sized so a fully
 busy pool needs about ``--pool-seconds`` (start-up and tail then are a small part of a long run).
 
-    python benchmarks/orchestration.py --smoke            # seconds: 2 nodes, N=4, d=10/100 ms
+    python benchmarks/orchestration.py --smoke            # seconds: 2 nodes, N=4, d=10/100 ms, both paths
     python benchmarks/orchestration.py                    # 8 nodes x 8 CPUs: N=64 x d=100,10,1000 ms
+    python benchmarks/orchestration.py --paths search,pool # also the pool driven without the search
     python benchmarks/orchestration.py --actors 2,8,32 --nodes 4 --cpus-per-node 9
 
 Writes benchmarks/results/orchestration.json (or --out) atomically, with each run's per-worker
 busy/evaluation seconds and a per-second count of busy workers (the data behind the numbers).
-On a real cluster, the same measurement is the pool against real nodes (``--address``): omit
-the simulated nodes and point it at the head.
+On a real cluster (GPU command, when one is lent): run it on the head with ``--address auto`` and
+``--no-straggler``: no simulated nodes, the actors go wherever Ray places them, the same report.
 """
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ import numpy as np  # noqa: E402
 
 from raynas.io import atomic_write_json  # noqa: E402
 
+#: keeps the pool's actors on the simulated worker nodes (emptied for a real cluster: --address)
+POOL_RESOURCES: Dict[str, float] = {"pool_node": 1.0}
 #: a straggler node's actors sleep this many times longer (a slower device)
 STRAGGLER_SLOWDOWN = 2.0
 
@@ -163,7 +166,7 @@ def run_config(num_actors: int, delay_ms: float, archs: int, storage: str, *, ji
     factory = functools.partial(sleep_factory, delay, jitter, straggler_node)
     started = time.perf_counter()
     pool = raynas.SupernetPool(factory, num_actors=num_actors, cpus_per_actor=1.0, spread=True,
-                               resources={"pool_node": 1.0})
+                               resources=POOL_RESOURCES)
     try:
         pool.wait_ready(progress=False)
         pool_start_s = time.perf_counter() - started     # the actors start in parallel
@@ -188,8 +191,8 @@ def run_config(num_actors: int, delay_ms: float, archs: int, storage: str, *, ji
     eval_s = float(sum(health["eval_seconds"]))
     evaluated = int(len(result.ok))
     nodes = {w["node_id"] for w in health["worker_info"]}
-    return {"actors": num_actors, "delay_ms": delay_ms, "jitter": jitter, "archs": archs, "evaluated": evaluated,
-            "straggler_node": straggler_node is not None,
+    return {"path": "raynas.search", "actors": num_actors, "delay_ms": delay_ms, "jitter": jitter, "archs": archs,
+            "evaluated": evaluated, "straggler_node": straggler_node is not None,
             "batch_size": int(result.meta["batch_size"]), "max_concurrent": int(result.meta["max_concurrent"]),
             "chunk_size": int(health["chunk_size"]), "pool_start_s": round(pool_start_s, 2),
             "wall_s": round(wall, 3), "archs_per_s": round(evaluated / wall, 2),
@@ -202,8 +205,57 @@ def run_config(num_actors: int, delay_ms: float, archs: int, storage: str, *, ji
                            for b, e in zip(health["busy_seconds"], health["eval_seconds"])]}
 
 
+def run_pool_only(num_actors: int, delay_ms: float, archs: int, *, jitter: float, straggler_node: Optional[str],
+                  in_flight: int = 3, seed: int = 0) -> Dict[str, Any]:
+    """The pool without the search: the driver hands it batches of the pool's preferred size,
+    ``in_flight`` at a time (as Tune's trials do), with no searcher, Tune, collector or journal.
+    What the pool and its dispatcher can sustain on this head; the search's row minus this one
+    is what the search path costs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import raynas
+    from raynas import create_space
+
+    space = create_space("synthetic", num_layers=12, num_choices=4, seed=0)
+    factory = functools.partial(sleep_factory, delay_ms / 1000.0, jitter, straggler_node)
+    started = time.perf_counter()
+    pool = raynas.SupernetPool(factory, num_actors=num_actors, cpus_per_actor=1.0, spread=True,
+                               resources=POOL_RESOURCES)
+    try:
+        pool.wait_ready(progress=False)
+        pool_start_s = time.perf_counter() - started
+        pool.evaluate([space.sample(np.random.default_rng(10_000_000 + i)) for i in range(num_actors)])
+        pool.reset_stats()
+        batch = pool.evaluator().preferred_batch_size
+        rng = np.random.default_rng(seed)
+        batches = []
+        for start in range(0, archs, batch):
+            batches.append([space.sample(rng) for _ in range(min(batch, archs - start))])
+        dispatcher_pid = pool.health()["dispatcher"]["pid"]
+        meter = CpuMeter({"driver": os.getpid(), "dispatcher": dispatcher_pid})
+        t0 = time.time()
+        with ThreadPoolExecutor(in_flight) as workers:
+            evaluated = sum(sum("error" not in r for r in rows) for rows in workers.map(pool.evaluate, batches))
+        t1 = time.time()
+        cpu = meter.stop()
+        health = pool.health()
+        chunks = pool.timeline()
+    finally:
+        pool.shutdown()
+    wall = t1 - t0
+    busy, eval_s = float(sum(health["busy_seconds"])), float(sum(health["eval_seconds"]))
+    return {"path": "pool only", "actors": num_actors, "delay_ms": delay_ms, "jitter": jitter, "archs": archs,
+            "evaluated": int(evaluated), "straggler_node": straggler_node is not None, "batch_size": int(batch),
+            "max_concurrent": in_flight, "chunk_size": int(health["chunk_size"]), "pool_start_s": round(pool_start_s, 2),
+            "wall_s": round(wall, 3), "archs_per_s": round(evaluated / wall, 2),
+            "ideal_archs_per_s": round(num_actors / (delay_ms / 1000.0), 2),
+            "utilisation": round(busy / (num_actors * wall), 4), "useful_utilisation": round(eval_s / (num_actors * wall), 4),
+            "busy_seconds": round(busy, 3), "eval_seconds": round(eval_s, 3), **cpu,
+            **timeline_stats(chunks, num_actors, t0, t1)}
+
+
 def _print_row(row: Dict[str, Any]) -> None:
-    print(f"N={row['actors']:3d} d={row['delay_ms']:6.0f}ms M={row['archs']:7d} batch={row['batch_size']:6d} "
+    print(f"{row['path']:13s} N={row['actors']:3d} d={row['delay_ms']:6.0f}ms M={row['archs']:7d} batch={row['batch_size']:6d} "
           f"chunk={row['chunk_size']:4d} util={row['utilisation']:.3f} useful={row['useful_utilisation']:.3f} "
           f"steady={row['steady_utilisation'] or 0:.3f} {row['archs_per_s']:8.1f} archs/s "
           f"(ideal {row['ideal_archs_per_s']:.0f}) wall {row['wall_s']:.1f}s start {row['startup_s']}s "
@@ -226,12 +278,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--head-cpus", type=int, default=4, help="logical CPUs of the head node")
     parser.add_argument("--batch-size", type=int, help="override the pool's archs per Tune trial")
     parser.add_argument("--max-concurrent", type=int, help="override the pool's trials in flight")
+    parser.add_argument("--paths", default="search",
+                        help="what drives the pool: 'search' (raynas.search), 'pool' (batches handed to the pool "
+                             "directly: what the pool alone sustains), or both: search,pool")
+    parser.add_argument("--address", help="an existing Ray cluster (e.g. auto) instead of the simulated one")
     parser.add_argument("--smoke", action="store_true", help="2 nodes x 2 CPUs, N=4, d=10,100 ms, ~2 s pools")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "orchestration.json"))
     args = parser.parse_args(argv)
     if args.smoke:
         args.actors, args.delays_ms, args.pool_seconds, args.nodes, args.cpus_per_node = "4", "10,100", 2.0, 2, 2
-        args.head_cpus = 2
+        args.head_cpus, args.paths = 2, "search,pool"
         if args.out == parser.get_default("out"):
             args.out = str(ROOT / "benchmarks" / "results" / "orchestration_smoke.json")
     try:
@@ -241,34 +297,48 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         parser.error("--actors and --delays-ms take comma-separated numbers, e.g. --actors 8,64 --delays-ms 10,100")
     if min(actors) < 1 or min(delays) <= 0:
         parser.error("--actors must be >= 1 and --delays-ms > 0")
-    if max(actors) > args.nodes * args.cpus_per_node:
+    if args.address is None and max(actors) > args.nodes * args.cpus_per_node:
         parser.error(f"{max(actors)} actors need {max(actors)} CPUs; the worker nodes have "
                      f"{args.nodes * args.cpus_per_node}: raise --nodes or --cpus-per-node")
     if not 0.0 <= args.jitter <= 1.0:
         parser.error("--jitter must be in [0, 1]")
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    if not paths or set(paths) - {"search", "pool"}:
+        parser.error(f"--paths takes 'search', 'pool' or both (comma-separated), got {args.paths!r}")
 
     import ray
 
-    cluster, node_ids = start_cluster(args.nodes, args.cpus_per_node, args.head_cpus)
-    straggler = None if args.no_straggler else node_ids[-1]
+    if args.address is not None:
+        ray.init(address=args.address, logging_level="ERROR", log_to_driver=False)
+        cluster, straggler = None, None
+        POOL_RESOURCES.clear()
+    else:
+        cluster, node_ids = start_cluster(args.nodes, args.cpus_per_node, args.head_cpus)
+        straggler = None if args.no_straggler else node_ids[-1]
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="raynas-orch-") as storage:
             for n in actors:
                 for d in delays:
                     m = archs_for(n, d / 1000.0, args.pool_seconds, args.max_archs)
-                    row = run_config(n, d, m, storage, jitter=args.jitter, straggler_node=straggler,
-                                     batch_size=args.batch_size, max_concurrent=args.max_concurrent)
-                    row["load_1m_at_start"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-                    rows.append(row)
-                    _print_row(row)
+                    for path in paths:
+                        load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+                        if path == "search":
+                            row = run_config(n, d, m, storage, jitter=args.jitter, straggler_node=straggler,
+                                             batch_size=args.batch_size, max_concurrent=args.max_concurrent)
+                        else:
+                            row = run_pool_only(n, d, m, jitter=args.jitter, straggler_node=straggler)
+                        row["load_1m_at_start"] = load
+                        rows.append(row)
+                        _print_row(row)
     finally:
         ray.shutdown()
-        cluster.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     out = {"benchmark": "orchestration", "smoke": bool(args.smoke), "rows": rows,
            "command": "python benchmarks/orchestration.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "cluster": {"worker_nodes": args.nodes, "cpus_per_node": args.cpus_per_node, "head_cpus": args.head_cpus,
+           "cluster": {"address": args.address, "worker_nodes": args.nodes, "cpus_per_node": args.cpus_per_node, "head_cpus": args.head_cpus,
                        "straggler_nodes": 0 if straggler is None else 1, "straggler_slowdown": STRAGGLER_SLOWDOWN},
            "machine": {"platform": platform.platform(), "physical_cpus": os.cpu_count(),
                        "load_average_at_end": list(load) if load else None},
