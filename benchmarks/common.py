@@ -1,17 +1,21 @@
 """Shared pieces of the training benchmarks: data spec defaults, device names, reports, wall-time
-budgets, probing a recipe's seconds per step, and training stand-alone nets concurrently.
+budgets, probing a recipe's seconds per step, training stand-alone nets concurrently, and the
+train-then-evaluate harness (common options, the trainer recipe, resumable reports, inherited
+accuracy on the validation and test splits).
 
 Everything trains through the shared loop (``trainables.supernet``): supernets, stand-alone nets
 (``train_standalone``) and the probes that size epochs to a wall-time budget.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -244,3 +248,64 @@ def train_standalone_many(archs: Sequence[Dict[str, Any]], costs: Sequence[float
     return {"results": results, "epochs": epochs, "steps_per_epoch": spe,
             "probe_seconds_per_step": probes, "workers": len(groups),
             "estimated_wall_per_epoch_s": wall_per_epoch, "seconds": deadline.elapsed()}
+
+
+# ----------------------------------------------------------------- the train-then-evaluate harness
+def add_run_arguments(parser: argparse.ArgumentParser, *, space: str, space_options: str, batch_size: int,
+                      lr: float, out: str, smoke_help: str, resumable: bool) -> None:
+    """The options of every train-then-evaluate benchmark: device, data, space, recipe, evaluation
+    batch, threads, ``--smoke``, output (and ``--resume`` / ``--overwrite`` where runs append)."""
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--data", default=CIFAR10_SPEC)
+    parser.add_argument("--space", default=space)
+    parser.add_argument("--space-options", default=space_options, help="JSON space options")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--eval-batch", type=int, default=500)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--smoke", action="store_true", help=smoke_help)
+    if resumable:
+        parser.add_argument("--resume", action="store_true", help="keep the runs already in --out, run the rest")
+        parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--out", default=out)
+
+
+def previous_report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, Any]:
+    """The report in ``--out`` to continue (``--resume``), else {}; an existing report is never
+    replaced unasked (``--overwrite``)."""
+    out = Path(args.out)
+    if out.exists() and args.resume:
+        return json.loads(out.read_text())
+    if out.exists() and not args.overwrite:
+        parser.error(f"{out} exists; pass --overwrite to replace it, --resume to continue it, or another --out")
+    return {}
+
+
+def training_config(args: argparse.Namespace, *, options: Mapping[str, Any], data: str,
+                    data_options: Mapping[str, Any], device: torch.device, output: str,
+                    **recipe: Any) -> Dict[str, Any]:
+    """The trainer config the benchmarks share (AdamW, bf16 on CUDA, no checkpoints or logs
+    inside the run) plus ``recipe`` (label smoothing, clipping, sampler...)."""
+    return dict(space=args.space, space_options=dict(options), data=data, data_options=dict(data_options),
+                output=output, batch_size=args.batch_size, optimizer="adamw", lr=args.lr,
+                weight_decay=args.weight_decay, device=str(device), bf16=device.type == "cuda",
+                checkpoint_every=10 ** 6, log_every=10 ** 6, cpu_threads=args.threads, **recipe)
+
+
+def split_for_test(dataset) -> str:
+    """The official test set, or the validation split for sources without one (digits)."""
+    return "test" if "test" in dataset.splits else "val"
+
+
+def inherited_evaluators(net, dataset, device: torch.device, calib_images: int,
+                         batch_size: int) -> Tuple[Any, Any]:
+    """Weight-inherited evaluators of ``net`` (BN recalibrated on the calibration split) scoring
+    the validation split and the test split (:func:`split_for_test`)."""
+    from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
+
+    common = dict(calib_images=calib_images, batch_size=batch_size, device=device, bf16=device.type == "cuda")
+    on_val = WeightInheritedEvaluator.from_dataset(net, dataset, **common)
+    on_test = WeightInheritedEvaluator(net, dataset.split("calib"), dataset.split(split_for_test(dataset)),
+                                       mean=dataset.mean, std=dataset.std, **common)
+    return on_val, on_test

@@ -42,8 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import (CIFAR10_SPEC, RESULTS, environment, resolve_data_spec,  # noqa: E402
-                               setup_device, steps_per_epoch, write_report)
+from benchmarks.common import (RESULTS, add_run_arguments, environment, inherited_evaluators,  # noqa: E402
+                               previous_report, resolve_data_spec, setup_device, split_for_test,
+                               steps_per_epoch, training_config, write_report)
 
 MODES = ("convex", "uniform", "weighted")
 SMOKE_SPACE = dict(img_size=16, channels=16, num_layers=3, expand_ratios=[2, 4],
@@ -128,15 +129,9 @@ def random_op_assignments(space, count: int, seed: int) -> List[Dict[str, Any]]:
                                        for _ in range(space.num_layers)]}) for _ in range(count)]
 
 
-def test_split(dataset) -> str:
-    """The official test set, or the validation split for sources without one (digits)."""
-    return "test" if "test" in dataset.splits else "val"
-
-
 def train_mode(mode: str, seed: int, base: Dict[str, Any], dataset, args: argparse.Namespace,
                device: torch.device) -> Dict[str, Any]:
     """Train one supernet in ``mode``; its α trajectory, derived arch and inherited accuracy."""
-    from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
     from raynas.training import SupernetTrainConfig
     from trainables.supernet import SupernetTrainer
 
@@ -156,12 +151,8 @@ def train_mode(mode: str, seed: int, base: Dict[str, Any], dataset, args: argpar
     wall, cpu = time.perf_counter(), time.process_time()
     trainer.fit(callback=record)
     train_s, train_cpu_s = time.perf_counter() - wall, time.process_time() - cpu
-    evaluate = dict(calib_images=min(len(dataset.split("calib")), args.calib_batches * args.eval_batch),
-                    batch_size=args.eval_batch, device=device,
-                    bf16=device.type == "cuda")
-    on_val = WeightInheritedEvaluator.from_dataset(net, dataset, **evaluate)
-    on_test = WeightInheritedEvaluator(net, dataset.split("calib"), dataset.split(test_split(dataset)),
-                                       mean=dataset.mean, std=dataset.std, **evaluate)
+    on_val, on_test = inherited_evaluators(
+        net, dataset, device, min(len(dataset.split("calib")), args.calib_batches * args.eval_batch), args.eval_batch)
     with net.arch_mode():
         if mode == "uniform":  # α never moves: pick the best random op assignment instead
             candidates = random_op_assignments(trainer.space, args.candidates, seed)
@@ -197,7 +188,7 @@ def train_alone(arch: Dict[str, Any], base: Dict[str, Any], dataset, args: argpa
     model = trainer.module
     return {"arch_id": arch_id(arch), "arch": arch, "steps": trainer.step,
             "val": evaluate_accuracy(model, dataset, "val", device, None, args.eval_batch, bf16=False),
-            "test": evaluate_accuracy(model, dataset, test_split(dataset), device, None, args.eval_batch, bf16=False),
+            "test": evaluate_accuracy(model, dataset, split_for_test(dataset), device, None, args.eval_batch, bf16=False),
             "train_s": time.perf_counter() - wall, "train_cpu_s": time.process_time() - cpu}
 
 
@@ -233,31 +224,21 @@ def summarise(runs: List[Dict[str, Any]], standalone: Dict[str, Dict[str, Any]],
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--data", default=CIFAR10_SPEC)
+    add_run_arguments(parser, space="hybrid_cifar", space_options="{}", batch_size=128, lr=2e-3,
+                      out=str(RESULTS / "hybrid_modes.json"), smoke_help="digits on CPU (seconds)",
+                      resumable=True)
     parser.add_argument("--image-size", type=int, default=None,
                         help="images resized once to this side (e.g. 16 on a CPU); match img_size in --space-options")
-    parser.add_argument("--space", default="hybrid_cifar")
-    parser.add_argument("--space-options", default="{}", help="JSON overrides of space options")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=1500, help="training steps of every (mode, seed)")
     parser.add_argument("--standalone-steps", type=int, default=0,
                         help="train each distinct derived arch from scratch this long (0: skip)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--alpha-lr", type=float, default=5e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--candidates", type=int, default=8, help="uniform: random op assignments scored")
     parser.add_argument("--calib-batches", type=int, default=4)
-    parser.add_argument("--eval-batch", type=int, default=500)
     parser.add_argument("--log-every", type=int, default=10, help="steps between logged α")
     parser.add_argument("--progress-every", type=int, default=250, help="steps between progress lines (0: none)")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--smoke", action="store_true", help="digits on CPU (seconds)")
-    parser.add_argument("--resume", action="store_true", help="keep the runs already in --out, run the rest")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument("--out", default=str(RESULTS / "hybrid_modes.json"))
     args = parser.parse_args(argv)
     options = json.loads(args.space_options)
     data, data_options = resolve_data_spec(args.data), {}
@@ -277,11 +258,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if args.steps < 1 or args.standalone_steps < 0:
         parser.error("--steps must be >= 1 and --standalone-steps >= 0")
     out = Path(args.out)
-    previous: Dict[str, Any] = {}
-    if out.exists() and args.resume:
-        previous = json.loads(out.read_text())
-    elif out.exists() and not args.overwrite:
-        parser.error(f"{out} exists; pass --overwrite to replace it, --resume to continue it, or another --out")
+    previous = previous_report(parser, args)
     start = time.perf_counter()
     device = setup_device(args.device, args.threads)
 
@@ -292,11 +269,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     spe = steps_per_epoch(dataset, args.batch_size)
     args.epochs = args.steps / spe
     work = tempfile.mkdtemp(prefix="raynas-hybrid-")
-    base = dict(space=args.space, space_options=options, data=data, data_options=data_options,
-                output=work, batch_size=args.batch_size, optimizer="adamw", lr=args.lr,
-                weight_decay=args.weight_decay, alpha_lr=args.alpha_lr, label_smoothing=0.0,
-                grad_clip=None, device=str(device), bf16=device.type == "cuda",
-                checkpoint_every=10 ** 6, log_every=10 ** 6, cpu_threads=args.threads)
+    base = training_config(args, options=options, data=data, data_options=data_options, device=device,
+                           output=work, alpha_lr=args.alpha_lr, label_smoothing=0.0, grad_clip=None)
     runs: List[Dict[str, Any]] = list(previous.get("runs", []))
     standalone: Dict[str, Dict[str, Any]] = dict(previous.get("standalone", {}))
 

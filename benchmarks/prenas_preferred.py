@@ -44,8 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import (CIFAR10_SPEC, RESULTS, environment, resolve_data_spec,  # noqa: E402
-                               setup_device, steps_per_epoch, write_report)
+from benchmarks.common import (RESULTS, add_run_arguments, environment, inherited_evaluators,  # noqa: E402
+                               previous_report, resolve_data_spec, setup_device, steps_per_epoch,
+                               training_config, write_report)
 
 #: AutoFormer-Tiny with every width / 4, for 16x16 images (4x4 patches: 16 tokens + cls)
 TINY_CPU = dict(embed_dims=[48, 54, 60], depths=[12, 13, 14], num_heads=[3, 4], mlp_ratios=[3.5, 4.0],
@@ -78,7 +79,6 @@ def train_and_score(kind: str, seed: int, base: Dict[str, Any], candidates: List
                     device: torch.device) -> Dict[str, Any]:
     """Train one supernet (``preferred`` on the candidates or ``uniform``) and score every arch."""
     from raynas.arch import arch_id
-    from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
     from raynas.training import SupernetTrainConfig
     from trainables.supernet import SupernetTrainer
 
@@ -95,13 +95,8 @@ def train_and_score(kind: str, seed: int, base: Dict[str, Any], candidates: List
     trainer.fit(callback=progress)
     train_s, train_cpu_s = time.perf_counter() - wall, time.process_time() - cpu
     net = trainer.module
-    evaluate = dict(calib_images=min(len(dataset.split("calib")), args.calib_batches * args.eval_batch),
-                    batch_size=args.eval_batch, device=device,
-                    bf16=device.type == "cuda")
-    test_split = "test" if "test" in dataset.splits else "val"
-    on_val = WeightInheritedEvaluator.from_dataset(net, dataset, **evaluate)
-    on_test = WeightInheritedEvaluator(net, dataset.split("calib"), dataset.split(test_split),
-                                       mean=dataset.mean, std=dataset.std, **evaluate)
+    on_val, on_test = inherited_evaluators(
+        net, dataset, device, min(len(dataset.split("calib")), args.calib_batches * args.eval_batch), args.eval_batch)
     archs = [("candidate", a) for a in candidates] + [("random", a) for a in references]
     val = on_val.evaluate([a for _, a in archs])
     test = on_test.evaluate([a for _, a in archs])
@@ -153,29 +148,19 @@ def write_arch_csv(path: Path, trainings: List[Dict[str, Any]]) -> None:
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--data", default=CIFAR10_SPEC)
+    add_run_arguments(parser, space="vit", space_options=json.dumps(TINY_CPU), batch_size=128, lr=1e-3,
+                      out=str(RESULTS / "prenas_preferred.json"),
+                      smoke_help="digits, a tiny ViT, CPU (seconds)", resumable=True)
     parser.add_argument("--image-size", type=int, default=16, help="images resized once to this side")
-    parser.add_argument("--space", default="vit", help="a ViT space with an isomer structure")
-    parser.add_argument("--space-options", default=json.dumps(TINY_CPU), help="JSON space options")
     parser.add_argument("--bucket-step", default="50k", help="width of the parameter buckets (e.g. 50k, 1M)")
     parser.add_argument("--per-bucket", type=int, default=1, help="candidates kept per bucket")
     parser.add_argument("--selector-batch", type=int, default=64, help="data-free images in the selector pass")
     parser.add_argument("--random-archs", type=int, default=10, help="non-preferred reference archs scored too")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--steps", type=int, default=4000, help="training steps of each supernet")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup-epochs", type=float, default=0.5)
     parser.add_argument("--calib-batches", type=int, default=4)
-    parser.add_argument("--eval-batch", type=int, default=500)
     parser.add_argument("--progress-every", type=int, default=500, help="steps between progress lines (0: none)")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--smoke", action="store_true", help="digits, a tiny ViT, CPU (seconds)")
-    parser.add_argument("--resume", action="store_true", help="keep the trainings already in --out, run the rest")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument("--out", default=str(RESULTS / "prenas_preferred.json"))
     args = parser.parse_args(argv)
     options = json.loads(args.space_options)
     data, data_options = resolve_data_spec(args.data), {"image_size": args.image_size}
@@ -188,11 +173,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if not seeds or args.steps < 1 or args.per_bucket < 1 or args.random_archs < 0:
         parser.error("--seeds needs at least one seed; --steps and --per-bucket >= 1; --random-archs >= 0")
     out = Path(args.out)
-    previous: Dict[str, Any] = {}
-    if out.exists() and args.resume:
-        previous = json.loads(out.read_text())
-    elif out.exists() and not args.overwrite:
-        parser.error(f"{out} exists; pass --overwrite to replace it, --resume to continue it, or another --out")
+    previous = previous_report(parser, args)
     start = time.perf_counter()
     device = setup_device(args.device, args.threads)
 
@@ -223,11 +204,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     dataset = load_dataset(data, seed=0, **data_options)
     spe = steps_per_epoch(dataset, args.batch_size)
     args.epochs = args.steps / spe
-    base = dict(space=args.space, space_options=options, data=data, data_options=data_options,
-                output=tempfile.mkdtemp(prefix="raynas-prenas-"), batch_size=args.batch_size, optimizer="adamw",
-                lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=min(args.warmup_epochs, args.epochs / 2),
-                label_smoothing=0.1, grad_clip=5.0, device=str(device), bf16=device.type == "cuda",
-                checkpoint_every=10 ** 6, log_every=10 ** 6, cpu_threads=args.threads)
+    base = training_config(args, options=options, data=data, data_options=data_options, device=device,
+                           output=tempfile.mkdtemp(prefix="raynas-prenas-"),
+                           warmup_epochs=min(args.warmup_epochs, args.epochs / 2), label_smoothing=0.1,
+                           grad_clip=5.0)
     trainings: List[Dict[str, Any]] = list(previous.get("trainings", []))
 
     def report(complete: bool) -> Dict[str, Any]:

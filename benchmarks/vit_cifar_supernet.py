@@ -26,11 +26,10 @@ from typing import Any, Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
-from benchmarks.common import (CIFAR10_SPEC, RESULTS, Deadline, environment, epochs_for,  # noqa: E402
-                               resolve_data_spec, seconds_per_step, setup_device, steps_per_epoch,
-                               write_report)
+from benchmarks.common import (RESULTS, Deadline, add_run_arguments, environment, epochs_for,  # noqa: E402
+                               inherited_evaluators, resolve_data_spec, seconds_per_step, setup_device,
+                               split_for_test, steps_per_epoch, training_config, write_report)
 
 SMOKE_VIT = dict(img_size=16, embed_dims=[32, 64], depths=[2, 3], num_heads=[1, 2],
                  mlp_ratios=[2.0, 4.0], supernet_embed_dim=64, supernet_depth=3,
@@ -39,23 +38,15 @@ SMOKE_VIT = dict(img_size=16, embed_dims=[32, 64], depths=[2, 3], num_heads=[1, 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--data", default=CIFAR10_SPEC)
-    parser.add_argument("--space", default="vit_cifar")
-    parser.add_argument("--space-options", default="{}", help="JSON overrides of space options")
+    add_run_arguments(parser, space="vit_cifar", space_options="{}", batch_size=256, lr=1e-3,
+                      out=str(RESULTS / "vit_cifar_supernet.json"), smoke_help="digits on CPU (seconds)",
+                      resumable=False)
     parser.add_argument("--sampler", choices=["uniform", "sandwich"], default="sandwich")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
     parser.add_argument("--random-subnets", type=int, default=4)
-    parser.add_argument("--eval-batch", type=int, default=500)
     parser.add_argument("--min-epochs", type=float, default=1.0)
     parser.add_argument("--budget-s", type=float, default=70.0, help="wall-time budget of the whole run")
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="digits on CPU (seconds)")
-    parser.add_argument("--out", default=str(RESULTS / "vit_cifar_supernet.json"))
     args = parser.parse_args(argv)
     options = json.loads(args.space_options)
     data, data_options = resolve_data_spec(args.data), {}
@@ -70,7 +61,6 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
     from raynas.arch import arch_id
     from raynas.data import load_dataset
-    from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
     from raynas.rng import derive_rng
     from raynas.training import SupernetTrainConfig
     from trainables.supernet import SupernetTrainer, evaluate_accuracy
@@ -80,13 +70,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     dataset = load_dataset(data, seed=args.seed, **data_options)
     stages["data_s"] = time.perf_counter() - t
     work = tempfile.mkdtemp(prefix="raynas-vit-")
-    config = dict(space=args.space, space_options=options, data=data, data_options=data_options,
-                  output=work, batch_size=args.batch_size, optimizer="adamw", lr=args.lr,
-                  weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-                  label_smoothing=0.1, grad_clip=5.0, sampler=args.sampler,
-                  sampler_options={"num_random": 1} if args.sampler == "sandwich" else {},
-                  device=str(device), bf16=device.type == "cuda", seed=args.seed,
-                  checkpoint_every=10 ** 6, log_every=10 ** 6, cpu_threads=args.threads)
+    config = training_config(args, options=options, data=data, data_options=data_options, device=device,
+                             output=work, warmup_epochs=args.warmup_epochs, label_smoothing=0.1,
+                             grad_clip=5.0, sampler=args.sampler,
+                             sampler_options={"num_random": 1} if args.sampler == "sandwich" else {},
+                             seed=args.seed)
     t = time.perf_counter()
     spe = steps_per_epoch(dataset, args.batch_size)
     step_s = seconds_per_step(dict(config, epochs=1), dataset, steps=2 if args.smoke else 8,
@@ -107,12 +95,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     rng = derive_rng(args.seed, "eval-subnets")
     named = {"largest": space.largest(), "smallest": space.smallest()}
     named.update({f"random{i}": space.sample(rng) for i in range(args.random_subnets)})
-    common = dict(calib_images=min(args.eval_batch, len(dataset.split("calib"))), batch_size=args.eval_batch,
-                  device=device, bf16=device.type == "cuda")
-    test_split = "test" if "test" in dataset.splits else "val"  # digits (smoke) has no test set
-    on_val = WeightInheritedEvaluator.from_dataset(net, dataset, **common)
-    on_test = WeightInheritedEvaluator(net, dataset.split("calib"), dataset.split(test_split),
-                                       mean=dataset.mean, std=dataset.std, **common)
+    on_val, on_test = inherited_evaluators(net, dataset, device, min(args.eval_batch, len(dataset.split("calib"))),
+                                           args.eval_batch)
     subnets = {}
     for name, arch in named.items():
         val, test = on_val.evaluate([arch])[0], on_test.evaluate([arch])[0]
@@ -121,7 +105,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         print(f"{name}: params {val['params']:.0f} val {val['accuracy']:.2f} test {test['accuracy']:.2f}",
               flush=True)
     exported = net.export(space.largest())
-    exported_test = evaluate_accuracy(exported, dataset, test_split, device, None, args.eval_batch,
+    exported_test = evaluate_accuracy(exported, dataset, split_for_test(dataset), device, None, args.eval_batch,
                                       bf16=device.type == "cuda")
     stages["eval_s"] = time.perf_counter() - t
 
