@@ -15,7 +15,7 @@ from raynas.ledger import JOURNAL_FILE, Journal, read_journal, reported_rows
 from raynas.registry import TRAINABLES
 from raynas.resume import check_replayable, replay_journal
 from raynas.results import SearchResult, read_search_meta, write_search_meta
-from raynas.runtime import DEFAULT_STORAGE, ensure_ray, tune_environment
+from raynas.runtime import DEFAULT_STORAGE, check_trial_gpus, ensure_ray, tune_environment
 from raynas.schedulers import check_scheduler, resolve_scheduler
 from raynas.search_config import SearchConfig
 from raynas.searchers import ArchSearcher
@@ -113,6 +113,7 @@ def search(space: Union[str, SearchSpace, SearchConfig], evaluator: Any,
     directory = storage / name
     prepare_new(directory, overwrite)
     ensure_ray(address)  # only once the configuration is known to be good
+    check_trial_gpus(float(dict(trial_resources or evaluator.trial_resources).get("gpu", 0.0)), address)
     directory.mkdir(parents=True, exist_ok=True)
     # what a resume needs to rebuild the very same searcher, evaluator and run (plain JSON)
     meta = {"name": name, **config.to_json(), "multi_fidelity": multi_fidelity,
