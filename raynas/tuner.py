@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
+from raynas.batching import resolve_batch_size
 from raynas.constraints import CostFn
 from raynas.errors import ConfigError, RaynasError, SearchInterrupted
 from raynas.evaluators.base import Evaluator, FunctionEvaluator, as_evaluator
@@ -50,8 +51,12 @@ def search(space: Union[str, SearchSpace, SearchConfig], evaluator: Any,
         constraints: e.g. ``["flops<=200M", "params<=5e6"]`` on metrics known before evaluation.
         objectives: e.g. ``"accuracy"`` or ``["accuracy:max", "latency_ms:min"]``; the first is
             primary for single-objective strategies.
-        batch_size: archs per Tune trial (default: the evaluator's preference); Tune costs tens of
-            milliseconds per trial, so cheap evaluations should come in batches.
+        batch_size: archs per Tune trial. Default: the evaluator's ``preferred_batch_size`` if it
+            states one, else sized from its cost per arch (declared, or timed on a few archs
+            before Tune starts) so a trial lasts ~1 s, a power of two up to 512 and at most the
+            budget's share per concurrent trial (see :mod:`raynas.batching`). Tune costs tens of
+            milliseconds per trial, so cheap evaluations come in large batches. The choice is
+            recorded in ``search.json`` and a resume keeps it; pass a number to fix it.
         max_concurrent: trials in flight (default: the evaluator's preference).
         scheduler: ``"asha"``, ``"hyperband"`` or a Tune scheduler, for multi-fidelity evaluators
             (one arch per trial, one report per fidelity; see :mod:`raynas.schedulers`).
@@ -105,8 +110,16 @@ def search(space: Union[str, SearchSpace, SearchConfig], evaluator: Any,
     scheduler_spec = scheduler
     scheduler = resolve_scheduler(scheduler, evaluator.num_fidelities)
     multi_fidelity = scheduler is not None and evaluator.num_fidelities > 1
-    config = config.with_batching(1 if multi_fidelity else int(config.batch_size or evaluator.preferred_batch_size),
-                                  int(config.max_concurrent or evaluator.preferred_concurrency))
+    max_concurrent = int(config.max_concurrent or evaluator.preferred_concurrency)
+    batch_sizing: Dict[str, Any] = {"source": "multi-fidelity" if multi_fidelity else "user"}
+    if multi_fidelity:
+        batch = 1
+    elif config.batch_size:
+        batch = int(config.batch_size)
+    else:   # before Ray starts: a probe evaluates a few archs in this process
+        batch, batch_sizing = resolve_batch_size(evaluator, config.space, config.num_samples, max_concurrent,
+                                                 config.seed)
+    config = config.with_batching(batch, max_concurrent)
     check_scheduler(scheduler, config.max_concurrent, config.num_samples)
     searcher = config.make_searcher()
     name = name or default_name(storage, f"{config.space.name}-{searcher.strategy_name}")
@@ -119,7 +132,7 @@ def search(space: Union[str, SearchSpace, SearchConfig], evaluator: Any,
             "scheduler": scheduler_spec if isinstance(scheduler_spec, str) else None,
             "scheduler_object": scheduler is not None and not isinstance(scheduler_spec, str),
             "tune_loggers": bool(tune_loggers), "tensorboard": bool(tensorboard), "trial_resources": dict(trial_resources or evaluator.trial_resources),
-            "max_trial_failures": int(max_trial_failures),
+            "max_trial_failures": int(max_trial_failures), "batch_sizing": batch_sizing,
             **({"evaluator": spec.to_json()} if spec is not None else {}), **dict(extra_meta or {}),
             "status": "running", "started_at": time.time()}
     write_search_meta(directory, meta)

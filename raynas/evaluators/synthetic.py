@@ -20,6 +20,7 @@ class ScoreFidelityEvaluator(Evaluator):
     """``score`` at fidelity k of ``levels``: ``space.score(arch) - gap * (levels - k)``."""
 
     metrics = ("score",)
+    cost_per_arch_s = 1e-5   # an analytic score
 
     def __init__(self, space, levels: int = 4, gap: float = 0.5) -> None:
         if not callable(getattr(space, "score", None)):
@@ -51,6 +52,7 @@ class SleepEvaluator(Evaluator):
         if delay_s < 0:
             raise ConfigError(f"delay_s must be >= 0, got {delay_s}")
         self.delay_s = float(delay_s)
+        self.cost_per_arch_s = self.delay_s
 
     def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
         out = []
