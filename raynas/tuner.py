@@ -15,7 +15,7 @@ from raynas.experiments import check_name, default_name, is_experiment, prepare_
 from raynas.ledger import JOURNAL_FILE, Journal, read_journal, reported_rows
 from raynas.registry import TRAINABLES
 from raynas.resume import check_replayable, replay_journal
-from raynas.results import SearchResult, read_search_meta, write_search_meta
+from raynas.results import RESULTS_FILE, SearchResult, read_search_meta, write_search_meta
 from raynas.runtime import DEFAULT_STORAGE, ensure_ray, tune_environment
 from raynas.schedulers import check_scheduler, resolve_scheduler
 from raynas.search_config import SearchConfig
@@ -285,7 +285,8 @@ def _fit(tuner, searcher: ArchSearcher, collector, objectives, directory: Path,
             f"consistent: continue it with raynas search --resume {directory} (raynas.resume_search)", directory)
     meta["exhausted"] = bool(searcher.exhausted)
     _set_status(directory, meta, "finished")
-    return SearchResult(collector.dataframe(), objectives, directory, meta)
+    # the table on disk, opened lazily: the driver never holds a second copy of a large sweep
+    return SearchResult(None, objectives, directory, meta, table=directory / RESULTS_FILE)
 
 
 def _set_status(directory: Path, meta: Dict[str, Any], status: str) -> None:
