@@ -73,6 +73,7 @@ class RssSampler:
     workers (``ray::`` in the name: the Tune trial actors), every ``interval`` seconds."""
 
     def __init__(self, interval: float = 0.1) -> None:
+        import ray  # noqa: F401 - puts its vendored psutil (ray/thirdparty_files) on sys.path
         import psutil
 
         self.me = psutil.Process()

@@ -52,11 +52,7 @@ def tune_environment(loggers: bool = False, sigint_handler: bool = True) -> Iter
     handler off: Tune would end the run "gracefully" and return as if it had finished, where
     raynas wants Ctrl+C to raise KeyboardInterrupt (the journal is then exactly as a kill
     would leave it)."""
-    env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0" if loggers else "1", "RAY_AIR_NEW_OUTPUT": "0",
-           # Tune's experiment snapshot (every trial's config, so O(archs) each time) is not what
-           # raynas resumes from (the journal is): every 30 s and at the end, not "auto" (~10%
-           # of a cheap sweep's driver time in a profile); a value the user set wins
-           "TUNE_GLOBAL_CHECKPOINT_S": os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", "30")}
+    env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0" if loggers else "1", "RAY_AIR_NEW_OUTPUT": "0"}
     if not sigint_handler:
         env["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     previous = {k: os.environ.get(k) for k in env}
