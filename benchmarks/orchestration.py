@@ -1,20 +1,36 @@
-"""Does the search keep a pool busy? Pool utilisation and archs/s of raynas.search on a local
-multi-node Ray cluster, for pools of N actors whose evaluation sleeps d ms per arch (no model).
+"""Does the search keep a pool busy? Pool utilisation and archs/s of raynas.search on a simulated
+multi-node Ray cluster (``ray.cluster_utils.Cluster``: a head and worker nodes of logical CPUs, all
+on this machine), for pools of N actors whose evaluation sleeps about d ms per arch (no model).
 
-For each (N, d): start a SupernetPool of N actors (spread over the cluster's worker nodes),
-search M archs of the ``synthetic`` space through raynas.search (random strategy, the pool's
-default batch size and concurrency unless overridden), and report
-- ``utilisation``: busy time / (N x wall), busy time as ``pool.health()`` counts it (a worker is
-  busy from the moment the dispatcher hands it a chunk until the chunk's results are back);
-- ``useful_utilisation``: M x d / (N x wall), the evaluations' own time only;
-- ``archs_per_s``: M / wall, with wall the whole raynas.search call (Tune start-up included).
-M is sized so that a fully busy pool would need about ``--pool-seconds`` seconds.
+For each (N, d): start a SupernetPool of N actors spread over the worker nodes, warm it up (one
+arch per actor: the pool measures the evaluation time and sizes its chunks), search M archs of the
+``synthetic`` space through raynas.search (random strategy; the pool's default batch size and
+concurrency unless overridden), and report from the dispatcher's per-chunk timeline:
+- ``utilisation``: busy time / (N x wall), busy as the dispatcher counts it (a worker is busy from
+  the moment it is handed a chunk until the chunk's results are back); wall is the whole
+  raynas.search call (Tune start-up and the writing of results included);
+- ``useful_utilisation``: the workers' own evaluation seconds / (N x wall);
+- ``steady_utilisation``: busy time / (N x span), span from the first chunk's start to the last
+  chunk's end (start-up and end excluded);
+- ``startup_s`` (search call to first chunk), ``tail_s`` (last moment every worker had a chunk to
+  the last chunk's end), ``finish_s`` (last chunk's end to the search's return);
+- ``pool_start_s``: from creating the pool to every actor ready (they start in parallel);
+- ``archs_per_s``: M / wall; head CPU: ``driver_cpu`` and ``dispatcher_cpu``, CPU seconds per wall
+  second of the driver (searcher, Tune's loop, collector, journal) and of the dispatcher;
+  ``machine_cpu``: the whole machine's (all simulated nodes share it).
+Evaluations jitter (each arch sleeps d x (1 +- ``--jitter``), fixed per arch) and one worker node
+is a straggler (its actors sleep STRAGGLER_SLOWDOWN = 2 times longer; ``--no-straggler``). M is sized so a fully
+busy pool needs about ``--pool-seconds`` (start-up and tail then are a small part of a long run).
 
-    python benchmarks/orchestration.py --smoke                 # seconds: N=2, d=10/100, tiny M
-    python benchmarks/orchestration.py                         # N 2,8,32 x d 10,100,1000 ms
-    python benchmarks/orchestration.py --compare-legacy        # also the pre-tuning defaults
+    python benchmarks/orchestration.py --smoke            # seconds: 2 nodes, N=4, d=10/100 ms, both paths
+    python benchmarks/orchestration.py                    # 8 nodes x 8 CPUs: N=64 x d=100,10,1000 ms
+    python benchmarks/orchestration.py --paths search,pool # also the pool driven without the search
+    python benchmarks/orchestration.py --actors 2,8,32 --nodes 4 --cpus-per-node 9
 
-Writes benchmarks/results/orchestration.json (or --out) atomically.
+Writes benchmarks/results/orchestration.json (or --out) atomically, with each run's per-worker
+busy/evaluation seconds and a per-second count of busy workers (the data behind the numbers).
+On a real cluster (GPU command, when one is lent): run it on the head with ``--address auto`` and
+``--no-straggler``: no simulated nodes, the actors go wherever Ray places them, the same report.
 """
 from __future__ import annotations
 
@@ -24,9 +40,10 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -36,18 +53,26 @@ import numpy as np  # noqa: E402
 
 from raynas.io import atomic_write_json  # noqa: E402
 
-# the defaults before this benchmark tuned them: 4 archs per trial, 2 trials per worker
-LEGACY = {"batch_size": 4, "max_concurrent_per_worker": 2}
+#: keeps the pool's actors on the simulated worker nodes (emptied for a real cluster: --address)
+POOL_RESOURCES: Dict[str, float] = {"pool_node": 1.0}
+#: a straggler node's actors sleep this many times longer (a slower device)
+STRAGGLER_SLOWDOWN = 2.0
 
 
-def sleep_factory(delay_s: float):
-    """Picklable pool factory: each worker builds a SleepEvaluator."""
+def sleep_factory(delay_s: float, jitter: float = 0.0, straggler_node: Optional[str] = None,
+                  slowdown: float = STRAGGLER_SLOWDOWN):
+    """Picklable pool factory: each worker builds a SleepEvaluator, slower on the straggler node."""
+    import ray
+
     from raynas.evaluators.synthetic import SleepEvaluator
-    return SleepEvaluator(delay_s)
+
+    slow = straggler_node is not None and ray.get_runtime_context().get_node_id() == straggler_node
+    return SleepEvaluator(delay_s, jitter=jitter, slowdown=slowdown if slow else 1.0)
 
 
 def start_cluster(nodes: int, cpus_per_node: int, head_cpus: int):
-    """A local multi-node Ray: a head (driver, dispatcher, Tune trials) and worker nodes."""
+    """A local multi-node Ray: a head (driver, dispatcher, Tune trials) and worker nodes; returns
+    the cluster and the node ids of its worker nodes."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -58,113 +83,263 @@ def start_cluster(nodes: int, cpus_per_node: int, head_cpus: int):
     os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
     os.environ.setdefault("RAY_enable_worker_prestart", "0")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "include_dashboard": False})
-    for _ in range(nodes):
-        cluster.add_node(num_cpus=cpus_per_node)
+    # a custom resource per worker node keeps actors off the head, which runs driver, dispatcher and trials
+    workers = [cluster.add_node(num_cpus=cpus_per_node, resources={"pool_node": cpus_per_node})
+               for _ in range(nodes)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
-    return cluster
+    return cluster, [w.node_id for w in workers]
 
 
-def archs_for(num_actors: int, delay_s: float, pool_seconds: float, max_archs: int, max_trials: int,
-              batch_size: Optional[int]) -> int:
-    """M: about ``pool_seconds`` of work for a fully busy pool, at most ``max_trials`` Tune trials."""
-    from raynas.pool import DEFAULT_MAX_CHUNK
-
-    batch = batch_size or num_actors * DEFAULT_MAX_CHUNK
-    m = max(4 * num_actors, round(num_actors * pool_seconds / delay_s))
-    return int(min(max_archs, max_trials * batch, m))
+def archs_for(num_actors: int, delay_s: float, pool_seconds: float, max_archs: int) -> int:
+    """M: about ``pool_seconds`` of work for a fully busy pool (at least 4 archs per actor)."""
+    return int(min(max_archs, max(4 * num_actors, round(num_actors * pool_seconds / delay_s))))
 
 
-def run_config(num_actors: int, delay_ms: float, archs: int, storage: str, *, batch_size: Optional[int] = None,
+def timeline_stats(chunks: Sequence[Tuple[int, float, float, int]], num_actors: int, t0: float, t1: float,
+                   ) -> Dict[str, Any]:
+    """Start-up, tail and steady utilisation from the dispatcher's per-chunk timeline, and the
+    number of busy workers in each second of the run (the data behind them)."""
+    if not chunks:
+        return {"startup_s": None, "tail_s": None, "finish_s": None, "steady_utilisation": None, "busy_per_s": []}
+    starts = np.array([c[1] for c in chunks])
+    ends = np.array([c[2] for c in chunks])
+    first, last = float(starts.min()), float(ends.max())
+    # busy workers over time: +1 at a chunk's start, -1 at its end
+    times = np.concatenate([starts, ends])
+    steps = np.concatenate([np.ones(len(starts)), -np.ones(len(ends))])
+    order = np.lexsort((steps, times))            # at equal times, ends before starts
+    times, busy = times[order], np.cumsum(steps[order])
+    # the tail starts when the pool stops being full: the event after the last one that left
+    # every worker with a chunk
+    full = np.flatnonzero(busy >= num_actors)
+    tail_from = float(times[min(full[-1] + 1, len(times) - 1)]) if len(full) else first
+    span = max(last - first, 1e-9)
+    busy_seconds = float((ends - starts).sum())
+    seconds = np.arange(np.floor(t0), np.ceil(t1) + 1)
+    per_second = [round(float(np.clip(np.minimum(ends, s + 1) - np.maximum(starts, s), 0, None).sum()), 2)
+                  for s in seconds[:-1]]
+    return {"startup_s": round(first - t0, 3), "tail_s": round(last - tail_from, 3), "finish_s": round(t1 - last, 3),
+            "steady_utilisation": round(busy_seconds / (num_actors * span), 4), "chunks": len(chunks),
+            "busy_per_s": per_second}
+
+
+class CpuMeter:
+    """CPU seconds of some processes (by pid) and of the whole machine, between start and stop."""
+
+    def __init__(self, pids: Dict[str, int]) -> None:
+        import psutil  # a Ray dependency
+
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.begin = {name: self._cpu(p) for name, p in self.procs.items()}
+        self.machine = psutil.cpu_times()
+        self.t = time.perf_counter()
+
+    @staticmethod
+    def _cpu(proc) -> float:
+        try:
+            t = proc.cpu_times()
+            return t.user + t.system
+        except Exception:  # noqa: BLE001 - the process ended
+            return float("nan")
+
+    def stop(self) -> Dict[str, Any]:
+        import psutil
+
+        wall = time.perf_counter() - self.t
+        m = psutil.cpu_times()
+        idle = (m.idle + getattr(m, "iowait", 0.0)) - (self.machine.idle + getattr(self.machine, "iowait", 0.0))
+        total = sum(m) - sum(self.machine)
+        out = {f"{name}_cpu": round((self._cpu(p) - self.begin[name]) / wall, 3) for name, p in self.procs.items()}
+        out["machine_cpu"] = round((total - idle) / max(total, 1e-9) * (os.cpu_count() or 1), 3)
+        return out
+
+
+def run_config(num_actors: int, delay_ms: float, archs: int, storage: str, *, jitter: float,
+               straggler_node: Optional[str], batch_size: Optional[int] = None,
                max_concurrent: Optional[int] = None, seed: int = 0) -> Dict[str, Any]:
     import raynas
     from raynas import create_space
 
-    space = create_space("synthetic", num_layers=10, num_choices=4, seed=0)   # 4^10 archs: no exhaustion
+    space = create_space("synthetic", num_layers=12, num_choices=4, seed=0)   # 4^12 archs: no exhaustion
     delay = delay_ms / 1000.0
-    pool = raynas.SupernetPool(functools.partial(sleep_factory, delay), num_actors=num_actors,
-                               cpus_per_actor=1.0, spread=True)
+    factory = functools.partial(sleep_factory, delay, jitter, straggler_node)
+    started = time.perf_counter()
+    pool = raynas.SupernetPool(factory, num_actors=num_actors, cpus_per_actor=1.0, spread=True,
+                               resources=POOL_RESOURCES)
     try:
-        pool.evaluate([space.sample(np.random.default_rng(10_000 + i)) for i in range(num_actors)])
-        pool.reset_stats()    # actors started and warm; count only the search
+        pool.wait_ready(progress=False)
+        pool_start_s = time.perf_counter() - started     # the actors start in parallel
+        # warm-up: one arch per actor; the pool measures the evaluation time and sizes its chunks
+        pool.evaluate([space.sample(np.random.default_rng(10_000_000 + i)) for i in range(num_actors)])
+        pool.reset_stats()
+        dispatcher_pid = pool.health()["dispatcher"]["pid"]
         evaluator = pool.evaluator()
-        start = time.perf_counter()
+        meter = CpuMeter({"driver": os.getpid(), "dispatcher": dispatcher_pid})
+        t0 = time.time()
         result = raynas.search(space, evaluator, strategy="random", num_samples=archs, objectives="score",
                                batch_size=batch_size, max_concurrent=max_concurrent, seed=seed,
                                storage_path=storage, progress=False)
-        wall = time.perf_counter() - start
+        t1 = time.time()
+        cpu = meter.stop()
         health = pool.health()
-        nodes = {w["node_id"] for w in health["worker_info"]}
+        chunks = pool.timeline()
     finally:
         pool.shutdown()
+    wall = t1 - t0
     busy = float(sum(health["busy_seconds"]))
+    eval_s = float(sum(health["eval_seconds"]))
     evaluated = int(len(result.ok))
-    return {"actors": num_actors, "delay_ms": delay_ms, "archs": archs, "evaluated": evaluated,
+    nodes = {w["node_id"] for w in health["worker_info"]}
+    return {"path": "raynas.search", "actors": num_actors, "delay_ms": delay_ms, "jitter": jitter, "archs": archs,
+            "evaluated": evaluated, "straggler_node": straggler_node is not None,
             "batch_size": int(result.meta["batch_size"]), "max_concurrent": int(result.meta["max_concurrent"]),
+            "chunk_size": int(health["chunk_size"]), "pool_start_s": round(pool_start_s, 2),
             "wall_s": round(wall, 3), "archs_per_s": round(evaluated / wall, 2),
             "ideal_archs_per_s": round(num_actors / delay, 2),
             "utilisation": round(busy / (num_actors * wall), 4),
-            "useful_utilisation": round(evaluated * delay / (num_actors * wall), 4),
-            "busy_seconds": round(busy, 3), "worker_nodes": len(nodes)}
+            "useful_utilisation": round(eval_s / (num_actors * wall), 4),
+            "busy_seconds": round(busy, 3), "eval_seconds": round(eval_s, 3), "worker_nodes": len(nodes),
+            **cpu, **timeline_stats(chunks, num_actors, t0, t1),
+            "per_worker": [{"busy_s": round(b, 3), "eval_s": round(e, 3)}
+                           for b, e in zip(health["busy_seconds"], health["eval_seconds"])]}
+
+
+def run_pool_only(num_actors: int, delay_ms: float, archs: int, *, jitter: float, straggler_node: Optional[str],
+                  in_flight: int = 3, seed: int = 0) -> Dict[str, Any]:
+    """The pool without the search: the driver hands it batches of the pool's preferred size,
+    ``in_flight`` at a time (as Tune's trials do), with no searcher, Tune, collector or journal.
+    What the pool and its dispatcher can sustain on this head; the search's row minus this one
+    is what the search path costs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import raynas
+    from raynas import create_space
+
+    space = create_space("synthetic", num_layers=12, num_choices=4, seed=0)
+    factory = functools.partial(sleep_factory, delay_ms / 1000.0, jitter, straggler_node)
+    started = time.perf_counter()
+    pool = raynas.SupernetPool(factory, num_actors=num_actors, cpus_per_actor=1.0, spread=True,
+                               resources=POOL_RESOURCES)
+    try:
+        pool.wait_ready(progress=False)
+        pool_start_s = time.perf_counter() - started
+        pool.evaluate([space.sample(np.random.default_rng(10_000_000 + i)) for i in range(num_actors)])
+        pool.reset_stats()
+        batch = pool.evaluator().preferred_batch_size
+        rng = np.random.default_rng(seed)
+        batches = []
+        for start in range(0, archs, batch):
+            batches.append([space.sample(rng) for _ in range(min(batch, archs - start))])
+        dispatcher_pid = pool.health()["dispatcher"]["pid"]
+        meter = CpuMeter({"driver": os.getpid(), "dispatcher": dispatcher_pid})
+        t0 = time.time()
+        with ThreadPoolExecutor(in_flight) as workers:
+            evaluated = sum(sum("error" not in r for r in rows) for rows in workers.map(pool.evaluate, batches))
+        t1 = time.time()
+        cpu = meter.stop()
+        health = pool.health()
+        chunks = pool.timeline()
+    finally:
+        pool.shutdown()
+    wall = t1 - t0
+    busy, eval_s = float(sum(health["busy_seconds"])), float(sum(health["eval_seconds"]))
+    return {"path": "pool only", "actors": num_actors, "delay_ms": delay_ms, "jitter": jitter, "archs": archs,
+            "evaluated": int(evaluated), "straggler_node": straggler_node is not None, "batch_size": int(batch),
+            "max_concurrent": in_flight, "chunk_size": int(health["chunk_size"]), "pool_start_s": round(pool_start_s, 2),
+            "wall_s": round(wall, 3), "archs_per_s": round(evaluated / wall, 2),
+            "ideal_archs_per_s": round(num_actors / (delay_ms / 1000.0), 2),
+            "utilisation": round(busy / (num_actors * wall), 4), "useful_utilisation": round(eval_s / (num_actors * wall), 4),
+            "busy_seconds": round(busy, 3), "eval_seconds": round(eval_s, 3), **cpu,
+            **timeline_stats(chunks, num_actors, t0, t1)}
+
+
+def _print_row(row: Dict[str, Any]) -> None:
+    print(f"{row['path']:13s} N={row['actors']:3d} d={row['delay_ms']:6.0f}ms M={row['archs']:7d} batch={row['batch_size']:6d} "
+          f"chunk={row['chunk_size']:4d} util={row['utilisation']:.3f} useful={row['useful_utilisation']:.3f} "
+          f"steady={row['steady_utilisation'] or 0:.3f} {row['archs_per_s']:8.1f} archs/s "
+          f"(ideal {row['ideal_archs_per_s']:.0f}) wall {row['wall_s']:.1f}s start {row['startup_s']}s "
+          f"tail {row['tail_s']}s finish {row['finish_s']}s head cpu {row['driver_cpu']}+{row['dispatcher_cpu']} "
+          f"machine {row['machine_cpu']}", flush=True)
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--actors", default="2,8,32", help="pool sizes N (comma-separated)")
-    parser.add_argument("--delays-ms", default="10,100,1000", help="evaluation times d in ms")
-    parser.add_argument("--pool-seconds", type=float, default=30.0,
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--actors", default="64", help="pool sizes N (comma-separated)")
+    parser.add_argument("--delays-ms", default="100,10,1000", help="evaluation times d in ms")
+    parser.add_argument("--jitter", type=float, default=0.3, help="each arch sleeps d x (1 +- jitter)")
+    parser.add_argument("--no-straggler", action="store_true", help="no slower node")
+    parser.add_argument("--pool-seconds", type=float, default=60.0,
                         help="size M so a fully busy pool needs about this long")
-    parser.add_argument("--max-archs", type=int, default=6000, help="cap on M")
-    parser.add_argument("--max-trials", type=int, default=40, help="cap on M / batch size (Tune trials per config)")
-    parser.add_argument("--nodes", type=int, default=4, help="worker nodes of the local cluster")
-    parser.add_argument("--cpus-per-node", type=int, default=9, help="logical CPUs per worker node")
+    parser.add_argument("--max-archs", type=int, default=500_000, help="cap on M")
+    parser.add_argument("--nodes", type=int, default=8, help="worker nodes of the simulated cluster")
+    parser.add_argument("--cpus-per-node", type=int, default=8, help="logical CPUs per worker node")
     parser.add_argument("--head-cpus", type=int, default=4, help="logical CPUs of the head node")
     parser.add_argument("--batch-size", type=int, help="override the pool's archs per Tune trial")
     parser.add_argument("--max-concurrent", type=int, help="override the pool's trials in flight")
-    parser.add_argument("--compare-legacy", action="store_true",
-                        help="also run the pre-tuning defaults (4 archs per trial, 2 trials per worker) at d=100ms")
-    parser.add_argument("--smoke", action="store_true", help="N=2, d=10,100 ms, ~1 s pools, 2 nodes")
+    parser.add_argument("--paths", default="search",
+                        help="what drives the pool: 'search' (raynas.search), 'pool' (batches handed to the pool "
+                             "directly: what the pool alone sustains), or both: search,pool")
+    parser.add_argument("--address", help="an existing Ray cluster (e.g. auto) instead of the simulated one")
+    parser.add_argument("--smoke", action="store_true", help="2 nodes x 2 CPUs, N=4, d=10,100 ms, ~2 s pools")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "orchestration.json"))
     args = parser.parse_args(argv)
     if args.smoke:
-        args.actors, args.delays_ms, args.pool_seconds, args.nodes, args.cpus_per_node = "2", "10,100", 1.0, 2, 2
-        args.head_cpus = 2
+        args.actors, args.delays_ms, args.pool_seconds, args.nodes, args.cpus_per_node = "4", "10,100", 2.0, 2, 2
+        args.head_cpus, args.paths = 2, "search,pool"
         if args.out == parser.get_default("out"):
             args.out = str(ROOT / "benchmarks" / "results" / "orchestration_smoke.json")
-    actors = [int(x) for x in args.actors.split(",")]
-    delays = [float(x) for x in args.delays_ms.split(",")]
-    if max(actors) > args.nodes * args.cpus_per_node:
+    try:
+        actors = [int(x) for x in args.actors.split(",")]
+        delays = [float(x) for x in args.delays_ms.split(",")]
+    except ValueError:
+        parser.error("--actors and --delays-ms take comma-separated numbers, e.g. --actors 8,64 --delays-ms 10,100")
+    if min(actors) < 1 or min(delays) <= 0:
+        parser.error("--actors must be >= 1 and --delays-ms > 0")
+    if args.address is None and max(actors) > args.nodes * args.cpus_per_node:
         parser.error(f"{max(actors)} actors need {max(actors)} CPUs; the worker nodes have "
-                     f"{args.nodes * args.cpus_per_node}")
+                     f"{args.nodes * args.cpus_per_node}: raise --nodes or --cpus-per-node")
+    if not 0.0 <= args.jitter <= 1.0:
+        parser.error("--jitter must be in [0, 1]")
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    if not paths or set(paths) - {"search", "pool"}:
+        parser.error(f"--paths takes 'search', 'pool' or both (comma-separated), got {args.paths!r}")
 
     import ray
 
-    cluster = start_cluster(args.nodes, args.cpus_per_node, args.head_cpus)
-    rows, legacy = [], []
+    if args.address is not None:
+        ray.init(address=args.address, logging_level="ERROR", log_to_driver=False)
+        cluster, straggler = None, None
+        POOL_RESOURCES.clear()
+    else:
+        cluster, node_ids = start_cluster(args.nodes, args.cpus_per_node, args.head_cpus)
+        straggler = None if args.no_straggler else node_ids[-1]
+    rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="raynas-orch-") as storage:
             for n in actors:
                 for d in delays:
-                    m = archs_for(n, d / 1000.0, args.pool_seconds, args.max_archs, args.max_trials, args.batch_size)
-                    row = run_config(n, d, m, storage, batch_size=args.batch_size, max_concurrent=args.max_concurrent)
-                    rows.append(row)
-                    print(f"N={n:3d} d={d:6.0f}ms M={m:5d}  batch={row['batch_size']:4d} conc={row['max_concurrent']:3d}  "
-                          f"util={row['utilisation']:.3f} useful={row['useful_utilisation']:.3f}  "
-                          f"{row['archs_per_s']:8.1f} archs/s (ideal {row['ideal_archs_per_s']:.0f})  "
-                          f"wall {row['wall_s']:.1f}s  nodes {row['worker_nodes']}", flush=True)
-                    if args.compare_legacy and d == 100 and n >= 8:
-                        old = run_config(n, d, m, storage, batch_size=LEGACY["batch_size"],
-                                         max_concurrent=LEGACY["max_concurrent_per_worker"] * n)
-                        legacy.append(old)
-                        print(f"   legacy defaults: batch={old['batch_size']} conc={old['max_concurrent']}  "
-                              f"util={old['utilisation']:.3f} useful={old['useful_utilisation']:.3f}  "
-                              f"{old['archs_per_s']:.1f} archs/s", flush=True)
+                    m = archs_for(n, d / 1000.0, args.pool_seconds, args.max_archs)
+                    for path in paths:
+                        load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+                        if path == "search":
+                            row = run_config(n, d, m, storage, jitter=args.jitter, straggler_node=straggler,
+                                             batch_size=args.batch_size, max_concurrent=args.max_concurrent)
+                        else:
+                            row = run_pool_only(n, d, m, jitter=args.jitter, straggler_node=straggler)
+                        row["load_1m_at_start"] = load
+                        rows.append(row)
+                        _print_row(row)
     finally:
         ray.shutdown()
-        cluster.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    out = {"benchmark": "orchestration", "smoke": bool(args.smoke), "rows": rows, "legacy_defaults": legacy,
-           "cluster": {"worker_nodes": args.nodes, "cpus_per_node": args.cpus_per_node, "head_cpus": args.head_cpus},
+    out = {"benchmark": "orchestration", "smoke": bool(args.smoke), "rows": rows,
+           "command": "python benchmarks/orchestration.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "cluster": {"address": args.address, "worker_nodes": args.nodes, "cpus_per_node": args.cpus_per_node, "head_cpus": args.head_cpus,
+                       "straggler_nodes": 0 if straggler is None else 1, "straggler_slowdown": STRAGGLER_SLOWDOWN},
            "machine": {"platform": platform.platform(), "physical_cpus": os.cpu_count(),
                        "load_average_at_end": list(load) if load else None},
            "pool_seconds": args.pool_seconds, "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -34,11 +34,26 @@ from raynas.evaluators.base import Evaluator, Metrics
 from raynas.evaluators.batch import evaluate_batch
 
 EvaluatorFactory = Callable[[], Evaluator]
-#: most archs a worker gets at once (the unit of work the dispatcher hands out)
+#: archs a worker gets at once (the unit of work the dispatcher hands out) until the pool has
+#: measured how long an evaluation takes, and the fixed size before chunks were adaptive
 DEFAULT_MAX_CHUNK = 8
+#: an adaptive chunk lasts about this long: long enough that the dispatcher's round trip per
+#: chunk (milliseconds, more on a busy head) is a few percent of a worker's time, short enough
+#: that the last chunks of a run (the tail) and a retried chunk cost little
+CHUNK_TARGET_S = 1.0
+#: most archs in an adaptive chunk (an evaluator that takes microseconds per arch)
+MAX_ADAPTIVE_CHUNK = 512
+#: chunks a worker holds at once: one being evaluated and the next queued in the worker, so it
+#: starts without waiting for the dispatcher's round trip (tens to hundreds of ms on a busy head)
+PIPELINE_DEPTH = 2
+#: chunks the dispatcher remembers for ``timeline()`` (a long-lived pool forgets the oldest)
+TIMELINE_LENGTH = 200_000
 #: Tune trials feeding a pool at once: one being evaluated, the next queued behind it, and one
 #: being prepared or reported by Tune
 TRIALS_IN_FLIGHT = 3
+#: chunks per worker in one Tune trial: with TRIALS_IN_FLIGHT trials, the queue behind a finishing
+#: trial holds 2 x ROUNDS_PER_TRIAL chunk times of work (about 4 s with adaptive chunks)
+ROUNDS_PER_TRIAL = 4
 # CPUs left free on a CPU-only machine for the Tune trials (0.01 CPU each) that relay batches
 TRIAL_CPU_RESERVE = 0.1
 
@@ -61,6 +76,17 @@ class _PoolWorker:
         # one bad arch must not fail its whole chunk: it gets an error row of its own
         return evaluate_batch(self.evaluator, archs)
 
+    def evaluate_timed(self, archs: Sequence[Arch]):
+        """``(metrics, seconds, started)``: the seconds spent evaluating and the wall-clock start,
+        measured here (the dispatcher's clock would add the round trip and the time a pipelined
+        chunk waits behind the one before it); they size the adaptive chunks and the timeline."""
+        started, start = time.time(), time.perf_counter()
+        results = evaluate_batch(self.evaluator, archs)
+        return results, time.perf_counter() - start, started
+
+    # Evaluations run one at a time, in order (the actor's default group); ``info`` has a group
+    # of its own so health probes answer while a chunk runs.
+    @ray.method(concurrency_group="control")
     def info(self) -> Dict[str, Any]:
         return {"index": self.index, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
                 **_memory_mb()}
@@ -109,19 +135,42 @@ class _Dispatcher:
     """Async actor in front of the workers: cache, in-flight dedup, scheduling, replacement."""
 
     def __init__(self, factory: EvaluatorFactory, num_workers: int, worker_options: Mapping[str, Any],
-                 cpu_threads: Optional[int], max_retries: int, max_chunk: int,
+                 cpu_threads: Optional[int], max_retries: int, max_chunk: Optional[int],
                  chunk_timeout_s: Optional[float] = None) -> None:
+        import collections
+
         self.factory = factory
         self.worker_options = dict(worker_options)
         self.cpu_threads = cpu_threads
         self.max_retries = int(max_retries)
-        self.max_chunk = int(max_chunk)
+        # None: adaptive (see chunk_size); an int fixes the chunk size
+        self.max_chunk = int(max_chunk) if max_chunk is not None else None
+        # workers' own evaluation seconds and archs, for the adaptive chunk size
+        self.eval_seconds: List[float] = []
+        self.timed_archs = 0
+        self.timed_seconds = 0.0
+        # (worker, start, end, archs) per chunk answered, in wall-clock seconds of the worker's
+        # clock (the evaluation itself, not the round trip), for utilisation, start-up and tail
+        self.chunks: "collections.deque" = collections.deque(maxlen=TIMELINE_LENGTH)
         self.chunk_timeout_s = float(chunk_timeout_s) if chunk_timeout_s else None
         self.workers: List[Any] = []
         self.ready: Dict[int, Any] = {}
         self.busy_seconds: List[float] = []
-        self.idle: "asyncio.Queue[int]" = asyncio.Queue()
-        self.busy: set = set()
+        # A slot is (priority, sequence, worker index, generation, number): a worker has ``depth``
+        # slots in the queue; a slot's priority is the chunks its worker held when it was offered,
+        # so idle workers get chunks before busy ones get a second; a slot whose generation is old
+        # belongs to a replaced worker, and one numbered past ``depth`` to a depth given up (both
+        # are dropped when drawn). A chunk timeout counts from the moment a chunk is sent, so with
+        # one a worker holds one chunk at a time (a queued chunk would be taken for hung). After a
+        # worker dies, chunks are no longer pipelined: the answer of a chunk a worker finished
+        # just before a pipelined chunk killed it can be lost, and an arch that kills workers
+        # must cost no other arch more than one re-evaluation.
+        self.depth = 1 if self.chunk_timeout_s else PIPELINE_DEPTH
+        self.idle: "asyncio.PriorityQueue[tuple]" = asyncio.PriorityQueue()
+        self.offers = 0
+        self.generation: List[int] = []
+        self.chunks_held: List[int] = []      # chunks sent to each worker and not answered yet
+        self.busy_since: List[float] = []
         self.cache: Dict[str, Metrics] = {}
         self.inflight: Dict[str, "asyncio.Future"] = {}
         self.failed: Dict[str, Metrics] = {}
@@ -143,11 +192,15 @@ class _Dispatcher:
         for i in range(int(num_workers)):
             self.workers.append(self._spawn(i))
             self.busy_seconds.append(0.0)
+            self.eval_seconds.append(0.0)
+            self.generation.append(0)
+            self.chunks_held.append(0)
+            self.busy_since.append(0.0)
             self.is_ready.append(False)
 
     def _spawn(self, index: int):
-        # two threads: ``info`` answers while ``evaluate`` runs (the dispatcher sends one chunk at a time)
-        cls = ray.remote(_PoolWorker).options(max_concurrency=2, **self.worker_options)
+        # ``info`` answers while ``evaluate`` runs (its own concurrency group); chunks queue in order
+        cls = ray.remote(concurrency_groups={"control": 1})(_PoolWorker).options(**self.worker_options)
         worker = cls.remote(self.factory, index, self.cpu_threads)
         # resolves once the worker has built its evaluator (e.g. loaded the supernet): the chunk
         # timeout counts from there, so a slow start-up is not taken for a hang
@@ -174,12 +227,17 @@ class _Dispatcher:
             if self.broken is None:
                 self._replace(index)
             else:
-                self.idle.put_nowait(index)  # wakes a waiting chunk, which reports the breakage
+                self._offer(index, -1, -1, 0)  # wakes a waiting chunk, which reports the breakage
             return
         if self.workers[index] is worker:  # not replaced meanwhile
             self.init_failures = 0
             self.is_ready[index] = True
-            self.idle.put_nowait(index)
+            for number in range(self.depth):
+                self._offer(index, self.generation[index], number, number)
+
+    def _offer(self, index: int, generation: int, priority: int, number: int) -> None:
+        self.offers += 1
+        self.idle.put_nowait((priority, self.offers, index, generation, number))
 
     def _replace(self, index: int) -> None:
         """Kill whatever is left of worker ``index`` (a hung or half-dead process) and start anew;
@@ -189,6 +247,7 @@ class _Dispatcher:
         except Exception:  # noqa: BLE001 - already gone
             pass
         self.is_ready[index] = False
+        self.generation[index] += 1
         self.stats["restarts"] += 1
         self.workers[index] = self._spawn(index)
 
@@ -209,12 +268,29 @@ class _Dispatcher:
                 self.inflight[key] = waits[key] = loop.create_future()
         if todo:
             items = list(todo.items())
-            size = max(1, min(self.max_chunk, -(-len(items) // max(1, len(self.workers)))))
+            size = max(1, min(self.chunk_size(), -(-len(items) // max(1, len(self.workers)))))
             chunks = [items[i:i + size] for i in range(0, len(items), size)]
             await asyncio.gather(*(self._run_chunk(chunk) for chunk in chunks))
         for key, fut in waits.items():
             await fut
         return [dict(self.cache[key]) if key in self.cache else dict(self.failed[key]) for key in keys]
+
+    def chunk_size(self) -> int:
+        """Archs per chunk: the fixed ``max_chunk``, or (adaptive) as many as take about
+        CHUNK_TARGET_S by the workers' measured seconds per arch, DEFAULT_MAX_CHUNK before any
+        measurement."""
+        if self.max_chunk is not None:
+            return self.max_chunk
+        if self.timed_archs == 0:
+            return DEFAULT_MAX_CHUNK
+        per_arch = self.timed_seconds / self.timed_archs
+        if per_arch <= 0:
+            return MAX_ADAPTIVE_CHUNK
+        return int(max(1, min(MAX_ADAPTIVE_CHUNK, round(CHUNK_TARGET_S / per_arch))))
+
+    def timeline(self) -> List[tuple]:
+        """``(worker, start, end, archs)`` of the chunks remembered, in wall-clock seconds."""
+        return list(self.chunks)
 
     async def wait_ready(self) -> Optional[str]:
         """Wait until every worker has built its evaluator; the reason if the pool is broken."""
@@ -251,28 +327,31 @@ class _Dispatcher:
 
     async def _try_chunk(self, chunk: List, retries_left: int) -> None:
         while True:
-            index = await self.idle.get()
+            slot = await self.idle.get()
             if self.broken is not None:
-                self.idle.put_nowait(index)  # pass the wake-up on to the next waiting chunk
+                self.idle.put_nowait(slot)  # pass the wake-up on to the next waiting chunk
                 self._settle(chunk, [{"error": self.broken}] * len(chunk))
                 return
-            if self.is_ready[index] and index not in self.busy:
+            _, _, index, generation, number = slot
+            if self.is_ready[index] and generation == self.generation[index] and number < self.depth:
                 break
-            # a stale entry: the worker was replaced while idle; its successor enqueues itself
-        self.busy.add(index)
-        start = time.monotonic()
+            # a stale slot: its worker was replaced (the successor enqueues its own once ready),
+            # or pipelining was given up
+        self._hold(index)
         death = None
         try:
             results, death = await self._call(index, [a for _, a in chunk])
         finally:
-            self.busy.discard(index)
-            self.busy_seconds[index] += time.monotonic() - start
+            self._release(index)
             if death is None:
-                self.idle.put_nowait(index)
+                self._offer(index, generation, self.chunks_held[index], number)
             elif self.broken is None:
-                self._replace(index)  # the replacement enqueues itself once ready
+                self.depth = 1
+                if generation == self.generation[index]:
+                    # (another chunk held by the same dead worker may have replaced it already)
+                    self._replace(index)  # the replacement enqueues its slots once ready
             else:
-                self.idle.put_nowait(index)
+                self.idle.put_nowait(slot)
         if death is None:
             self._settle(chunk, results)
         elif self.broken is not None:
@@ -289,14 +368,26 @@ class _Dispatcher:
             else:
                 await self._run_chunk(chunk, retries_left - 1)
 
+    def _hold(self, index: int) -> None:
+        if self.chunks_held[index] == 0:
+            self.busy_since[index] = time.monotonic()
+        self.chunks_held[index] += 1
+
+    def _release(self, index: int) -> None:
+        """A worker is busy while it holds at least one chunk (pipelined chunks overlap)."""
+        self.chunks_held[index] -= 1
+        if self.chunks_held[index] == 0:
+            self.busy_seconds[index] += time.monotonic() - self.busy_since[index]
+
     async def _call(self, index: int, archs: List[Arch]):
         """``(results, None)``, or ``(None, reason)`` when the worker died or hung."""
         try:
-            ref = self.workers[index].evaluate.remote(archs)
+            ref = self.workers[index].evaluate_timed.remote(archs)
             if self.chunk_timeout_s is None:
-                results = await ref
+                answer = await ref
             else:
-                results = await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout=self.chunk_timeout_s)
+                answer = await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout=self.chunk_timeout_s)
+            results, seconds, started = answer
         except asyncio.TimeoutError:
             self.stats["timeouts"] += 1
             return None, f"no answer within chunk_timeout_s={self.chunk_timeout_s:g}s (worker killed)"
@@ -310,6 +401,10 @@ class _Dispatcher:
         if not isinstance(results, list) or len(results) != len(archs):
             got = len(results) if isinstance(results, list) else type(results).__name__
             return [{"error": f"evaluator returned {got} results for {len(archs)} archs"}] * len(archs), None
+        self.eval_seconds[index] += float(seconds)
+        self.timed_archs += len(archs)
+        self.timed_seconds += float(seconds)
+        self.chunks.append((index, float(started), float(started) + float(seconds), len(archs)))
         return results, None
 
     def _settle(self, chunk: List, results: List[Metrics], only_pending: bool = False) -> None:
@@ -335,7 +430,7 @@ class _Dispatcher:
         infos = []
         for index, (state, info) in enumerate(probes):
             infos.append(info)
-            if state == "dead" and index not in self.busy and self.is_ready[index]:
+            if state == "dead" and self.chunks_held[index] == 0 and self.is_ready[index]:
                 # an idle worker died (e.g. its node was lost): replace it before work needs it
                 self._replace(index)
         wall = time.monotonic() - self.started
@@ -345,7 +440,8 @@ class _Dispatcher:
                 "inflight": len(self.inflight), "dispatcher_reconstructed": self.reconstructed,
                 "dispatcher": {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
                                **_memory_mb()},
-                "busy_seconds": list(self.busy_seconds), "uptime_seconds": wall,
+                "busy_seconds": list(self.busy_seconds), "eval_seconds": list(self.eval_seconds),
+                "chunk_size": self.chunk_size(), "uptime_seconds": wall,
                 "worker_info": [i for i in infos if i is not None]}
 
     async def _probe(self, worker, timeout_s: float):
@@ -358,7 +454,12 @@ class _Dispatcher:
             return "unresponsive", None
 
     def reset_stats(self) -> None:
+        """Zero the time counters and the timeline (the measured seconds per arch are kept)."""
         self.busy_seconds = [0.0] * len(self.workers)
+        self.eval_seconds = [0.0] * len(self.workers)
+        now = time.monotonic()
+        self.busy_since = [now] * len(self.workers)   # a chunk held now counts from here
+        self.chunks.clear()
         self.started = time.monotonic()
 
     def worker_handles(self) -> List[Any]:
@@ -369,19 +470,29 @@ class PoolEvaluator(Evaluator):
     """The picklable face of a pool that Tune trials hold: a handle to the dispatcher."""
 
     def __init__(self, dispatcher, num_workers: int, metrics: Sequence[str] = (),
-                 max_chunk: int = DEFAULT_MAX_CHUNK, spec: Any = None) -> None:
+                 max_chunk: Optional[int] = None, spec: Any = None) -> None:
         self.dispatcher = dispatcher
         self.spec = spec
         self.num_workers = num_workers
         self.metrics = tuple(metrics)
-        # Tune spends tenths of a second per trial on a busy head node, and every trial in
-        # flight is a process. So: a few large trials, each a full chunk for every worker; while
-        # one trial's chunks run, the next trials' chunks wait in the dispatcher's queue, and Tune
-        # has a whole chunk's evaluation time to turn a finished trial into a new one
-        # (benchmarks/orchestration.py measures the pool's utilisation with these defaults).
-        self.preferred_batch_size = max(1, num_workers * max_chunk)
+        self.max_chunk = max_chunk
         self.preferred_concurrency = TRIALS_IN_FLIGHT
         self.trial_resources = {"cpu": 0.01}
+
+    @property
+    def preferred_batch_size(self) -> int:
+        """Archs per Tune trial: a chunk for every worker, ROUNDS_PER_TRIAL times over.
+
+        Tune spends tenths of a second per trial on a busy head node, and every trial in flight
+        is a process. So: a few large trials; while one trial's chunks run, the next trials'
+        chunks wait in the dispatcher's queue, and Tune has their evaluation time (seconds) to
+        turn a finished trial into a new one. The chunk is the pool's current size (adaptive: from
+        the evaluations measured so far, e.g. a warm-up batch); benchmarks/orchestration.py
+        measures the utilisation this gives."""
+        chunk = self.max_chunk
+        if chunk is None:
+            chunk = int(ray.get(self.dispatcher.chunk_size.remote()))
+        return max(1, self.num_workers * chunk * ROUNDS_PER_TRIAL)
 
     def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
         return ray.get(self.dispatcher.evaluate.remote(list(archs)))
@@ -409,7 +520,8 @@ class SupernetPool:
             equal share of the CPUs and use that many torch threads).
         max_retries: how often a chunk is retried after its worker died or timed out; then its
             archs are recorded as failed with the reason.
-        max_chunk: most archs sent to one worker at once.
+        max_chunk: archs sent to one worker at once; default (None): adaptive, as many as take
+            about ``CHUNK_TARGET_S`` by the evaluations measured so far (8 before the first).
         chunk_timeout_s: a worker that has not answered a chunk within this time is treated as
             hung: it is killed, replaced, and the chunk retried (default: wait forever). Set it
             well above the slowest chunk, including a fresh worker's start-up.
@@ -418,7 +530,7 @@ class SupernetPool:
 
     def __init__(self, factory: EvaluatorFactory, num_actors: Optional[int] = None, *,
                  gpus_per_actor: Optional[float] = None, cpus_per_actor: Optional[float] = None,
-                 max_retries: int = 3, max_chunk: int = DEFAULT_MAX_CHUNK, chunk_timeout_s: Optional[float] = None,
+                 max_retries: int = 3, max_chunk: Optional[int] = None, chunk_timeout_s: Optional[float] = None,
                  spread: bool = True, metrics: Sequence[str] = (), resources: Optional[Mapping[str, float]] = None,
                  address: Optional[str] = None) -> None:
         from raynas.runtime import ensure_ray
@@ -432,7 +544,8 @@ class SupernetPool:
             num_actors = max(1, int(cluster_gpus / gpus_per_actor)) if gpus_per_actor > 0 else (2 if cluster_cpus >= 2 else 1)
         if num_actors <= 0:
             raise ConfigError(f"a pool needs at least one actor, got num_actors={num_actors}")
-        if max_retries < 0 or max_chunk < 1 or (chunk_timeout_s is not None and chunk_timeout_s <= 0):
+        if max_retries < 0 or (max_chunk is not None and max_chunk < 1) or \
+                (chunk_timeout_s is not None and chunk_timeout_s <= 0):
             raise ConfigError(f"need max_retries >= 0, max_chunk >= 1 and chunk_timeout_s > 0 (or None); got "
                               f"{max_retries}, {max_chunk}, {chunk_timeout_s}")
         if cpus_per_actor is None:
@@ -459,7 +572,7 @@ class SupernetPool:
         dispatcher_cls = ray.remote(_Dispatcher).options(num_cpus=0, max_concurrency=10_000, max_restarts=-1,
                                                          max_task_retries=-1, scheduling_strategy=here)
         self.num_actors = int(num_actors)
-        self.max_chunk = int(max_chunk)
+        self.max_chunk = int(max_chunk) if max_chunk is not None else None
         self._actor_resources = {"CPU": float(cpus_per_actor), "GPU": float(gpus_per_actor)}
         # the factory's ObjectRefs stay out of the restartable dispatcher's constructor (see raynas.pool_refs)
         from raynas.pool_refs import hold_refs
@@ -589,6 +702,11 @@ class SupernetPool:
 
     def reset_stats(self) -> None:
         ray.get(self.dispatcher.reset_stats.remote())
+
+    def timeline(self) -> List[tuple]:
+        """``(worker, start, end, archs)`` per chunk since the last ``reset_stats`` (wall-clock
+        seconds): what utilisation, start-up and tail are computed from."""
+        return [tuple(c) for c in ray.get(self.dispatcher.timeline.remote())]
 
     def worker_handles(self) -> List[Any]:
         return ray.get(self.dispatcher.worker_handles.remote())

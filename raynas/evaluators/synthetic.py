@@ -8,6 +8,7 @@ orchestration keeps its workers.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Iterator, List, Sequence
 
@@ -43,20 +44,34 @@ class ScoreFidelityEvaluator(Evaluator):
 
 
 class SleepEvaluator(Evaluator):
-    """Sleeps ``delay_s`` per arch (like a device busy evaluating) and reports ``score`` in [0, 1)
-    derived from the arch id, so strategies still see distinct values."""
+    """Sleeps about ``delay_s`` per arch (like a device busy evaluating) and reports ``score`` in
+    [0, 1) derived from the arch id, so strategies still see distinct values.
+
+    ``jitter``: each arch sleeps ``delay_s * (1 + jitter * v)``, ``v`` in [-1, 1) derived from
+    its id (evaluations of different archs take different times, the same arch always the
+    same); ``slowdown`` multiplies every sleep (a straggler: a slower device or node)."""
 
     metrics = ("score",)
 
-    def __init__(self, delay_s: float) -> None:
+    def __init__(self, delay_s: float, jitter: float = 0.0, slowdown: float = 1.0) -> None:
         if delay_s < 0:
             raise ConfigError(f"delay_s must be >= 0, got {delay_s}")
-        self.delay_s = float(delay_s)
-        self.cost_per_arch_s = self.delay_s
+        if not 0.0 <= jitter <= 1.0:
+            raise ConfigError(f"jitter must be in [0, 1], got {jitter}")
+        if slowdown <= 0:
+            raise ConfigError(f"slowdown must be > 0, got {slowdown}")
+        self.delay_s, self.jitter, self.slowdown = float(delay_s), float(jitter), float(slowdown)
+        self.cost_per_arch_s = self.delay_s * self.slowdown   # the mean sleep (jitter is symmetric)
+
+    def delay(self, arch: Arch) -> float:
+        """Seconds this evaluator sleeps for ``arch``."""
+        digest = hashlib.sha256(arch_id(arch).encode()).hexdigest()   # not the score's digits
+        v = int(digest[:8], 16) / 16 ** 8 * 2.0 - 1.0
+        return self.delay_s * self.slowdown * (1.0 + self.jitter * v)
 
     def evaluate(self, archs: Sequence[Arch]) -> List[Metrics]:
         out = []
         for arch in archs:
-            time.sleep(self.delay_s)
+            time.sleep(self.delay(arch))
             out.append({"score": int(arch_id(arch)[:8], 16) / 16 ** 8})
         return out
