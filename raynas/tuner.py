@@ -273,6 +273,7 @@ def _fit(tuner, searcher: ArchSearcher, collector, objectives, directory: Path,
     finally:
         collector.flush()
         collector.journal.close()
+        _close_arch_loggers(callbacks)
     if interrupted:
         from raynas.progress import SearchProgress
 
@@ -287,6 +288,17 @@ def _fit(tuner, searcher: ArchSearcher, collector, objectives, directory: Path,
     _set_status(directory, meta, "finished")
     # the table on disk, opened lazily: the driver never holds a second copy of a large sweep
     return SearchResult(None, objectives, directory, meta, table=directory / RESULTS_FILE)
+
+
+def _close_arch_loggers(callbacks: Sequence[Any]) -> None:
+    """Close the per-arch row files and TensorBoard writer now (Tune does it at the experiment's
+    end, which an interrupted or failed run never reaches): left to tensorboardX's exit hook,
+    its writer thread can wait forever for a stop signal at interpreter shutdown."""
+    from raynas.tune_view import ArchRowLogger
+
+    for callback in callbacks:
+        if isinstance(callback, ArchRowLogger):
+            callback.on_experiment_end([])
 
 
 def _set_status(directory: Path, meta: Dict[str, Any], status: str) -> None:
