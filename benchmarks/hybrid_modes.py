@@ -138,7 +138,7 @@ def train_mode(mode: str, seed: int, base: Dict[str, Any], dataset, args: argpar
     """Train one supernet in ``mode``; its α trajectory, derived arch and inherited accuracy."""
     from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
     from raynas.training import SupernetTrainConfig
-    from trainables.supernet import SupernetTrainer, arch_mode
+    from trainables.supernet import SupernetTrainer
 
     config = dict(base, seed=seed, sampler="fixed", sampler_options={"arch": "largest"},
                   supernet_options={"mode": mode, "seed": seed}, epochs=args.epochs)
@@ -162,7 +162,7 @@ def train_mode(mode: str, seed: int, base: Dict[str, Any], dataset, args: argpar
     on_val = WeightInheritedEvaluator.from_dataset(net, dataset, **evaluate)
     on_test = WeightInheritedEvaluator(net, dataset.split("calib"), dataset.split(test_split(dataset)),
                                        mean=dataset.mean, std=dataset.std, **evaluate)
-    with arch_mode(net):
+    with net.arch_mode():
         if mode == "uniform":  # α never moves: pick the best random op assignment instead
             candidates = random_op_assignments(trainer.space, args.candidates, seed)
             scored = [(on_val.evaluate([a])[0]["accuracy"], -i) for i, a in enumerate(candidates)]

@@ -57,8 +57,7 @@ def save_supernet_checkpoint(path: Union[str, os.PathLike], supernet: Supernet,
         "raynas_version": _version(),
         "space": supernet.space.spec(),
         "num_classes": num_classes,
-        "supernet_options": dict(full.get("supernet_options",
-                                          getattr(supernet, "build_options", None) or {})),
+        "supernet_options": dict(full.get("supernet_options", supernet.build_options or {})),
     })
     json_text(full, "checkpoint meta")  # not JSON-able: fail before serialising the weights
     blobs = {MODEL_FILE: safetensors_bytes(supernet, {"format": "pt", "raynas": CHECKPOINT_FORMAT})}

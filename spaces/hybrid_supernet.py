@@ -18,7 +18,8 @@ or by the last activated arch for the op it named.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+import contextlib
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -151,6 +152,23 @@ class HybridSupernet(Supernet):
         """Derive the op draws from ``(seed, step)``: call once per training step on every rank."""
         self.step = int(step)
         self._rng = derive_rng(self.seed, "hybrid-ops", self.step)
+
+    def last_forward_ops(self) -> List[str]:
+        """The op every layer ran in the last forward (drawn in the uniform/weighted modes)."""
+        return list(self.last_ops)
+
+    @contextlib.contextmanager
+    def arch_mode(self) -> Iterator[None]:
+        """Run the activated arch's ops (mode "arch") within the block, then the mode before."""
+        mode = self.mode
+        if mode == "arch":
+            yield
+            return
+        self.set_mode("arch")
+        try:
+            yield
+        finally:
+            self.set_mode(mode)
 
     def _apply_arch(self, arch: Arch) -> None:
         for layer, spec in zip(self.layers, arch["layers"]):

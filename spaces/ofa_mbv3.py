@@ -403,6 +403,15 @@ class OFAMobileNetV3Supernet(Supernet):
         static.train(self.training)
         return static
 
+    @property
+    def supports_channel_sorting(self) -> bool:
+        return True
+
+    @property
+    def num_width_phases(self) -> int:
+        """One width phase per expand ratio (OFA's ``expand_ratio_stage``)."""
+        return len(self.space.config.expand_choices)
+
     @torch.no_grad()
     def sort_channels(self, stage: Optional[int] = None, width_phase: int = 0) -> None:
         """OFA channel sorting of every block's expanded channels (see

@@ -286,7 +286,7 @@ def test_strategies_drive_vit_and_hybrid_supernets(tmp_path, space, options, sam
 
 
 def test_dropout_is_switched_off_only_for_tasks_without_regularisation():
-    from trainables.supernet import dropout_modules, regularization
+    from raynas.training.recipe import dropout_modules, regularization
 
     net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.9)).train()
     x = torch.ones(256, 4)

@@ -15,6 +15,11 @@ Entry points:
   ``max_failures`` times.
 * :func:`train_standalone` -- one arch as a static model from scratch, same loop and recipe.
 
+The model is always a :class:`raynas.supernet.Supernet` (a standalone run's static model is
+wrapped in :class:`~raynas.supernet.FixedArchSupernet`); the loop calls the capabilities the
+base declares (α parameters, channel sorting, splitting, per-step op draws, arch mode) and checks
+up front that every phase's request is one the supernet has.
+
 Data parallelism: ``batch_size`` is the global batch, split evenly over ranks; gradients of
 every subnet of a step accumulate locally (DDP ``no_sync``) and are all-reduced once, and with
 ``sync_bn`` batch statistics are global, so N workers compute what one process computes.
@@ -22,11 +27,9 @@ every subnet of a step accumulate locally (DDP ``no_sync``) and are all-reduced 
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 import logging
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
@@ -47,30 +50,16 @@ from raynas.registry import create_space
 from raynas.rng import derive_rng
 from raynas.integrity import FILES_KEY
 from raynas.serialization import FileSource, load_state_strict, parse_safetensors
+from raynas.supernet import FixedArchSupernet, Supernet, frozen_teacher
 from raynas.training import SubnetTask, SupernetTrainConfig, make_sampling_strategy
+from raynas.training.recipe import dropout_modules, param_groups, regularization, soft_cross_entropy
 from raynas.training.schedule import PhasePlan
+from trainables.sessions import CHECKPOINT_DIR, LocalSession, RayTrainSession
 
 log = logging.getLogger("raynas.training")
 
-CHECKPOINT_DIR = "checkpoint"
 STANDALONE_DIR = "model"
 SUBNET_LOG_DIR = "subnets"
-
-
-def soft_cross_entropy(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Distillation loss: cross-entropy against the teacher's softened distribution (x T^2)."""
-    t = float(temperature)
-    target = F.softmax(teacher_logits.float() / t, dim=1)
-    return -(target * F.log_softmax(logits.float() / t, dim=1)).sum(dim=1).mean() * (t * t)
-
-
-def param_groups(params: List[Tuple[str, nn.Parameter]], weight_decay: float) -> List[Dict[str, Any]]:
-    """No weight decay on BN/LayerNorm parameters and biases (their scale carries no capacity)."""
-    decay, no_decay = [], []
-    for name, p in params:
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def _accepts(fn: Callable, name: str) -> bool:
@@ -78,79 +67,6 @@ def _accepts(fn: Callable, name: str) -> bool:
         return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
-
-
-def dropout_modules(model: nn.Module) -> List[nn.Module]:
-    """The dropout and drop-path modules of a model (what :func:`regularization` switches)."""
-    return [m for m in model.modules()
-            if isinstance(m, nn.modules.dropout._DropoutNd) or type(m).__name__ == "DropPath"]
-
-
-@contextlib.contextmanager
-def regularization(modules: List[nn.Module], enabled: bool) -> Iterator[None]:
-    """With ``enabled=False`` the given dropout / drop-path modules act as identities (BigNAS
-    trains only the largest subnet with them); everything else keeps its mode."""
-    switched = [] if enabled else [m for m in modules if m.training]
-    for m in switched:
-        m.training = False
-    try:
-        yield
-    finally:
-        for m in switched:
-            m.training = True
-
-
-# ------------------------------------------------------------------------------ sessions
-class LocalSession:
-    """Training in this process: rank 0 of 1; checkpoints go straight to their directory."""
-
-    rank, world_size = 0, 1
-
-    def __init__(self, checkpoint_dir: Path, resume: Optional[Path] = None) -> None:
-        self.checkpoint_dir, self.resume = Path(checkpoint_dir), resume
-
-    @contextlib.contextmanager
-    def restore_dir(self) -> Iterator[Optional[Path]]:
-        yield self.resume
-
-    def report(self, metrics: Mapping[str, Any], write: Optional[Callable[[Path], None]]) -> None:
-        if write is not None:
-            write(self.checkpoint_dir)
-
-
-class RayTrainSession:
-    """One Ray Train worker: checkpoints are written by rank 0 and reported to Ray Train, which
-    keeps them in the run's storage and hands the latest back after a worker failure."""
-
-    def __init__(self, resume: Optional[Path] = None) -> None:
-        import ray.train
-
-        context = ray.train.get_context()
-        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
-        self.resume = resume
-
-    @contextlib.contextmanager
-    def restore_dir(self) -> Iterator[Optional[Path]]:
-        import ray.train
-
-        checkpoint = ray.train.get_checkpoint()  # set after a failure: the latest reported one
-        if checkpoint is None:
-            yield self.resume
-            return
-        with checkpoint.as_directory() as path:
-            yield Path(path)
-
-    def report(self, metrics: Mapping[str, Any], write: Optional[Callable[[Path], None]]) -> None:
-        import ray.train
-        from ray.train import Checkpoint
-
-        if write is None or self.rank != 0:
-            ray.train.report(dict(metrics))
-            return
-        with tempfile.TemporaryDirectory(prefix="raynas-ckpt-") as tmp:
-            target = Path(tmp) / CHECKPOINT_DIR
-            write(target)
-            ray.train.report(dict(metrics), checkpoint=Checkpoint.from_directory(str(target)))
 
 
 # ------------------------------------------------------------------------------ the trainer
@@ -171,8 +87,9 @@ class SupernetTrainer:
         self.strategy = make_sampling_strategy(cfg.sampler, **cfg.sampler_options)
         self.strategy.bind(self.space)
         self.standalone_arch: Optional[Arch] = None
+        self.standalone_model: Optional[nn.Module] = None  # what a standalone run saves
         self.module = self._build_model()
-        self.alpha_params: List[nn.Parameter] = list(getattr(self.module, "alpha_parameters", lambda: [])())
+        self.alpha_params: List[nn.Parameter] = list(self.module.alpha_parameters())
         alpha_ids = {id(p) for p in self.alpha_params}
         self.weight_params = [(n, p) for n, p in self.module.named_parameters() if id(p) not in alpha_ids]
         self.ddp = self._wrap_ddp()
@@ -198,11 +115,16 @@ class SupernetTrainer:
         self.plan = PhasePlan.build(self.strategy.phases(cfg.epochs, cfg.lr, cfg.warmup_epochs),
                                     self.steps_per_epoch)
         self.total_steps = self.plan.total_steps
-        if any(p.split_supernet for p in self.plan.phases) and not getattr(self.module, "can_split", False):
+        if any(p.split_supernet for p in self.plan.phases) and not self.module.can_split:
             # found now, not when the split phase starts halfway through the run
             raise ConfigError(f"sampler '{cfg.sampler}' splits the supernet, but the supernet of space "
                               f"'{self.space.name}' cannot split; build it with a split option "
                               "(nb201: supernet_options {'split_edge': 0})")
+        for phase in self.plan.phases:
+            if phase.sort_channels not in (False, "auto") and not self.module.supports_channel_sorting:
+                raise ConfigError(f"phase '{phase.name}' asks for channel sorting but the supernet of "
+                                  f"space '{self.space.name}' cannot sort channels; drop sort_channels "
+                                  "from the phase (or set it to \"auto\")")
         self.stop_step = min(self.total_steps, cfg.max_steps) if cfg.max_steps else self.total_steps
 
         self.step = 0
@@ -224,7 +146,8 @@ class SupernetTrainer:
         self._dropouts = dropout_modules(self.module)  # found once: a step must not walk the model
 
     # ------------------------------------------------------------------ construction
-    def _build_model(self) -> nn.Module:
+    def _build_model(self) -> Supernet:
+        """The space's supernet, or for a standalone run its static model of the one arch."""
         cfg = self.config
         # spaces that initialise from torch's generator get one seeded by the run (restored after,
         # so building a trainer leaves the caller's generator alone); OFA takes the seed itself
@@ -233,13 +156,19 @@ class SupernetTrainer:
             if cfg.standalone:
                 self.standalone_arch = self.strategy.plan(self.space, 0, cfg.seed)[0].arch
                 kwargs = {"seed": cfg.seed} if _accepts(self.space.build_static, "seed") else {}
-                model = self.space.build_static(self.standalone_arch, self.data.num_classes, **kwargs)
+                static = self.space.build_static(self.standalone_arch, self.data.num_classes, **kwargs)
+                self.standalone_model = static
+                model: nn.Module = FixedArchSupernet(self.space, self.standalone_arch, static)
                 self.build_options: Dict[str, Any] = {}
             else:
                 self.build_options = dict(cfg.supernet_options)
                 if "seed" not in self.build_options and _accepts(self.space.build_supernet, "seed"):
                     self.build_options["seed"] = cfg.seed
                 model = self.space.build_supernet(self.data.num_classes, **self.build_options)
+                if not isinstance(model, Supernet):
+                    raise ConfigError(f"space '{self.space.name}': build_supernet returned a "
+                                      f"{type(model).__name__}, not a raynas.supernet.Supernet; "
+                                      "subclass Supernet (activate, export) to train it")
         model = model.to(self.device)
         if self.config.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -305,11 +234,6 @@ class SupernetTrainer:
     def _autocast(self):
         return bf16_autocast(self.config.bf16, self.device)
 
-    def _activate(self, arch: Arch) -> Arch:
-        if self.config.standalone:
-            return arch
-        return self.module.activate(arch)
-
     def _resolution(self, arch: Arch) -> Optional[int]:
         return self.space.input_resolution(arch)
 
@@ -329,7 +253,7 @@ class SupernetTrainer:
         activated = []
         last = len(tasks) - 1
         for k, task in enumerate(tasks):
-            arch = self._activate(task.arch)
+            arch = self.module.activate(task.arch)
             activated.append(arch)
             xin = resize(x, self._resolution(arch))
             defer_sync = self.ddp is not None and cfg.ddp_sync == "no_sync" and k < last
@@ -369,13 +293,9 @@ class SupernetTrainer:
         if unlock is not None:
             message += f", sampling {', '.join(sorted(unlock))}" if unlock else ", the largest subnet only"
         self._event("phase", message, phase=phase.name, index=index)
-        sort = phase.sort_channels
-        if sort == "auto":
-            sort = hasattr(self.module, "sort_channels")
+        # "auto": sort where the supernet can (checked up front where a phase insists)
+        sort = self.module.supports_channel_sorting if phase.sort_channels == "auto" else bool(phase.sort_channels)
         if sort:
-            if not hasattr(self.module, "sort_channels"):
-                raise ConfigError(f"phase '{phase.name}' asks for channel sorting but the supernet of "
-                                  f"space '{self.space.name}' has no sort_channels(); drop sort_channels")
             width_phase = self._sort_channels()
             self._event("sort_channels", f"sorted channels by importance (width phase {width_phase})",
                         phase=phase.name, width_phase=width_phase)
@@ -392,20 +312,15 @@ class SupernetTrainer:
         self.phase_index = index
 
     def _sort_channels(self) -> int:
-        limit = len(getattr(getattr(self.space, "config", None), "expand_choices", ()) or [0])
-        width_phase = min(self.width_sorts, max(0, limit - 1))
+        width_phase = min(self.width_sorts, max(0, self.module.num_width_phases - 1))
         self.module.sort_channels(width_phase=width_phase)
         self.width_sorts += 1
         return width_phase
 
-    def _snapshot_teacher(self) -> nn.Module:
-        teacher = copy.deepcopy(self.module)
-        if hasattr(teacher, "activate"):
-            teacher.activate(self.space.largest())
-        teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        return teacher
+    def _snapshot_teacher(self) -> Supernet:
+        # a standalone run's one arch is its largest
+        largest = self.standalone_arch if self.config.standalone else self.space.largest()
+        return frozen_teacher(self.module, largest)
 
     def _event(self, kind: str, message: str, **fields: Any) -> None:
         self.events.append({"event": kind, "step": self.step, **fields})
@@ -423,16 +338,16 @@ class SupernetTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         torch.manual_seed(int(derive_rng(cfg.seed, "torch", step, self.rank).integers(2 ** 62)))
-        if hasattr(self.module, "set_step"):
-            self.module.set_step(step)
+        self.module.set_step(step)
         tasks = self.strategy.plan(self.space, step, cfg.seed, phase)
         x_u8, y = self.batch(step)
         losses = self.train_step(tasks, self.inputs(x_u8, step), y,
                                  teacher=self.teacher if phase.fixed_teacher else None)
         if cfg.record_subnets:
             entry: List[Any] = [step, [arch_id(a) for a in self.last_activated]]
-            if getattr(self.module, "last_ops", None):
-                entry.append(list(self.module.last_ops))
+            ops = self.module.last_forward_ops()
+            if ops:
+                entry.append(ops)
             self.subnet_log.append(entry)
         return losses
 
@@ -485,8 +400,9 @@ class SupernetTrainer:
         record = {"epoch": (self.step - 1) // self.steps_per_epoch, "step": self.step,
                   "train_loss": loss, "lr": self.plan.learning_rate(self.step - 1),
                   "phase": self.plan.phase(self.step - 1).name, "seconds": seconds}
-        if hasattr(self.module, "alpha_values"):
-            record["alpha"] = self.module.alpha_values()
+        alpha = self.module.alpha_values()
+        if alpha:
+            record["alpha"] = alpha
         self.history.append(record)
         self._loss_sum.zero_()
         self._loss_count = 0
@@ -509,19 +425,20 @@ class SupernetTrainer:
 
         # recalibration rewrites BN statistics: keep the training ones (a resumed run, the fixed
         # teacher and the checkpoint continue from them)
-        with arch_mode(self.module), preserved_buffers(self.module):
+        with self.module.arch_mode(), preserved_buffers(self.module):
             evaluator = WeightInheritedEvaluator.from_dataset(
                 self.module, self.data, batch_size=cfg.eval_batch_size, calib_images=cfg.calib_images,
                 device=self.device, bf16=cfg.bf16, channels_last=cfg.channels_last)
             largest, smallest = evaluator.evaluate([self.space.largest(), self.space.smallest()])
             out = {"largest_accuracy": largest["accuracy"], "smallest_accuracy": smallest["accuracy"],
                    "calib_images": evaluator.calib_images}
-            if hasattr(self.module, "derive_arch"):
-                out["derived_accuracy"] = evaluator.evaluate([self.module.derive_arch()])[0]["accuracy"]
+            derived = self.module.derive_arch()
+            if derived is not None:
+                out["derived_accuracy"] = evaluator.evaluate([derived])[0]["accuracy"]
         return out
 
     def meta(self, metrics: Optional[Mapping[str, float]] = None) -> Dict[str, Any]:
-        options = dict(getattr(self.module, "build_options", None) or self.build_options)
+        options = dict(self.module.build_options or self.build_options)
         if "mode" in options:
             options["mode"] = "arch"  # a checkpoint serves evaluation of archs; training mode is in config
         return {"num_classes": self.data.num_classes, "supernet_options": options,
@@ -537,7 +454,7 @@ class SupernetTrainer:
         if self.config.standalone:
             from raynas.export import save_exported
 
-            return save_exported(path, self.module, space=self.space, arch=self.standalone_arch,
+            return save_exported(path, self.standalone_model, space=self.space, arch=self.standalone_arch,
                                  num_classes=self.data.num_classes, mean=self.data.mean,
                                  std=self.data.std, metrics=metrics, dataset=self.data.spec,
                                  image_size=self.data.image_size)
@@ -620,20 +537,6 @@ def preserved_buffers(model: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for name, b in model.named_buffers():
                 b.copy_(saved[name])
-
-
-@contextlib.contextmanager
-def arch_mode(model: nn.Module) -> Iterator[None]:
-    """Evaluate archs: a supernet with training modes (hybrid) runs the activated arch's ops."""
-    mode = getattr(model, "mode", None)
-    if mode is None or not hasattr(model, "set_mode") or mode == "arch":
-        yield
-        return
-    model.set_mode("arch")
-    try:
-        yield
-    finally:
-        model.set_mode(mode)
 
 
 def evaluate_accuracy(model: nn.Module, data: ImageDataset, split: str, device: torch.device,

@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     from raynas.data import load_dataset
     from raynas.io import atomic_write_json
     from raynas.registry import create_space
-    from trainables.supernet import LocalSession, SupernetTrainer, run_training
+    from trainables.sessions import LocalSession
+    from trainables.supernet import SupernetTrainer, run_training
 
     check_args(args)
     timings: Dict[str, float] = {}
