@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -155,15 +155,15 @@ class CpuMeter:
         return out
 
 
-def run_config(num_actors: int, delay_ms: float, archs: int, storage: str, *, jitter: float,
-               straggler_node: Optional[str], batch_size: Optional[int] = None,
-               max_concurrent: Optional[int] = None, seed: int = 0) -> Dict[str, Any]:
+def _measure(num_actors: int, delay_ms: float, jitter: float, straggler_node: Optional[str],
+             drive: Callable[[Any, Any], Tuple[int, int, int]]) -> Dict[str, Any]:
+    """Start and warm up a pool of sleeping actors, time ``drive(pool, space) -> (evaluated,
+    batch size, trials in flight)`` and return the row every path reports."""
     import raynas
     from raynas import create_space
 
     space = create_space("synthetic", num_layers=12, num_choices=4, seed=0)   # 4^12 archs: no exhaustion
-    delay = delay_ms / 1000.0
-    factory = functools.partial(sleep_factory, delay, jitter, straggler_node)
+    factory = functools.partial(sleep_factory, delay_ms / 1000.0, jitter, straggler_node)
     started = time.perf_counter()
     pool = raynas.SupernetPool(factory, num_actors=num_actors, cpus_per_actor=1.0, spread=True,
                                resources=POOL_RESOURCES)
@@ -173,69 +173,9 @@ def run_config(num_actors: int, delay_ms: float, archs: int, storage: str, *, ji
         # warm-up: one arch per actor; the pool measures the evaluation time and sizes its chunks
         pool.evaluate([space.sample(np.random.default_rng(10_000_000 + i)) for i in range(num_actors)])
         pool.reset_stats()
-        dispatcher_pid = pool.health()["dispatcher"]["pid"]
-        evaluator = pool.evaluator()
-        meter = CpuMeter({"driver": os.getpid(), "dispatcher": dispatcher_pid})
+        meter = CpuMeter({"driver": os.getpid(), "dispatcher": pool.health()["dispatcher"]["pid"]})
         t0 = time.time()
-        result = raynas.search(space, evaluator, strategy="random", num_samples=archs, objectives="score",
-                               batch_size=batch_size, max_concurrent=max_concurrent, seed=seed,
-                               storage_path=storage, progress=False)
-        t1 = time.time()
-        cpu = meter.stop()
-        health = pool.health()
-        chunks = pool.timeline()
-    finally:
-        pool.shutdown()
-    wall = t1 - t0
-    busy = float(sum(health["busy_seconds"]))
-    eval_s = float(sum(health["eval_seconds"]))
-    evaluated = int(len(result.ok))
-    nodes = {w["node_id"] for w in health["worker_info"]}
-    return {"path": "raynas.search", "actors": num_actors, "delay_ms": delay_ms, "jitter": jitter, "archs": archs,
-            "evaluated": evaluated, "straggler_node": straggler_node is not None,
-            "batch_size": int(result.meta["batch_size"]), "max_concurrent": int(result.meta["max_concurrent"]),
-            "chunk_size": int(health["chunk_size"]), "pool_start_s": round(pool_start_s, 2),
-            "wall_s": round(wall, 3), "archs_per_s": round(evaluated / wall, 2),
-            "ideal_archs_per_s": round(num_actors / delay, 2),
-            "utilisation": round(busy / (num_actors * wall), 4),
-            "useful_utilisation": round(eval_s / (num_actors * wall), 4),
-            "busy_seconds": round(busy, 3), "eval_seconds": round(eval_s, 3), "worker_nodes": len(nodes),
-            **cpu, **timeline_stats(chunks, num_actors, t0, t1),
-            "per_worker": [{"busy_s": round(b, 3), "eval_s": round(e, 3)}
-                           for b, e in zip(health["busy_seconds"], health["eval_seconds"])]}
-
-
-def run_pool_only(num_actors: int, delay_ms: float, archs: int, *, jitter: float, straggler_node: Optional[str],
-                  in_flight: int = 3, seed: int = 0) -> Dict[str, Any]:
-    """The pool without the search: the driver hands it batches of the pool's preferred size,
-    ``in_flight`` at a time (as Tune's trials do), with no searcher, Tune, collector or journal.
-    What the pool and its dispatcher can sustain on this head; the search's row minus this one
-    is what the search path costs."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import raynas
-    from raynas import create_space
-
-    space = create_space("synthetic", num_layers=12, num_choices=4, seed=0)
-    factory = functools.partial(sleep_factory, delay_ms / 1000.0, jitter, straggler_node)
-    started = time.perf_counter()
-    pool = raynas.SupernetPool(factory, num_actors=num_actors, cpus_per_actor=1.0, spread=True,
-                               resources=POOL_RESOURCES)
-    try:
-        pool.wait_ready(progress=False)
-        pool_start_s = time.perf_counter() - started
-        pool.evaluate([space.sample(np.random.default_rng(10_000_000 + i)) for i in range(num_actors)])
-        pool.reset_stats()
-        batch = pool.evaluator().preferred_batch_size
-        rng = np.random.default_rng(seed)
-        batches = []
-        for start in range(0, archs, batch):
-            batches.append([space.sample(rng) for _ in range(min(batch, archs - start))])
-        dispatcher_pid = pool.health()["dispatcher"]["pid"]
-        meter = CpuMeter({"driver": os.getpid(), "dispatcher": dispatcher_pid})
-        t0 = time.time()
-        with ThreadPoolExecutor(in_flight) as workers:
-            evaluated = sum(sum("error" not in r for r in rows) for rows in workers.map(pool.evaluate, batches))
+        evaluated, batch, in_flight = drive(pool, space)
         t1 = time.time()
         cpu = meter.stop()
         health = pool.health()
@@ -244,14 +184,54 @@ def run_pool_only(num_actors: int, delay_ms: float, archs: int, *, jitter: float
         pool.shutdown()
     wall = t1 - t0
     busy, eval_s = float(sum(health["busy_seconds"])), float(sum(health["eval_seconds"]))
-    return {"path": "pool only", "actors": num_actors, "delay_ms": delay_ms, "jitter": jitter, "archs": archs,
-            "evaluated": int(evaluated), "straggler_node": straggler_node is not None, "batch_size": int(batch),
-            "max_concurrent": in_flight, "chunk_size": int(health["chunk_size"]), "pool_start_s": round(pool_start_s, 2),
+    return {"actors": num_actors, "delay_ms": delay_ms, "jitter": jitter, "evaluated": int(evaluated),
+            "straggler_node": straggler_node is not None, "batch_size": int(batch), "max_concurrent": int(in_flight),
+            "chunk_size": int(health["chunk_size"]), "pool_start_s": round(pool_start_s, 2),
             "wall_s": round(wall, 3), "archs_per_s": round(evaluated / wall, 2),
             "ideal_archs_per_s": round(num_actors / (delay_ms / 1000.0), 2),
-            "utilisation": round(busy / (num_actors * wall), 4), "useful_utilisation": round(eval_s / (num_actors * wall), 4),
-            "busy_seconds": round(busy, 3), "eval_seconds": round(eval_s, 3), **cpu,
-            **timeline_stats(chunks, num_actors, t0, t1)}
+            "utilisation": round(busy / (num_actors * wall), 4),
+            "useful_utilisation": round(eval_s / (num_actors * wall), 4),
+            "busy_seconds": round(busy, 3), "eval_seconds": round(eval_s, 3),
+            "worker_nodes": len({w["node_id"] for w in health["worker_info"]}),
+            **cpu, **timeline_stats(chunks, num_actors, t0, t1),
+            "per_worker": [{"busy_s": round(b, 3), "eval_s": round(e, 3)}
+                           for b, e in zip(health["busy_seconds"], health["eval_seconds"])]}
+
+
+def run_config(num_actors: int, delay_ms: float, archs: int, storage: str, *, jitter: float,
+               straggler_node: Optional[str], batch_size: Optional[int] = None,
+               max_concurrent: Optional[int] = None, seed: int = 0) -> Dict[str, Any]:
+    """M archs searched through raynas.search (random strategy) on the pool."""
+    import raynas
+
+    def drive(pool, space):
+        result = raynas.search(space, pool.evaluator(), strategy="random", num_samples=archs, objectives="score",
+                               batch_size=batch_size, max_concurrent=max_concurrent, seed=seed,
+                               storage_path=storage, progress=False)
+        return len(result.ok), result.meta["batch_size"], result.meta["max_concurrent"]
+
+    return {"path": "raynas.search", "archs": archs,
+            **_measure(num_actors, delay_ms, jitter, straggler_node, drive)}
+
+
+def run_pool_only(num_actors: int, delay_ms: float, archs: int, *, jitter: float, straggler_node: Optional[str],
+                  in_flight: int = 3, seed: int = 0) -> Dict[str, Any]:
+    """The pool without the search: the driver hands it batches of the pool's preferred size,
+    ``in_flight`` at a time (as Tune's trials do), with no searcher, Tune, collector or journal.
+    What the pool and its dispatcher can sustain on this head; the search's row minus this one
+    is what the search path costs. (The archs are sampled while the clock runs: microseconds
+    each, as the random searcher's are.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def drive(pool, space):
+        batch = pool.evaluator().preferred_batch_size
+        rng = np.random.default_rng(seed)
+        batches = [[space.sample(rng) for _ in range(min(batch, archs - start))] for start in range(0, archs, batch)]
+        with ThreadPoolExecutor(in_flight) as workers:
+            done = sum(sum("error" not in r for r in rows) for rows in workers.map(pool.evaluate, batches))
+        return done, batch, in_flight
+
+    return {"path": "pool only", "archs": archs, **_measure(num_actors, delay_ms, jitter, straggler_node, drive)}
 
 
 def _print_row(row: Dict[str, Any]) -> None:

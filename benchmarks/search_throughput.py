@@ -11,7 +11,7 @@ machine's load:
 Each row records the 1-minute load average when it started (the machine may be shared).
 
     python benchmarks/search_throughput.py                        # 10,000 archs, random + evolution
-    python benchmarks/search_throughput.py --batch-sizes 8,64,256 # archs per Tune trial to compare
+    python benchmarks/search_throughput.py --batch-sizes default,8,256  # 'default': no batch size given
     python benchmarks/search_throughput.py --smoke                # 300 archs: seconds
 
 Nothing here uses a GPU (the evaluator is a table); the same command measures a GPU machine's
@@ -49,31 +49,63 @@ def _row(method: str, strategy: str, batch_size: Optional[int], archs: int, wall
             "wall_s": round(wall, 4), "archs_per_s": round(archs / wall, 1) if wall > 0 else None, **extra}
 
 
-def measure_raynas(space, evaluator, strategy: str, archs: int, batch_size: int, storage: str,
+def measure_raynas(space, evaluator, strategy: str, archs: int, batch_size: Optional[int], storage: str,
                    seed: int, dedup: str = "arch") -> List[Dict[str, Any]]:
-    """The in-process driver and raynas.search on one configuration; their tables must agree."""
+    """raynas.search and the in-process driver on one configuration; their tables must agree.
+    ``batch_size`` None: the search's default (sized from the evaluator's cost, see
+    raynas.batching), which the in-process driver then uses too."""
     import raynas
     from raynas.search_config import SearchConfig
     from raynas.searchers.inline import run_inline
 
     config = SearchConfig.create(space, strategy=strategy, num_samples=archs, objectives="accuracy",
-                                 batch_size=batch_size, seed=seed,
-                                 strategy_options={"dedup": dedup}).with_batching(batch_size, 1)
-    load = _load()
-    start = time.perf_counter()
-    inline = run_inline(config, evaluator)
-    inline_wall = time.perf_counter() - start
+                                 batch_size=batch_size, seed=seed, strategy_options={"dedup": dedup})
     load_search = _load()
     start = time.perf_counter()
-    tuned = raynas.search(config, evaluator, name=f"{strategy}_b{batch_size}", storage_path=storage,
+    tuned = raynas.search(config, evaluator, name=f"{strategy}_b{batch_size or 'default'}", storage_path=storage,
                           progress=False)
     wall = time.perf_counter() - start
+    chosen = int(tuned.meta["batch_size"])
+    load = _load()
+    start = time.perf_counter()
+    inline = run_inline(config.with_batching(chosen, 1), evaluator)
+    inline_wall = time.perf_counter() - start
     same = inline.df["arch_id"].tolist() == tuned.df["arch_id"].tolist()
     best = float(tuned.df["accuracy"].max())
-    return [_row("inline", strategy, batch_size, len(inline.df), inline_wall, load_1m=load, best_accuracy=best),
-            _row("raynas.search", strategy, batch_size, len(tuned.df), wall, load_1m=load_search,
-                 trials=-(-len(tuned.df) // batch_size), same_archs_as_inline=bool(same),
-                 ratio_to_inline=round(inline_wall / wall, 4), best_accuracy=best)]
+    setting = "default" if batch_size is None else "given"
+    return [_row("inline", strategy, chosen, len(inline.df), inline_wall, load_1m=load, best_accuracy=best,
+                 batch_setting=setting),
+            _row("raynas.search", strategy, chosen, len(tuned.df), wall, load_1m=load_search,
+                 trials=-(-len(tuned.df) // chosen), same_archs_as_inline=bool(same),
+                 ratio_to_inline=round(inline_wall / wall, 4), best_accuracy=best, batch_setting=setting,
+                 batch_sizing=tuned.meta.get("batch_sizing"))]
+
+
+def profile_search(space, evaluator, archs: int, storage: str, seed: int, top: int = 15) -> Dict[str, Any]:
+    """cProfile of the driver during a default random raynas.search: the top entries by own
+    time and by cumulative time (the driver's main thread runs Tune's loop and every callback)."""
+    import cProfile
+    import pstats
+
+    import raynas
+
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    raynas.search(space, evaluator, strategy="random", num_samples=archs, objectives="accuracy", seed=seed,
+                  strategy_options={"dedup": "arch"}, name="profiled", storage_path=storage, progress=False)
+    profiler.disable()
+    wall = time.perf_counter() - start
+    stats = pstats.Stats(profiler)
+
+    def entries(key: int) -> List[Dict[str, Any]]:
+        ranked = sorted(stats.stats.items(), key=lambda item: item[1][key], reverse=True)[:top]
+        return [{"function": f"{Path(file).name}:{line}({name})", "calls": calls, "own_s": round(own, 3),
+                 "cumulative_s": round(cumulative, 3)}
+                for (file, line, name), (_, calls, own, cumulative, _) in ranked]
+
+    return {"archs": archs, "wall_s": round(wall, 2), "load_1m": _load(), "by_own_time": entries(2),
+            "by_cumulative_time": entries(3)}
 
 
 def _trivial_trial(config: Dict[str, Any]) -> None:
@@ -124,8 +156,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--table", default=str(DEFAULT_TABLE), help="NB201 table (nb201_cifar10.csv)")
     parser.add_argument("--archs", type=int, default=10_000, help="archs per search")
     parser.add_argument("--strategies", default="random,evolution", help="comma-separated strategies")
-    parser.add_argument("--batch-sizes", default="8,256",
-                        help="archs per Tune trial to measure (8: the tabular evaluator's default)")
+    parser.add_argument("--batch-sizes", default="default,8",
+                        help="archs per Tune trial to measure: numbers, or 'default' (none given: sized from "
+                             "the evaluator's cost, see raynas.batching; 8 was the default before)")
     parser.add_argument("--plain-tune-trials", type=int, default=500, help="trials of the plain Tune run")
     parser.add_argument("--optuna-archs", type=int, default=10_000, help="trials of the Optuna loop")
     parser.add_argument("--dedup", choices=("arch", "equivalence"), default="arch",
@@ -133,6 +166,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                              "'equivalence' leaves ~6,500 distinct NB201 cells, fewer than 10,000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="300 archs, 20 plain Tune trials: seconds")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile the driver (cProfile) in a default random search of --archs archs")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "search_throughput.json"))
     args = parser.parse_args(argv)
     if args.smoke:
@@ -144,11 +179,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                        "../shared/data/nb201)\n")
     strategies = [s for s in args.strategies.split(",") if s]
     try:
-        batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
+        batch_sizes = [None if b == "default" else int(b) for b in args.batch_sizes.split(",") if b]
     except ValueError:
-        parser.error(f"--batch-sizes takes comma-separated integers, got {args.batch_sizes!r}")
-    if not strategies or not batch_sizes or min(batch_sizes) < 1 or min(args.archs, args.plain_tune_trials,
-                                                                         args.optuna_archs) < 1:
+        parser.error(f"--batch-sizes takes comma-separated integers or 'default', got {args.batch_sizes!r}")
+    if not strategies or not batch_sizes or min(b or 1 for b in batch_sizes) < 1 or \
+            min(args.archs, args.plain_tune_trials, args.optuna_archs) < 1:
         parser.error("--strategies, --batch-sizes, --archs and the trial counts must be non-empty and positive")
 
     import ray
@@ -171,15 +206,17 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                                                args.dedup)
                     except ConfigError as exc:
                         parser.exit(2, f"error: {exc}\n")
-                    print(_line(rows[-2]), _line(rows[-1]), sep="\n", flush=True)
+                    print(_line(rows[-1]), _line(rows[-2]), sep="\n", flush=True)
             rows.append(measure_plain_tune(args.plain_tune_trials, storage, args.seed))
             print(_line(rows[-1]), flush=True)
             rows.append(measure_optuna(evaluator, args.optuna_archs, args.seed))
             print(_line(rows[-1]), flush=True)
+            profile = profile_search(space, evaluator, args.archs, storage, args.seed) if args.profile else None
     finally:
         if started_ray:
             ray.shutdown()
     out = {"benchmark": "search_throughput", "smoke": bool(args.smoke), "rows": rows, "dedup": args.dedup,
+           **({"profile": profile} if profile else {}),
            "evaluator": {"table": Path(args.table).name, "metrics": METRIC},
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_1m_at_end": _load()},
            "command": " ".join(["python", "benchmarks/search_throughput.py", *(argv if argv is not None
@@ -192,6 +229,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
 def _line(row: Dict[str, Any]) -> str:
     batch = f"b{row['batch_size']}" if row.get("batch_size") else "-"
+    batch += "*" if row.get("batch_setting") == "default" else ""
     extra = f"  x{row['ratio_to_inline']:.2f} of inline" if "ratio_to_inline" in row else ""
     same = "" if "same_archs_as_inline" not in row else f"  same archs: {row['same_archs_as_inline']}"
     return (f"{row['method']:16s} {row['strategy']:10s} {batch:>5s} {row['archs']:6d} archs "

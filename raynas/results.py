@@ -19,6 +19,8 @@ from raynas.objectives import Objective, parse_objectives
 from raynas.pareto import default_reference, hypervolume, pareto_mask, to_maximisation
 
 RESULTS_FILE = "results.parquet"
+#: rows per Parquet row group: what a lazy read of a few rows (head, best) reads at least
+ROW_GROUP_ROWS = 8192
 META_FILE = "search.json"
 _FIXED_COLUMNS = ["order", "arch_id", "arch", "trial_id", "error", "eval_seconds", "finished_at"]
 #: count metrics shown (tables) and plotted in millions
@@ -29,11 +31,20 @@ _AXIS_LABELS = {"params": "params (M)", "macs": "MACs (M)", "flops": "FLOPs (M)"
 
 
 class SearchResult:
-    """The table of a finished (or running) search and what users ask of it."""
+    """The table of a finished (or running) search and what users ask of it.
 
-    def __init__(self, df: pd.DataFrame, objectives: Sequence[Objective], path: Optional[Path] = None,
-                 meta: Optional[Mapping[str, Any]] = None) -> None:
-        self._df = df.reset_index(drop=True)
+    Opened from a finished search's folder (:meth:`load`), the table stays on disk until
+    :attr:`df` (or something that needs every column) is asked for: ``len``, :meth:`head`,
+    :meth:`columns`, :meth:`best` and :meth:`pareto` read only the columns (and, for the rows
+    they return, the row groups) they need, with pyarrow.
+    """
+
+    def __init__(self, df: Optional[pd.DataFrame], objectives: Sequence[Objective], path: Optional[Path] = None,
+                 meta: Optional[Mapping[str, Any]] = None, *, table: Optional[Path] = None) -> None:
+        if df is None and table is None:
+            raise ConfigError("a SearchResult needs a table: a DataFrame or a results.parquet path")
+        self._df = df.reset_index(drop=True) if df is not None else None
+        self._table = LazyTable(Path(table)) if df is None else None
         self.objectives = list(objectives)
         self.path = Path(path) if path is not None else None
         self.meta = dict(meta or {})
@@ -41,32 +52,65 @@ class SearchResult:
     # ----------------------------------------------------------------- access
     @property
     def df(self) -> pd.DataFrame:
-        """Every evaluated arch, one row each, in evaluation order."""
+        """Every evaluated arch, one row each, in evaluation order (read whole on first use)."""
+        if self._df is None:
+            self._df = self._table.read()
         return self._df
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the whole table is in memory."""
+        return self._df is not None
+
+    @property
+    def column_names(self) -> List[str]:
+        return list(self._df.columns) if self.loaded else self._table.column_names
+
+    def columns(self, names: Sequence[str]) -> pd.DataFrame:
+        """Only the columns ``names`` (those the table has), every row, in evaluation order."""
+        present = [c for c in names if c in self.column_names]
+        return self._df[present] if self.loaded else self._table.read(present)
+
+    def head(self, n: int = 5) -> pd.DataFrame:
+        """The first ``n`` rows (reads only the row groups that hold them)."""
+        return self._df.head(n) if self.loaded else self._table.head(n)
 
     @property
     def ok(self) -> pd.DataFrame:
         """Rows whose evaluation succeeded."""
-        if "error" not in self._df:
-            return self._df
-        return self._df[self._df["error"].isna() | (self._df["error"] == "")]
+        df = self.df
+        if "error" not in df:
+            return df
+        return df[_ok_mask(df)]
 
     def __len__(self) -> int:
-        return len(self._df)
+        return len(self._df) if self.loaded else self._table.num_rows
 
     def archs(self) -> List[Arch]:
-        return [arch_from_json(s) for s in self._df["arch"]]
+        return [arch_from_json(s) for s in self.columns(["arch"])["arch"]]
+
+    def _ok_columns(self, metrics: Sequence[str]) -> pd.DataFrame:
+        """The successful rows' ``metrics`` (index: row positions), without their NaNs."""
+        part = self.columns([*metrics, "error"])
+        if "error" in part:
+            part = part[_ok_mask(part)]
+        present = [m for m in metrics if m in part]
+        return part[present].dropna(subset=present)
+
+    def _rows(self, positions: Sequence[int]) -> pd.DataFrame:
+        """Whole rows at ``positions``, in that order, indexed by position."""
+        return self._df.loc[list(positions)] if self.loaded else self._table.take(positions)
 
     def best(self, metric: Optional[str] = None, mode: Optional[str] = None, n: int = 1
              ) -> Union[pd.Series, pd.DataFrame]:
         """Best row (or top-``n`` rows) by ``metric`` (default: the primary objective)."""
         objective = self._objective(metric, mode)
-        ok = self.ok
-        if objective.metric not in ok or ok[objective.metric].notna().sum() == 0:
+        ok = self._ok_columns([objective.metric])
+        if objective.metric not in ok or ok.empty:
             raise ConfigError(f"no successful evaluation reported '{objective.metric}'")
-        ranked = ok.dropna(subset=[objective.metric]).sort_values(
-            objective.metric, ascending=(objective.mode == "min"), kind="stable")
-        return ranked.iloc[0] if n == 1 else ranked.head(n)
+        ranked = ok.sort_values(objective.metric, ascending=(objective.mode == "min"), kind="stable").head(n)
+        rows = self._rows(ranked.index)
+        return rows.iloc[0] if n == 1 else rows
 
     def best_arch(self, metric: Optional[str] = None, mode: Optional[str] = None) -> Arch:
         return arch_from_json(self.best(metric, mode)["arch"])
@@ -74,12 +118,14 @@ class SearchResult:
     def pareto(self, objectives: Optional[Sequence[Any]] = None) -> pd.DataFrame:
         """Non-dominated rows over the objectives (default: the search's), sorted by the first."""
         objs = parse_objectives(objectives) if objectives is not None else self.objectives
-        ok = self.ok.dropna(subset=[o.metric for o in objs])
-        if ok.empty:
-            return ok
-        points = to_maximisation(ok[[o.metric for o in objs]].to_numpy(), objs)
+        metrics = [o.metric for o in objs]
+        ok = self._ok_columns(metrics)
+        if ok.empty or any(m not in ok for m in metrics):
+            return self._rows([])
+        points = to_maximisation(ok[metrics].to_numpy(), objs)
         front = ok[pareto_mask(points)]
-        return front.sort_values(objs[0].metric, ascending=(objs[0].mode == "min"), kind="stable")
+        order = front.sort_values(objs[0].metric, ascending=(objs[0].mode == "min"), kind="stable").index
+        return self._rows(order)
 
     def hypervolume(self, reference: Optional[Sequence[float]] = None,
                     objectives: Optional[Sequence[Any]] = None) -> float:
@@ -98,8 +144,8 @@ class SearchResult:
         """The default hypervolume reference, in the metrics' units: each objective's worst
         evaluated value moved 10% of its range further (see :func:`raynas.pareto.default_reference`)."""
         objs = parse_objectives(objectives) if objectives is not None else self.objectives
-        ok = self.ok.dropna(subset=[o.metric for o in objs])
-        if ok.empty:
+        ok = self._ok_columns([o.metric for o in objs])
+        if ok.empty or any(o.metric not in ok for o in objs):
             raise ConfigError("no successful evaluation reported every objective "
                               f"({', '.join(o.metric for o in objs)}): no reference point")
         ref = default_reference(to_maximisation(ok[[o.metric for o in objs]].to_numpy(), objs))
@@ -131,7 +177,7 @@ class SearchResult:
     def to_parquet(self, path: Union[str, Path, None] = None) -> Path:
         target = Path(path) if path is not None else self._default_path(RESULTS_FILE)
         with atomic_path(target, suffix=".parquet") as tmp:
-            self._df.to_parquet(tmp, index=False)
+            self.df.to_parquet(tmp, index=False, row_group_size=ROW_GROUP_ROWS)
         return target
 
     def plot_pareto(self, path: Union[str, Path, None] = None, objectives: Optional[Sequence[Any]] = None,
@@ -225,6 +271,7 @@ class SearchResult:
     def load(cls, path: Union[str, Path]) -> "SearchResult":
         """Open an experiment directory (or a results.parquet file).
 
+        A finished search's table is complete: it is opened lazily (see the class docstring).
         A search whose driver was killed leaves a results table up to a few seconds old and
         a journal of everything after: both are read, so no evaluated arch is missing.
         """
@@ -232,9 +279,61 @@ class SearchResult:
         directory = path.parent if path.suffix == ".parquet" else path
         table = path if path.suffix == ".parquet" else path / RESULTS_FILE
         meta = read_search_meta(directory) if (directory / META_FILE).exists() else {}
-        df = load_results_table(directory, table, key=str(meta.get("row_key") or "arch_id"))
         objectives = parse_objectives(meta.get("objectives") or ["accuracy:max"])
+        if meta.get("status") == "finished" and table.exists() and table.name == RESULTS_FILE:
+            try:
+                return cls(None, objectives, directory, meta, table=table)
+            except ConfigError:
+                pass   # unreadable: the journal below may rebuild it
+        df = load_results_table(directory, table, key=str(meta.get("row_key") or "arch_id"))
         return cls(df, objectives, directory, meta)
+
+
+class LazyTable:
+    """A results.parquet read on demand with pyarrow: its schema and row count from the footer,
+    columns by projection, rows by the row groups that hold them."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow.parquet as pq
+
+        self.path = Path(path)
+        try:
+            self._file = pq.ParquetFile(self.path)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for damaged files
+            raise ConfigError(f"{self.path} is not a readable Parquet file ({str(exc).splitlines()[0][:200]})"
+                              ) from exc
+        meta = self._file.metadata
+        self.num_rows = int(meta.num_rows)
+        self.column_names = list(self._file.schema_arrow.names)
+        sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    def read(self, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
+        """The whole table, or only ``columns``."""
+        table = self._file.read(columns=list(columns) if columns is not None else None)
+        return table.to_pandas().reset_index(drop=True)
+
+    def head(self, n: int) -> pd.DataFrame:
+        groups = int(np.searchsorted(self._starts, max(0, int(n)), side="left"))
+        groups = max(1, min(groups, len(self._starts) - 1))
+        if self.num_rows == 0:
+            return self.read()
+        return self._file.read_row_groups(list(range(groups))).to_pandas().head(n).reset_index(drop=True)
+
+    def take(self, positions: Sequence[int]) -> pd.DataFrame:
+        """Whole rows at ``positions`` (in that order), indexed by position."""
+        positions = np.asarray(list(positions), dtype=np.int64)
+        if len(positions) == 0:
+            return self._file.schema_arrow.empty_table().to_pandas()
+        groups = np.searchsorted(self._starts, positions, side="right") - 1
+        needed = sorted(set(groups.tolist()))
+        table = self._file.read_row_groups(needed)
+        offsets = {g: int(self._starts[g]) for g in needed}
+        base = np.concatenate([[0], np.cumsum([self._starts[g + 1] - self._starts[g] for g in needed])])
+        local = np.array([base[needed.index(g)] + p - offsets[g] for g, p in zip(groups.tolist(), positions.tolist())])
+        frame = table.take(local).to_pandas()
+        frame.index = pd.Index(positions)
+        return frame
 
 
 def load_results_table(directory: Path, table: Optional[Path] = None, key: str = "arch_id") -> pd.DataFrame:
@@ -264,6 +363,10 @@ def load_results_table(directory: Path, table: Optional[Path] = None, key: str =
         rows = {rec[key]: {k: v for k, v in rec.items() if not is_missing(v)} for rec in df.to_dict("records")}
     rows.update(records)
     return records_frame(list(rows.values()))
+
+
+def _ok_mask(df: pd.DataFrame) -> pd.Series:
+    return df["error"].isna() | (df["error"] == "")
 
 
 def records_frame(records: List[Mapping[str, Any]]) -> pd.DataFrame:

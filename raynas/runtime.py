@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from typing import Iterator, Optional
 
 from raynas.errors import ConfigError
@@ -65,3 +66,21 @@ def tune_environment(loggers: bool = False, sigint_handler: bool = True) -> Iter
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def check_trial_gpus(gpus_per_trial: float, address: Optional[str] = None) -> None:
+    """Refuse trials that ask for more GPUs than the Ray cluster has: Tune would wait forever to
+    place them. On a local Ray that is final (ConfigError); a cluster joined by address may
+    still add GPU nodes (an autoscaler), so there it is said once and the run goes on."""
+    import ray
+
+    if gpus_per_trial <= 0:
+        return
+    have = float(ray.cluster_resources().get("GPU", 0.0))
+    if have >= gpus_per_trial:
+        return
+    message = (f"each trial asks for {gpus_per_trial:g} GPU but the Ray cluster has {have:g}: no trial could "
+               "start; pass gpus_per_trial=0 (--gpus-per-trial 0) to train on CPU, or run where GPUs are")
+    if (address or os.environ.get("RAY_ADDRESS") or "local") == "local":
+        raise ConfigError(message)
+    print(f"warning: {message} (waiting, in case the cluster adds GPU nodes)", file=sys.stderr, flush=True)

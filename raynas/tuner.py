@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
+from raynas.batching import resolve_batch_size
 from raynas.constraints import CostFn
 from raynas.errors import ConfigError, RaynasError, SearchInterrupted
 from raynas.evaluators.base import Evaluator, FunctionEvaluator, as_evaluator
@@ -14,8 +15,8 @@ from raynas.experiments import check_name, default_name, is_experiment, prepare_
 from raynas.ledger import JOURNAL_FILE, Journal, read_journal, reported_rows
 from raynas.registry import TRAINABLES
 from raynas.resume import check_replayable, replay_journal
-from raynas.results import SearchResult, read_search_meta, write_search_meta
-from raynas.runtime import DEFAULT_STORAGE, ensure_ray, tune_environment
+from raynas.results import RESULTS_FILE, SearchResult, read_search_meta, write_search_meta
+from raynas.runtime import DEFAULT_STORAGE, check_trial_gpus, ensure_ray, tune_environment
 from raynas.schedulers import check_scheduler, resolve_scheduler
 from raynas.search_config import SearchConfig
 from raynas.searchers import ArchSearcher
@@ -50,8 +51,12 @@ def search(space: Union[str, SearchSpace, SearchConfig], evaluator: Any,
         constraints: e.g. ``["flops<=200M", "params<=5e6"]`` on metrics known before evaluation.
         objectives: e.g. ``"accuracy"`` or ``["accuracy:max", "latency_ms:min"]``; the first is
             primary for single-objective strategies.
-        batch_size: archs per Tune trial (default: the evaluator's preference); Tune costs tens of
-            milliseconds per trial, so cheap evaluations should come in batches.
+        batch_size: archs per Tune trial. Default: the evaluator's ``preferred_batch_size`` if it
+            states one, else sized from its cost per arch (declared, or timed on a few archs
+            before Tune starts) so a trial lasts ~1 s, a power of two up to 512 and at most the
+            budget's share per concurrent trial (see :mod:`raynas.batching`). Tune costs tens of
+            milliseconds per trial, so cheap evaluations come in large batches. The choice is
+            recorded in ``search.json`` and a resume keeps it; pass a number to fix it.
         max_concurrent: trials in flight (default: the evaluator's preference).
         scheduler: ``"asha"``, ``"hyperband"`` or a Tune scheduler, for multi-fidelity evaluators
             (one arch per trial, one report per fidelity; see :mod:`raynas.schedulers`).
@@ -105,21 +110,30 @@ def search(space: Union[str, SearchSpace, SearchConfig], evaluator: Any,
     scheduler_spec = scheduler
     scheduler = resolve_scheduler(scheduler, evaluator.num_fidelities)
     multi_fidelity = scheduler is not None and evaluator.num_fidelities > 1
-    config = config.with_batching(1 if multi_fidelity else int(config.batch_size or evaluator.preferred_batch_size),
-                                  int(config.max_concurrent or evaluator.preferred_concurrency))
+    max_concurrent = int(config.max_concurrent or evaluator.preferred_concurrency)
+    batch_sizing: Dict[str, Any] = {"source": "multi-fidelity" if multi_fidelity else "user"}
+    if multi_fidelity:
+        batch = 1
+    elif config.batch_size:
+        batch = int(config.batch_size)
+    else:   # before Ray starts: a probe evaluates a few archs in this process
+        batch, batch_sizing = resolve_batch_size(evaluator, config.space, config.num_samples, max_concurrent,
+                                                 config.seed)
+    config = config.with_batching(batch, max_concurrent)
     check_scheduler(scheduler, config.max_concurrent, config.num_samples)
     searcher = config.make_searcher()
     name = name or default_name(storage, f"{config.space.name}-{searcher.strategy_name}")
     directory = storage / name
     prepare_new(directory, overwrite)
     ensure_ray(address)  # only once the configuration is known to be good
+    check_trial_gpus(float(dict(trial_resources or evaluator.trial_resources).get("gpu", 0.0)), address)
     directory.mkdir(parents=True, exist_ok=True)
     # what a resume needs to rebuild the very same searcher, evaluator and run (plain JSON)
     meta = {"name": name, **config.to_json(), "multi_fidelity": multi_fidelity,
             "scheduler": scheduler_spec if isinstance(scheduler_spec, str) else None,
             "scheduler_object": scheduler is not None and not isinstance(scheduler_spec, str),
             "tune_loggers": bool(tune_loggers), "tensorboard": bool(tensorboard), "trial_resources": dict(trial_resources or evaluator.trial_resources),
-            "max_trial_failures": int(max_trial_failures),
+            "max_trial_failures": int(max_trial_failures), "batch_sizing": batch_sizing,
             **({"evaluator": spec.to_json()} if spec is not None else {}), **dict(extra_meta or {}),
             "status": "running", "started_at": time.time()}
     write_search_meta(directory, meta)
@@ -260,6 +274,7 @@ def _fit(tuner, searcher: ArchSearcher, collector, objectives, directory: Path,
     finally:
         collector.flush()
         collector.journal.close()
+        _close_arch_loggers(callbacks)
     if interrupted:
         from raynas.progress import SearchProgress
 
@@ -272,7 +287,19 @@ def _fit(tuner, searcher: ArchSearcher, collector, objectives, directory: Path,
             f"consistent: continue it with raynas search --resume {directory} (raynas.resume_search)", directory)
     meta["exhausted"] = bool(searcher.exhausted)
     _set_status(directory, meta, "finished")
-    return SearchResult(collector.dataframe(), objectives, directory, meta)
+    # the table on disk, opened lazily: the driver never holds a second copy of a large sweep
+    return SearchResult(None, objectives, directory, meta, table=directory / RESULTS_FILE)
+
+
+def _close_arch_loggers(callbacks: Sequence[Any]) -> None:
+    """Close the per-arch row files and TensorBoard writer now (Tune does it at the experiment's
+    end, which an interrupted or failed run never reaches): left to tensorboardX's exit hook,
+    its writer thread can wait forever for a stop signal at interpreter shutdown."""
+    from raynas.tune_view import ArchRowLogger
+
+    for callback in callbacks:
+        if isinstance(callback, ArchRowLogger):
+            callback.on_experiment_end([])
 
 
 def _set_status(directory: Path, meta: Dict[str, Any], status: str) -> None:

@@ -153,3 +153,25 @@ def test_sigint_exits_130_says_interrupted_and_how_to_resume(ray_session, tmp_pa
     assert len(resumed) == 300 and resumed["arch_id"].is_unique
     assert resumed["arch_id"].tolist()[:len(recorded)] == recorded["arch_id"].tolist()
     assert json.loads((out / "ctrl-c" / "search.json").read_text())["status"] == "finished"
+
+
+# ---------------------------------------------------------------------------- GPUs that are not there
+def test_trials_asking_for_absent_gpus_are_refused_not_left_waiting(ray_session, tmp_path):
+    """Tune would wait forever to place a trial that needs a GPU the local Ray lacks: refused at
+    once, naming the fix, and nothing is written."""
+    from raynas.differentiable.sweep import darts_search
+    from raynas.errors import ConfigError
+
+    assert ray_session.cluster_resources().get("GPU", 0) == 0
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"asks for 0.5 GPU but the Ray cluster has 0.*gpus_per_trial=0"):
+        darts_search({"space": "nb201", "supernet_options": {"channels": 2, "cells_per_stage": 1}, "data": "digits",
+                      "epochs": 1, "device": "cpu"}, gpus_per_trial=0.5, storage_path=tmp_path, name="gpu",
+                     progress=False)
+    space = raynas.create_space("synthetic", **SYNTHETIC)
+    with pytest.raises(ConfigError, match="asks for 1 GPU"):
+        raynas.search(space, lambda archs: [{"score": space.score(a)} for a in archs], num_samples=4,
+                      objectives="score", trial_resources={"cpu": 0.5, "gpu": 1}, storage_path=tmp_path,
+                      name="gpu-search", progress=False)
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "gpu").exists() and not (tmp_path / "gpu-search").exists()

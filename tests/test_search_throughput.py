@@ -28,3 +28,19 @@ def test_throughput_benchmark_measures_equal_work(ray_session, tmp_path):
     assert tuned[0]["trials"] == 10 and tuned[1]["trials"] == 3
     assert {r["method"] for r in rows} == {"inline", "raynas.search", "plain tune", "optuna ask/tell"}
     assert all(r["archs_per_s"] > 0 and r["load_1m"] is not None for r in rows)
+
+
+def test_throughput_benchmark_default_batch_and_profile(ray_session, tmp_path):
+    """No batch size given: the search sizes it from the table's declared cost (as large as the
+    budget allows), the in-process driver runs the same size, and the profile is recorded."""
+    import search_throughput
+
+    out = tmp_path / "throughput.json"
+    search_throughput.main(["--table", str(shared_data_path("nb201/nb201_cifar10.csv")), "--archs", "64",
+                            "--strategies", "random", "--batch-sizes", "default", "--plain-tune-trials", "2",
+                            "--optuna-archs", "10", "--profile", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    tuned = [r for r in saved["rows"] if r["method"] == "raynas.search"]
+    assert len(tuned) == 1 and tuned[0]["batch_setting"] == "default" and tuned[0]["batch_size"] == 64
+    assert tuned[0]["batch_sizing"]["source"] == "declared" and tuned[0]["same_archs_as_inline"]
+    assert saved["profile"]["archs"] == 64 and len(saved["profile"]["by_own_time"]) == 15

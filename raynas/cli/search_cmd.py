@@ -44,7 +44,8 @@ def register(sub) -> None:
     how.add_argument("--constraint", action="append", metavar="EXPR",
                      help="e.g. 'macs<=5M', 'params<1.5e6', 'latency_ms<=20' with --latency-table "
                           "(checked before evaluation)")
-    how.add_argument("--batch-size", type=int, help="archs per Tune trial")
+    how.add_argument("--batch-size", type=int, help="archs per Tune trial (default: sized from the evaluator's "
+                                                    "cost so a trial lasts ~1 s; recorded in search.json)")
     how.add_argument("--max-concurrent", type=int, help="Tune trials in flight")
     how.add_argument("--seed", type=int, default=0)
     how.add_argument("--max-failures", default="10%", metavar="FRACTION",

@@ -170,13 +170,14 @@ def _run(kind: str, trainable: Callable, base: JsonConfig, grid: Optional[Mappin
          num_gpus: Optional[int], progress: bool, time_budget_s: Optional[float]) -> SweepResult:
     from ray import tune
 
-    from raynas.runtime import ensure_ray
+    from raynas.runtime import check_trial_gpus, ensure_ray
 
     grid = _grid(base, grid, variants)
     if gpus_per_trial < 0 or cpus_per_trial <= 0:
         raise ConfigError(f"gpus_per_trial must be >= 0 and cpus_per_trial > 0, got "
                           f"{gpus_per_trial} and {cpus_per_trial}")
     ensure_ray(address, num_cpus=num_cpus, num_gpus=num_gpus)
+    check_trial_gpus(gpus_per_trial, address)
     name = name or f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = Path(storage_path).expanduser().resolve()
     directory = storage / name

@@ -24,10 +24,12 @@ class Evaluator(ABC):
 
     #: names of the metrics ``evaluate`` reports (used to check objectives before a search)
     metrics: Tuple[str, ...] = ()
-    #: how :func:`raynas.search` batches archs into Tune trials by default. An in-process
-    #: evaluator runs inside the trial's actor: one trial actor (each costs a process start)
-    #: with several archs per trial is fastest unless evaluations are expensive.
-    preferred_batch_size: int = 8
+    #: archs per Tune trial when the user gives no ``batch_size``; None: sized from the
+    #: evaluator's cost so a trial amortises Tune's per-trial overhead (see :mod:`raynas.batching`)
+    preferred_batch_size: Optional[int] = None
+    #: seconds one evaluation costs, when known without running one (a table lookup: ~0); None:
+    #: :func:`raynas.search` times a few evaluations before Tune starts (see :mod:`raynas.batching`)
+    cost_per_arch_s: Optional[float] = None
     preferred_concurrency: int = 1
     trial_resources: Dict[str, float] = {"cpu": 1.0}
     #: how to rebuild this evaluator from files, as JSON (read by :mod:`raynas.evaluators.spec`),

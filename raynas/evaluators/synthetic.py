@@ -21,6 +21,7 @@ class ScoreFidelityEvaluator(Evaluator):
     """``score`` at fidelity k of ``levels``: ``space.score(arch) - gap * (levels - k)``."""
 
     metrics = ("score",)
+    cost_per_arch_s = 1e-5   # an analytic score
 
     def __init__(self, space, levels: int = 4, gap: float = 0.5) -> None:
         if not callable(getattr(space, "score", None)):
@@ -60,6 +61,7 @@ class SleepEvaluator(Evaluator):
         if slowdown <= 0:
             raise ConfigError(f"slowdown must be > 0, got {slowdown}")
         self.delay_s, self.jitter, self.slowdown = float(delay_s), float(jitter), float(slowdown)
+        self.cost_per_arch_s = self.delay_s * self.slowdown   # the mean sleep (jitter is symmetric)
 
     def delay(self, arch: Arch) -> float:
         """Seconds this evaluator sleeps for ``arch``."""

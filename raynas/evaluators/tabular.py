@@ -170,6 +170,9 @@ class TabularEvaluator(Evaluator):
     ``table_key(arch)`` (NB201: ``arch_str``) or, for spaces without one, canonical arch JSON.
     """
 
+    #: a lookup is ~10 us: :func:`raynas.search` gives it the largest batch (raynas.batching)
+    cost_per_arch_s = 1e-5
+
     def __init__(self, path: Union[str, os.PathLike], space: Any = "nb201", key: str = "arch_str",
                  metrics: MetricSpec = None, fidelities: Optional[Sequence[Mapping[str, str]]] = None) -> None:
         self._lookup = _TableLookup(path, space, key, metrics)

@@ -57,6 +57,8 @@ class WeightInheritedEvaluator(Evaluator):
     """
 
     metrics = ("accuracy", "loss", "params", "macs", "flops")
+    #: a model per evaluation: never probed in the driver (it holds no model there)
+    preferred_batch_size = 8
 
     def __init__(self, supernet: Supernet, calib: SplitLike, val: SplitLike, *,
                  calib_images: Optional[int] = None, batch_size: int = DEFAULT_EVAL_BATCH,

@@ -52,6 +52,9 @@ class ProxyEvaluator(Evaluator):
     reports them for the batch's resolution (identical numbers, no forward pass).
     """
 
+    #: a model per evaluation: never probed in the driver (it may need the trial's GPU)
+    preferred_batch_size = 8
+
     def __init__(self, space: Any, proxies: Sequence[str] = DEFAULT_PROXIES, *,
                  batch: Optional[Union[ProxyBatch, Tuple[torch.Tensor, Optional[torch.Tensor]]]] = None,
                  data_free: bool = False, batch_size: int = 64,
