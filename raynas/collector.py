@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import pandas as pd
 from ray.tune import Callback
@@ -22,8 +22,9 @@ class ResultsCollector(Callback):
     event goes to the journal at once (see :mod:`raynas.ledger`), and the table is rewritten
     atomically to ``results.parquet`` every ``flush_seconds`` and at the end, so a killed driver
     leaves a readable table and loses nothing. A flush converts only the rows stored since the
-    last one and appends them to the Arrow table already written (a whole rebuild only when an
-    earlier row was replaced), so flushing a 100,000-row table costs its write, not a rebuild.
+    last one and appends them to the Arrow table already written (dropping a written row that a
+    later report replaced), so flushing a 100,000-row table costs its write, not a rebuild, and
+    a written row is held only in Arrow's columns.
 
     ``resume=True`` continues the experiment in ``directory``: its rows are loaded first.
     ``journal``: the :class:`raynas.ledger.Journal` to append to (default: a new one).
@@ -36,30 +37,49 @@ class ResultsCollector(Callback):
         self.directory = Path(directory)
         self.cost_model = cost_model
         self.flush_seconds = flush_seconds
-        self.rows: Dict[str, Dict[str, Any]] = {}
+        # What the driver keeps per arch is what a long sweep's memory grows by: a written row
+        # lives only in the Arrow table (columnar, ~0.2 KiB), plus its key's fidelity and order.
+        self._index: Dict[str, Tuple[float, int]] = {}   # arch_id -> (fidelity, order) of its row
+        self._pending: Dict[str, Dict[str, Any]] = {}    # rows stored since the last flush
+        self._replaced = False        # a row already written was replaced since the last flush
+        self._written = None          # pyarrow Table of the rows in results.parquet
+        #: rows stored (or, for a report that changed nothing, recalled) by the latest report,
+        #: by arch_id: what the per-arch loggers after this callback read
+        self.latest: Dict[str, Dict[str, Any]] = {}
         self._last_flush = time.monotonic()
         self._dirty = False
-        self._written = None          # pyarrow Table of the rows in results.parquet
-        self._written_keys: set = set()
-        self._pending: Dict[str, None] = {}   # keys stored since the last flush, in order
         if resume and existing is None and ((self.directory / RESULTS_FILE).exists()
                                             or (self.directory / JOURNAL_FILE).exists()):
             existing = load_results_table(self.directory)
         if existing is not None and not existing.empty:
-            for rec in existing.to_dict("records"):
-                self.rows[rec["arch_id"]] = {k: v for k, v in rec.items() if not is_missing(v)}
-        self._order = max((int(r.get("order", -1)) for r in self.rows.values()), default=-1) + 1
+            records = [{k: v for k, v in rec.items() if not is_missing(v)} for rec in existing.to_dict("records")]
+            for rec in records:
+                self._index[rec["arch_id"]] = (_fidelity(rec), int(rec["order"]))
+            self._written = _arrow(records_frame(records))
+        self._order = max((order for _, order in self._index.values()), default=-1) + 1
         # shared with the searcher, whose proposals and observations go to the same file
         self.journal = journal if journal is not None else Journal(self.directory, fresh=not resume)
+
+    def __len__(self) -> int:
+        """Archs with a row."""
+        return len(self._index)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
 
     def on_trial_result(self, iteration: int, trials, trial, result: Dict, **info) -> None:
         archs = {key: arch for key, arch in zip(trial.config.get("arch_ids", []), trial.config.get("archs", []))}
         batch = [row for row in result.get("batch") or [] if isinstance(row, dict)]
+        self.latest.clear()
         stored = []
         for row in batch:
             key = row.get("arch_id")
-            if key in archs and self.add_row(key, archs[key], row, trial.trial_id):
-                stored.append(self.rows[key])
+            if key not in archs:
+                continue
+            if self.add_row(key, archs[key], row, trial.trial_id):
+                stored.append(self._pending[key])
+            elif key in self._index:  # an equal re-report (a resumed trial): what the loggers need of it
+                self.latest[key] = {"arch": canonical_json(archs[key]), "order": self._index[key][1]}
         self.journal.append({"event": "result", "trial": trial.trial_id, "batch": batch,
                              "records": stored})
         if time.monotonic() - self._last_flush > self.flush_seconds:
@@ -67,8 +87,8 @@ class ResultsCollector(Callback):
 
     def add_row(self, key: str, arch: Arch, metrics: Mapping[str, Any], trial_id: str) -> bool:
         """Store the row of ``key``; False when the arch already has one of equal or higher fidelity."""
-        previous = self.rows.get(key)
-        if previous is not None and float(metrics.get("fidelity", 0.0) or 0.0) <= float(previous.get("fidelity", 0.0) or 0.0):
+        previous = self._index.get(key)
+        if previous is not None and _fidelity(metrics) <= previous[0]:
             return False
         record: Dict[str, Any] = {}
         if self.cost_model is not None:
@@ -77,13 +97,16 @@ class ResultsCollector(Callback):
             except Exception:  # noqa: BLE001 - a cost failure must not lose the evaluation
                 pass
         record.update({k: v for k, v in metrics.items() if k != "arch_id"})
+        order = previous[1] if previous is not None else self._order
         record.update({"arch_id": key, "arch": canonical_json(arch), "trial_id": trial_id,
-                       "finished_at": time.time(),
-                       "order": previous["order"] if previous else self._order})
+                       "finished_at": time.time(), "order": order})
         if previous is None:
             self._order += 1
-        self.rows[key] = record
-        self._pending[key] = None
+        elif key not in self._pending:
+            self._replaced = True
+        self._index[key] = (_fidelity(record), order)
+        self._pending[key] = record
+        self.latest[key] = record
         self._dirty = True
         return True
 
@@ -94,17 +117,21 @@ class ResultsCollector(Callback):
         # The trial itself crashed for good (not the evaluator): record its archs as failed, once.
         stored = []
         for key, arch in zip(trial.config.get("arch_ids", []), trial.config.get("archs", [])):
-            if key not in self.rows and self.add_row(
+            if key not in self._index and self.add_row(
                     key, arch, {"error": "trial failed before reporting (see Tune's trial log)"}, trial.trial_id):
-                stored.append(self.rows[key])
+                stored.append(self._pending[key])
         self.journal.append({"event": "error", "trial": trial.trial_id, "records": stored})
 
     def on_experiment_end(self, trials, **info) -> None:
         self.flush()
         self.journal.close()
 
+    def table(self):
+        """Every row as an Arrow table, in ``order`` (what the next flush writes)."""
+        return self._table()
+
     def dataframe(self) -> pd.DataFrame:
-        return records_frame(list(self.rows.values()))
+        return self._table().to_pandas()
 
     def flush(self) -> None:
         """Write ``results.parquet`` atomically (when anything changed since the last flush)."""
@@ -115,28 +142,37 @@ class ResultsCollector(Callback):
         table = self._table()
         with atomic_path(self.directory / RESULTS_FILE, suffix=".parquet") as tmp:
             pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
-        self._written, self._written_keys = table, set(self.rows)
+        self._written = table
         self._pending.clear()
+        self._replaced = False
         self._last_flush = time.monotonic()
         self._dirty = False
 
     def _table(self):
-        """The whole table as Arrow: the rows written before plus those stored since, converted
-        once; rebuilt whole when a written row was replaced or rows arrived out of order."""
+        """The rows written before with those stored since, converted once: a row replaced since
+        is dropped from the written part, and the whole is put back in ``order`` when needed."""
         import pyarrow as pa
+        import pyarrow.compute as pc
 
-        fresh = [self.rows[k] for k in self._pending]
-        append = self._written is not None and not any(k in self._written_keys for k in self._pending)
-        if append and fresh:
-            last = self._written.column("order")[-1].as_py() if self._written.num_rows else -1
-            append = min(int(r["order"]) for r in fresh) > last
-        if append:
-            if not fresh:
-                return self._written
-            part = _arrow(records_frame(fresh))
-            table = pa.concat_tables([self._written, part], promote_options="permissive")
-            return table.select(_column_order(table.column_names))
-        return _arrow(self.dataframe())
+        fresh = list(self._pending.values())
+        if self._written is None:
+            return _arrow(records_frame(fresh))
+        if not fresh:
+            return self._written
+        written = self._written
+        if self._replaced:
+            written = written.filter(pc.invert(pc.is_in(written.column("arch_id"),
+                                                        value_set=pa.array(list(self._pending)))))
+        part = _arrow(records_frame(fresh))
+        table = pa.concat_tables([written, part], promote_options="permissive")
+        last = written.column("order")[-1].as_py() if written.num_rows else -1
+        if min(int(r["order"]) for r in fresh) <= last:
+            table = table.sort_by("order")
+        return table.select(_column_order(table.column_names))
+
+
+def _fidelity(row: Mapping[str, Any]) -> float:
+    return float(row.get("fidelity", 0.0) or 0.0)
 
 
 def _arrow(frame: pd.DataFrame):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 from ray.tune import Callback
 
@@ -11,42 +11,57 @@ from raynas.objectives import Objective
 
 
 class SearchProgress(Callback):
-    """tqdm bar over evaluated archs, showing the best value of the primary objective."""
+    """tqdm bar over evaluated archs, showing the best value of the primary objective.
 
-    def __init__(self, total: int, objective: Objective,
-                 done: Optional[Mapping[str, Mapping[str, Any]]] = None) -> None:
-        """``done``: rows already recorded (arch_id -> row), when a search is resumed."""
+    It reads the results collector (which comes before it in the callback list): the count of
+    archs with a row and the rows the latest report stored, so it keeps nothing per arch. A
+    resumed search starts the bar at the rows already recorded, with their best value.
+    """
+
+    def __init__(self, total: int, objective: Objective, collector) -> None:
         self.total = total
         self.objective = objective
+        self.collector = collector
         self.best = objective.worst()
-        self.seen: set = set()
         self.failed = 0
         self.bar = None
-        for key, row in (done or {}).items():
-            self._count(key, row)
+        self._shown = len(collector)
+        if self._shown:
+            self._summarise(collector.table())
 
-    def _count(self, key: str, row: Mapping[str, Any]) -> bool:
-        if key in self.seen:
-            return False
-        self.seen.add(key)
+    def _summarise(self, table) -> None:
+        """Best value and failures of the rows already recorded (one pass over two columns)."""
+        names = table.column_names
+        if "error" in names:
+            self.failed = sum(1 for error in table.column("error").to_pylist() if error)
+        if self.objective.metric in names:
+            values = [v for v in table.column(self.objective.metric).to_pylist()
+                      if isinstance(v, (int, float)) and math.isfinite(v)]
+            if values:
+                self.best = max(values) if self.objective.mode == "max" else min(values)
+
+    def _count(self, row: Mapping[str, Any]) -> None:
         if row.get("error"):
             self.failed += 1
-            return True
+            return
         value = row.get(self.objective.metric)
         if isinstance(value, (int, float)) and math.isfinite(value) and self.objective.better(value, self.best):
             self.best = value
-        return True
 
     def _ensure_bar(self):
         if self.bar is None:
             from tqdm.auto import tqdm
-            self.bar = tqdm(total=self.total, initial=len(self.seen), desc="search", unit="arch",
+            self.bar = tqdm(total=self.total, initial=self._shown, desc="search", unit="arch",
                             file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
         return self.bar
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         bar = self._ensure_bar()
-        new = sum(self._count(row.get("arch_id"), row) for row in result.get("batch") or [] if isinstance(row, dict))
+        for row in self.collector.latest.values():
+            if "trial_id" in row:   # stored by this report (not an equal re-report's recall)
+                self._count(row)
+        new = len(self.collector) - self._shown
+        self._shown += new
         if new:
             bar.update(new)
             postfix = {f"best {self.objective.metric}": f"{self.best:.4g}"}

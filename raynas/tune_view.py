@@ -39,8 +39,9 @@ class ArchRowLogger(LoggerCallback):
     """Per-arch Tune result rows (``result.json`` of each trial, with its ``params.json``) and a per-arch
     TensorBoard log.
 
-    ``rows``: the results collector's rows (arch_id -> stored row with its ``order``), filled
-    before this callback runs (it comes after the collector in the callback list).
+    ``rows``: the rows the results collector stored from the report at hand (arch_id -> row with
+    its ``order``: :attr:`raynas.collector.ResultsCollector.latest`), filled before this callback
+    runs (it comes after the collector in the callback list).
     """
 
     def __init__(self, directory: Union[str, Path], rows: Mapping[str, Mapping[str, Any]], primary: Objective,

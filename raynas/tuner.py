@@ -200,7 +200,7 @@ def _tune_view_callbacks(directory: Path, meta: Mapping[str, Any], collector, pr
     out = []
     if meta.get("tensorboard", True):
         from raynas.tune_view import ArchRowLogger
-        out.append(ArchRowLogger(directory, collector.rows, primary))
+        out.append(ArchRowLogger(directory, collector.latest, primary))
     if meta.get("tune_loggers"):
         from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
         out += [CSVLoggerCallback(), TBXLoggerCallback()]
@@ -222,8 +222,9 @@ def _run(directory: Path, meta: Dict[str, Any], searcher: ArchSearcher, evaluato
     all_callbacks = [collector, *_tune_view_callbacks(directory, meta, collector, objectives[0]), *callbacks]
     if progress:
         from raynas.progress import SearchProgress
-        all_callbacks.append(SearchProgress(int(meta["num_samples"]), objectives[0],
-                                            done=collector.rows if resume else None))
+        all_callbacks.append(SearchProgress(int(meta["num_samples"]), objectives[0], collector))
+    from raynas.trial_release import ReleaseFinishedBatches
+    all_callbacks.append(ReleaseFinishedBatches())   # last: everyone else has read the batch
     trainable = _make_trainable(evaluator, objectives[0], bool(meta.get("multi_fidelity")),
                                 meta.get("trial_resources") or evaluator.trial_resources, known)
     primary = objectives[0]
@@ -283,7 +284,7 @@ def _fit(tuner, searcher: ArchSearcher, collector, objectives, directory: Path,
                 callback.close()
         _set_status(directory, meta, "interrupted")
         raise SearchInterrupted(
-            f"the search stopped after {len(collector.rows)} of {meta.get('num_samples')} archs; its folder is "
+            f"the search stopped after {len(collector)} of {meta.get('num_samples')} archs; its folder is "
             f"consistent: continue it with raynas search --resume {directory} (raynas.resume_search)", directory)
     meta["exhausted"] = bool(searcher.exhausted)
     _set_status(directory, meta, "finished")

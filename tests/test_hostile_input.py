@@ -198,7 +198,7 @@ def _experiment(tmp_path: Path, journal: bool) -> Path:
         (directory / "results.journal.jsonl").unlink()
     else:  # what the collector journals as trials report
         lines = [json.dumps({"event": "result", "trial": r["trial_id"], "batch": [], "records": [r]})
-                 for r in collector.rows.values()]
+                 for r in collector.latest.values()]
         (directory / "results.journal.jsonl").write_text("\n".join(lines) + "\n")
     write_search_meta(directory, {"name": "exp", "objectives": ["score:max"], "space": space.spec()})
     return directory

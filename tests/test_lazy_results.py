@@ -84,7 +84,11 @@ def test_incremental_flushes_write_what_a_rebuild_writes(tmp_path):
     space = raynas.create_space("synthetic", num_layers=8, num_choices=4, seed=1)
     rng = np.random.default_rng(3)
     collector = ResultsCollector(tmp_path / "exp")
-    archs = []
+    archs, rows = [], {}
+
+    def rebuilt() -> pd.DataFrame:   # the whole table built at once from every stored row
+        return records_frame(list(rows.values()))
+
     for i in range(60):
         arch = space.sample(rng)
         archs.append(arch)
@@ -93,15 +97,19 @@ def test_incremental_flushes_write_what_a_rebuild_writes(tmp_path):
             metrics = {"error": "failed"}          # a string column appearing after an all-null part
         if i == 33:
             metrics["extra"] = 1.5                 # a column appearing late
-        collector.add_row(arch_id(arch), arch, metrics, f"t{i}")
+        assert collector.add_row(arch_id(arch), arch, metrics, f"t{i}")
+        rows[arch_id(arch)] = collector.latest[arch_id(arch)]
         if i % 10 == 9:
             collector.flush()
             on_disk = pd.read_parquet(tmp_path / "exp" / RESULTS_FILE)
+            pd.testing.assert_frame_equal(on_disk, rebuilt(), check_dtype=False)
             pd.testing.assert_frame_equal(on_disk, collector.dataframe(), check_dtype=False)
-    # a higher-fidelity report replaces a written row: the table is rebuilt, still equal
-    collector.add_row(arch_id(archs[3]), archs[3], {"score": 99.0, "fidelity": 2.0}, "t99")
+    # a report of equal fidelity changes nothing; a higher one replaces the written row in place
+    assert not collector.add_row(arch_id(archs[3]), archs[3], {"score": 98.0}, "t98")
+    assert collector.add_row(arch_id(archs[3]), archs[3], {"score": 99.0, "fidelity": 2.0}, "t99")
+    rows[arch_id(archs[3])] = collector.latest[arch_id(archs[3])]
     collector.flush()
     on_disk = pd.read_parquet(tmp_path / "exp" / RESULTS_FILE)
-    pd.testing.assert_frame_equal(on_disk, collector.dataframe(), check_dtype=False)
-    assert on_disk.loc[3, "score"] == 99.0 and len(on_disk) == 60
+    pd.testing.assert_frame_equal(on_disk, rebuilt(), check_dtype=False)
+    assert on_disk.loc[3, "score"] == 99.0 and len(on_disk) == 60 == len(collector)
     collector.journal.close()
