@@ -8,9 +8,10 @@ checkpoints. For a 100,000-arch sweep that was ~2.3 KiB per arch in the driver, 
 growth (``benchmarks/sweep_memory.py``).
 
 raynas needs none of it once the trial is over: the collector has written the rows to the
-journal and the results table, and the searcher has been told (Tune calls the searcher and every
-other callback before this one, which is last in the list). What stays is what Tune's own
-summary reads: the flat numbers of the last result and the batch's size.
+journal and the results table, the trial's folder has its ``params.json``, and the searcher has
+been told (Tune calls the searcher and every other callback before this one, which is last in
+the list). What stays is what Tune's own views read (``ExperimentAnalysis``): the ids of the
+batch's archs in the config, and the flat numbers of the last result.
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from typing import Any, Dict
 
 from ray.tune import Callback
 
-# the batch; a batch of one also carries its decisions, small, which Tune's views show
-BATCH_KEYS = ("archs", "arch_ids")
+# the archs themselves; their ids (a short string each) stay, as do a batch of one's decisions
+BATCH_KEYS = ("archs",)
 
 
 class ReleaseFinishedBatches(Callback):
@@ -33,29 +34,26 @@ class ReleaseFinishedBatches(Callback):
 
 
 def release_batch(trial) -> None:
-    """Replace ``trial``'s batch in its config, suggested parameters and last result by its size,
-    and drop the JSON that Tune cached of them (rebuilt small on the next checkpoint)."""
-    size = len(trial.config.get("arch_ids") or ())
-    _slim_config(trial.config, size)
-    _slim_config(trial.evaluated_params, size)
+    """Drop ``trial``'s archs from its config and suggested parameters, its last result's
+    per-arch rows and copy of the config, and the JSON that Tune cached of them (rebuilt small
+    on the next checkpoint)."""
+    _slim_config(trial.config)
+    # what the searcher suggested, kept apart for Tune's console table (off in raynas)
+    for key in (*BATCH_KEYS, "arch_ids"):
+        trial.evaluated_params.pop(key, None)
     metadata = trial.run_metadata
     last = metadata.last_result
     if last:
-        metadata.last_result = _slim_result(last, size)
+        slim = {k: v for k, v in last.items() if k != "batch"}
+        if isinstance(slim.get("config"), dict):
+            slim["config"] = dict(slim["config"])
+            _slim_config(slim["config"])
+        metadata.last_result = slim
     trial.experiment_tag = str(trial.trial_id)
     trial.invalidate_json_state()
     metadata.invalidate_cache()
 
 
-def _slim_config(config: Dict[str, Any], size: int) -> None:
+def _slim_config(config: Dict[str, Any]) -> None:
     for key in BATCH_KEYS:
         config.pop(key, None)
-    config["batch_released"] = size
-
-
-def _slim_result(result: Dict[str, Any], size: int) -> Dict[str, Any]:
-    slim = {k: v for k, v in result.items() if k != "batch"}
-    if isinstance(slim.get("config"), dict):
-        slim["config"] = dict(slim["config"])
-        _slim_config(slim["config"], size)
-    return slim

@@ -74,9 +74,10 @@ def test_finished_trials_leave_no_batch_in_tune(ray_session, tmp_path):
     assert len(result) == 3000
     # callbacks (the collector's, a user's) still see the whole batch when the trial ends ...
     assert sum(watch.batch_at_complete) == 3000 and min(watch.batch_at_complete) > 1
-    # ... and at the end Tune holds none of it, nor a JSON rendering of it
+    # ... and at the end Tune holds none of it, nor a JSON rendering of it: only the arch ids
+    # (~70 bytes each, as the config and as the suggested parameters; it was ~550 with the archs)
     assert watch.held_at_end and not any(held for held, _ in watch.held_at_end)
-    assert max(size for _, size in watch.held_at_end) < 20_000
+    assert max(size for _, size in watch.held_at_end) < 100 * max(watch.batch_at_complete) + 10_000
 
 
 def test_driver_memory_per_arch_is_bounded(ray_session, tmp_path):
