@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import pandas as pd
 from ray.tune import Callback
@@ -28,14 +28,17 @@ class ResultsCollector(Callback):
 
     ``resume=True`` continues the experiment in ``directory``: its rows are loaded first.
     ``journal``: the :class:`raynas.ledger.Journal` to append to (default: a new one).
+    ``known_costs``: cost rows computed already (the searcher's constraint check), by arch_id.
     """
 
     def __init__(self, directory: Path, cost_model=None, flush_seconds: float = 5.0,
-                 existing: Optional[pd.DataFrame] = None, resume: bool = False, journal=None) -> None:
+                 existing: Optional[pd.DataFrame] = None, resume: bool = False, journal=None,
+                 known_costs: Optional[Callable[[str], Optional[Mapping[str, float]]]] = None) -> None:
         from raynas.ledger import JOURNAL_FILE, Journal
 
         self.directory = Path(directory)
         self.cost_model = cost_model
+        self.known_costs = known_costs   # arch_id -> cost row already computed (the searcher's), or None
         self.flush_seconds = flush_seconds
         # What the driver keeps per arch is what a long sweep's memory grows by: a written row
         # lives only in the Arrow table (columnar, ~0.2 KiB), plus its key's fidelity and order.
@@ -91,7 +94,10 @@ class ResultsCollector(Callback):
         if previous is not None and _fidelity(metrics) <= previous[0]:
             return False
         record: Dict[str, Any] = {}
-        if self.cost_model is not None:
+        known = self.known_costs(key) if self.known_costs is not None else None
+        if known is not None:
+            record.update(known)
+        elif self.cost_model is not None:
             try:
                 record.update(self.cost_model(arch))
             except Exception:  # noqa: BLE001 - a cost failure must not lose the evaluation

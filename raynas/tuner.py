@@ -217,7 +217,8 @@ def _run(directory: Path, meta: Dict[str, Any], searcher: ArchSearcher, evaluato
     from raynas.collector import ResultsCollector
 
     objectives = searcher.objectives
-    collector = ResultsCollector(directory, searcher.cost_model, resume=resume, journal=journal)
+    collector = ResultsCollector(directory, searcher.cost_model, resume=resume, journal=journal,
+                                 known_costs=searcher.known_costs)
     searcher.attach_journal(journal)
     all_callbacks = [collector, *_tune_view_callbacks(directory, meta, collector, objectives[0]), *callbacks]
     if progress:

@@ -44,3 +44,38 @@ def test_throughput_benchmark_default_batch_and_profile(ray_session, tmp_path):
     assert len(tuned) == 1 and tuned[0]["batch_setting"] == "default" and tuned[0]["batch_size"] == 64
     assert tuned[0]["batch_sizing"]["source"] == "declared" and tuned[0]["same_archs_as_inline"]
     assert saved["profile"]["archs"] == 64 and len(saved["profile"]["by_own_time"]) == 15
+
+
+def test_each_arch_is_costed_once_per_search(ray_session, tmp_path):
+    """Under a constraint the searcher computes each proposal's costs; the results table and the
+    strategy's observations reuse that row instead of computing it again, and it is the row
+    stored (equal to the cost model's)."""
+    from collections import Counter
+
+    from ray.tune import Callback
+
+    import raynas
+    from raynas.arch import canonical_json
+
+    space = raynas.create_space("synthetic", num_layers=6, num_choices=4, seed=0)
+    calls: Counter = Counter()
+    state = {"counting": False}
+
+    def latency(arch):
+        if state["counting"]:
+            calls[canonical_json(arch)] += 1
+        return {"latency": float(sum(arch["ops"]))}
+
+    class CountFromStart(Callback):   # the feasibility probe before the run is not counted
+        def setup(self, **info):
+            state["counting"] = True
+
+    result = raynas.search(space, lambda arch: {"score": space.score(arch)}, strategy="evolution",
+                           num_samples=60, batch_size=8, objectives=["score", "latency:min"],
+                           constraints="latency<=12", cost_functions=[latency], name="costed",
+                           storage_path=tmp_path, progress=False, callbacks=[CountFromStart()],
+                           strategy_options={"population_size": 12, "sample_size": 4})
+    df = result.df
+    assert len(df) == 60 and (df["latency"] <= 12).all()
+    assert all(calls[a] == 1 for a in df["arch"]), Counter(calls[a] for a in df["arch"])
+    assert list(df["latency"]) == [float(sum(raynas.arch.arch_from_json(a)["ops"])) for a in df["arch"]]

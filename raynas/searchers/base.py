@@ -61,6 +61,9 @@ class ArchSearcher(Searcher):
         self._proposed = 0
         self._seen: set = set()
         self._live: Dict[str, List[Tuple[str, Arch]]] = {}
+        # cost rows the constraint check computed for archs in flight, by arch_id: the results
+        # table and the observations reuse them instead of computing them again
+        self._live_costs: Dict[str, Dict[str, float]] = {}
         self._last_result: Dict[str, Mapping[str, Any]] = {}
         self._num_observed = 0
         self._exhausted = False
@@ -130,10 +133,17 @@ class ArchSearcher(Searcher):
     def dedup_key(self, arch: Arch) -> str:
         """Archs with equal keys are evaluated once: the space's ``equivalence_key`` (isomorphic
         cells compute the same function; ``arch_id`` for spaces without symmetries)."""
-        key_fn = getattr(self.space, "equivalence_key", None)   # spaces not derived from SearchSpace
-        if self.dedup == "arch" or not callable(key_fn):
+        if self._dedup_by_arch_id():
             return arch_id(arch)
-        return key_fn(arch)
+        return self.space.equivalence_key(arch)
+
+    def _dedup_by_arch_id(self) -> bool:
+        key_fn = getattr(self.space, "equivalence_key", None)   # spaces not derived from SearchSpace
+        return self.dedup == "arch" or not callable(key_fn)
+
+    def known_costs(self, key: str) -> Optional[Dict[str, float]]:
+        """The cost row of arch ``key`` if it is in flight and its costs were computed already."""
+        return self._live_costs.get(key)
 
     def is_seen(self, arch: Arch) -> bool:
         """Whether ``arch`` (or an equivalent arch) was already proposed."""
@@ -152,10 +162,13 @@ class ArchSearcher(Searcher):
         n = min(self.batch_size, self.budget - self._proposed)
         batch: List[Tuple[str, Arch]] = []
         for _ in range(n):
-            arch = self._next_arch()
-            if arch is None:
+            proposal = self._next_arch()
+            if proposal is None:
                 break
-            batch.append((arch_id(arch), arch))
+            key, arch, costs = proposal
+            batch.append((key, arch))
+            if costs is not None:
+                self._live_costs[key] = costs
         if not batch:
             if self._live:
                 self._waiting = True  # the strategy waits for results in flight
@@ -169,7 +182,10 @@ class ArchSearcher(Searcher):
         self._record({"event": "suggest", "trial": trial_id, "arch_ids": [key for key, _ in batch]})
         return self._trial_config(batch)
 
-    def _next_arch(self) -> Optional[Arch]:
+    def _next_arch(self) -> Optional[Tuple[str, Arch, Optional[Dict[str, float]]]]:
+        """A new feasible arch: its arch_id, the arch, and its cost row if the constraint check
+        computed one; None when the strategy has nothing more to propose."""
+        by_id = self._dedup_by_arch_id()
         duplicates = infeasible = 0
         for attempt in range(self.max_tries):
             if duplicates >= DUPLICATE_FALLBACK and self.random_fallback:
@@ -184,12 +200,13 @@ class ArchSearcher(Searcher):
                 duplicates += 1
                 self.on_rejected(arch, "duplicate")
                 continue
-            if self.constraints and not satisfies(self.constraints, self.cost_model(arch)):
+            costs = self.cost_model(arch) if self.constraints else None
+            if costs is not None and not satisfies(self.constraints, costs):
                 infeasible += 1
                 self.on_rejected(arch, "infeasible")
                 continue
             self._seen.add(key)
-            return arch
+            return (key if by_id else arch_id(arch)), arch, costs
         if infeasible == 0:
             return None  # every proposal was a duplicate: the space is exhausted
         raise InfeasibleConstraintError(
@@ -229,16 +246,18 @@ class ArchSearcher(Searcher):
         rows = {row.get("arch_id"): row for row in reported or []}
         for key, arch in batch:
             self._num_observed += 1
-            self.observe(arch, self._with_costs(arch, _row_metrics(rows.get(key))))
+            self.observe(arch, self._with_costs(arch, _row_metrics(rows.get(key)), self._live_costs.pop(key, None)))
 
-    def _with_costs(self, arch: Arch, metrics: Optional[Dict[str, float]]) -> Optional[Dict[str, float]]:
+    def _with_costs(self, arch: Arch, metrics: Optional[Dict[str, float]],
+                    known: Optional[Dict[str, float]] = None) -> Optional[Dict[str, float]]:
         """Objectives may be cost metrics known before evaluation (a latency table, params): the
-        evaluator need not report them, the cost model fills them in."""
+        evaluator need not report them, the cost model fills them in (``known``: its row for
+        ``arch``, computed before)."""
         if metrics is None or self.cost_model is None:
             return metrics
         missing = [o.metric for o in self.objectives if o.metric not in metrics]
         if missing:
-            costs = self.cost_model(arch)
+            costs = known if known is not None else self.cost_model(arch)
             metrics.update({m: costs[m] for m in missing if m in costs})
         return metrics
 
