@@ -6,13 +6,13 @@ import json
 import time
 
 import pytest
-from ray.tune import Callback
 
 import raynas
 from raynas.batching import MAX_ADAPTIVE_BATCH, batch_for_cost, probe_cost, resolve_batch_size
 from raynas.errors import SearchInterrupted
 from raynas.evaluators.base import Evaluator, FunctionEvaluator
 from raynas.evaluators.synthetic import SleepEvaluator
+from tune_helpers import InterruptAfter
 
 SPACE = dict(num_layers=6, num_choices=4, seed=1)
 
@@ -69,16 +69,6 @@ def test_a_probe_that_fails_falls_back_and_a_probe_is_seeded():
     seen.clear()
     probe_cost(Recording(), space, seed=3)
     assert seen == first and len(first) == 4
-
-
-class InterruptAfter(Callback):
-    def __init__(self, n: int) -> None:
-        self.n, self.seen = n, 0
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.seen += 1
-        if self.seen >= self.n:
-            raise KeyboardInterrupt
 
 
 def test_search_records_the_chosen_batch_size_and_resume_keeps_it(ray_session, tmp_path):

@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 from ray import cloudpickle
-from ray.tune import Callback
 
 import raynas
 from raynas.errors import ConfigError, SearchInterrupted
@@ -18,6 +17,7 @@ from raynas.evaluators.base import Evaluator
 from raynas.evaluators.batch import evaluate_batch
 from raynas.search_config import SearchConfig
 from raynas.searchers.inline import run_inline
+from tune_helpers import InterruptAfter
 
 # Tune's trial processes do not have tests/ on their path: this module's evaluator travels by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -101,18 +101,6 @@ def test_search_and_the_in_process_driver_propose_and_record_the_same(ray_sessio
         {k: v for k, v in inline.meta.items() if k in config.to_json() and k not in ("batch_size", "max_concurrent")}
     with pytest.raises(ConfigError, match="also num_samples"):
         raynas.search(config, ScoreOrFail(), num_samples=5, storage_path=tmp_path, progress=False)
-
-
-class InterruptAfter(Callback):
-    """Ctrl+C after ``n`` completed trials (the search then stops as a kill would leave it)."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.seen = n, 0
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.seen += 1
-        if self.seen >= self.n:
-            raise KeyboardInterrupt
 
 
 def _checkpoint(path):
