@@ -15,6 +15,7 @@ batch's archs in the config, and the flat numbers of the last result.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict
 
 from ray.tune import Callback
@@ -24,13 +25,32 @@ BATCH_KEYS = ("archs",)
 
 
 class ReleaseFinishedBatches(Callback):
-    """Tune callback, last in the list: empties a finished or failed trial of its batch."""
+    """Tune callback, last in the list: empties a finished or failed trial of its batch.
+
+    It reaches into Tune's trial object (``run_metadata``, the JSON caches). Should a Tune
+    release rename those, the search goes on and keeps the batches in memory, as before this
+    callback, and one warning says so: a memory saving must not fail a user's search.
+    """
+
+    def __init__(self) -> None:
+        self._broken = False
 
     def on_trial_complete(self, iteration: int, trials, trial, **info) -> None:
-        release_batch(trial)
+        self._release(trial)
 
     def on_trial_error(self, iteration: int, trials, trial, **info) -> None:
-        release_batch(trial)
+        self._release(trial)
+
+    def _release(self, trial) -> None:
+        if self._broken:
+            return
+        try:
+            release_batch(trial)
+        except AttributeError as exc:
+            self._broken = True
+            warnings.warn(f"raynas could not release finished trials' batches from this Ray Tune ({exc}); "
+                          "the search goes on, holding ~2 KiB more per arch in the driver", RuntimeWarning,
+                          stacklevel=2)
 
 
 def release_batch(trial) -> None:

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from ray.tune import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +101,16 @@ def test_driver_memory_per_arch_is_bounded(ray_session, tmp_path):
     per_arch_kib = (traced[4000] - traced[1000]) / 3000 / 1024
     print(f"traced driver memory: {per_arch_kib:.2f} KiB per extra arch")
     assert per_arch_kib < 1.5, f"{per_arch_kib:.2f} KiB per arch"
+
+
+def test_a_tune_without_the_expected_trial_fields_only_warns():
+    from raynas.trial_release import ReleaseFinishedBatches
+
+    class OtherTrial:   # a Tune whose trial object lost run_metadata
+        config = {"archs": [{"ops": [0]}], "arch_ids": ["a"]}
+        evaluated_params: dict = {}
+
+    release = ReleaseFinishedBatches()
+    with pytest.warns(RuntimeWarning, match="could not release"):
+        release.on_trial_complete(0, [], OtherTrial())
+    release.on_trial_complete(0, [], OtherTrial())   # once: no second warning, no error
