@@ -74,7 +74,7 @@ class ArchRowLogger(LoggerCallback):
         if trial.trial_id not in self._files:
             self.log_trial_start(trial)
         handle = self._files[trial.trial_id]
-        ids = trial.config.get("arch_ids") or []
+        ids = set(trial.config.get("arch_ids") or ())   # a pool's trial holds thousands: no list scans
         for report in result.get("batch") or []:
             if not isinstance(report, Mapping) or report.get("arch_id") not in ids:
                 continue
