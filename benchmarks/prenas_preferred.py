@@ -17,7 +17,7 @@ The space is AutoFormer-Tiny's (depth 12-14, 3 or 4 heads, MLP ratio 3.5 or 4 pe
 embed dims) with every width divided by 4 (embed {48, 54, 60}, head dim 16), on CIFAR-10 at
 16x16 with 4x4 patches, so a training step costs about 0.2 s on one CPU core.
 
-    # CPU protocol (recorded at --steps 2000, seed 0: benchmarks/results/prenas_preferred_cpu16.json, BENCHMARKS.md)
+    # CPU protocol (recorded at --steps 2000 --seeds 0,1,2: benchmarks/results/prenas_preferred_cpu16.json, BENCHMARKS.md)
     OMP_NUM_THREADS=1 python benchmarks/prenas_preferred.py --device cpu --threads 1 --steps 4000 \
         --out benchmarks/results/prenas_preferred_cpu16.json
     # GPU: the full Tiny space on 32x32 CIFAR-10 (patch 2)

@@ -20,11 +20,13 @@ Epochs are sized to the wall-time budget from a short probe of the step time, so
 (the CPU protocol: a shared CPU's speed drifts, a step count does not).
 
     PYTHONPATH=. python benchmarks/supernet_ranking.py --device cuda --budget-s 400
-    # CPU (1 thread, a few hours of one core): width 0.25, 20,000 training images
+    # CPU (about an hour of two cores): the demo's space (width 0.5, input 12-16 px) on CIFAR-10
+    # at 16x16, 20,000 training images, 5,000 validation images (one image = 0.02 points)
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/supernet_ranking.py --device cpu --threads 1 \
-        --procs 0 --space-options '{"width_mult": 0.25, "stage_strides": [2, 2, 2, 1, 2]}' \
-        --train-size 20000 --batch-size 128 --lr 0.1 --supernet-epochs 10 --standalone-epochs 5 \
-        --out benchmarks/results/supernet_ranking_cpu.json
+        --procs 2 --image-size 16 --space-options \
+        '{"width_mult": 0.5, "resolutions": [12, 14, 16], "stage_strides": [2, 2, 2, 1, 2]}' \
+        --train-size 20000 --batch-size 128 --lr 0.1 --supernet-epochs 15 --standalone-epochs 8 \
+        --out benchmarks/results/supernet_ranking_cifar16_cpu.json
     PYTHONPATH=. python benchmarks/supernet_ranking.py --smoke       # CPU, digits, seconds
 
 Writes benchmarks/results/supernet_ranking.json (atomically).
@@ -124,6 +126,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--data", default=CIFAR10_SPEC, help="dataset spec (default: CIFAR-10 JPGs)")
     parser.add_argument("--train-size", type=int, default=None,
                         help="training images (default: all that the val and calib splits leave)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="images resized once to this side (default: the dataset's own, 32 on CIFAR-10)")
     parser.add_argument("--space-options", default=json.dumps(DEFAULT_SPACE_OPTIONS),
                         help="JSON overrides of ofa_mbv3_cifar options ('{}': the preset as is)")
     parser.add_argument("--sampler", default="sandwich")
@@ -158,6 +162,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     sampler_options = json.loads(args.sampler_options) if args.sampler_options else {}
     data = resolve_data_spec(args.data)
     data_options = {"train_size": args.train_size} if args.train_size else {}
+    if args.image_size:
+        data_options["image_size"] = args.image_size
     if args.smoke:
         args.device, args.batch_size, args.subnets, args.procs = "cpu", 16, 4, 0
         args.lr, args.min_epochs, args.eval_batch, args.calib_images = 0.05, 0.05, 64, 64
