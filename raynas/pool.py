@@ -24,7 +24,7 @@ import functools
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import ray
 
@@ -48,6 +48,8 @@ MAX_ADAPTIVE_CHUNK = 512
 PIPELINE_DEPTH = 2
 #: chunks the dispatcher remembers for ``timeline()`` (a long-lived pool forgets the oldest)
 TIMELINE_LENGTH = 200_000
+#: seconds a pool's start waits with a worker not yet placed before it says which resources are short
+RESOURCE_WARNING_AFTER_S = 30.0
 #: Tune trials feeding a pool at once: one being evaluated, the next queued behind it, and one
 #: being prepared or reported by Tune
 TRIALS_IN_FLIGHT = 3
@@ -61,12 +63,17 @@ TRIAL_CPU_RESERVE = 0.1
 class _PoolWorker:
     """Holds one in-process evaluator (e.g. a supernet on one GPU) and evaluates chunks."""
 
-    def __init__(self, factory: EvaluatorFactory, index: int, cpu_threads: Optional[int]) -> None:
+    def __init__(self, factory: EvaluatorFactory, index: int, cpu_threads: Optional[int],
+                 placed: Any = None, generation: int = 0) -> None:
         import sys
 
         from raynas.pool_refs import resolve_refs
 
         self.index = index
+        if placed is not None:
+            # Ray has given this worker its resources: tell the dispatcher before the (possibly
+            # minute-long) evaluator build, so a slow start is not reported as a lack of resources
+            placed.note_placed.remote(index, generation)
         self.evaluator = resolve_refs(factory)()
         # only an evaluator that uses torch pays for importing it (a replacement worker starts faster)
         if cpu_threads and "torch" in sys.modules:
@@ -188,6 +195,8 @@ class _Dispatcher:
         # cannot be placed yet (no free GPU after a node loss) lowers the pool's capacity
         # instead of holding a retried chunk hostage. Watchers start with the event loop.
         self.is_ready: List[bool] = []
+        # workers Ray has placed (their constructor runs), ready or still building their evaluator
+        self.is_placed: List[bool] = []
         self._watchers_started = False
         for i in range(int(num_workers)):
             self.workers.append(self._spawn(i))
@@ -197,11 +206,14 @@ class _Dispatcher:
             self.chunks_held.append(0)
             self.busy_since.append(0.0)
             self.is_ready.append(False)
+            self.is_placed.append(False)
 
     def _spawn(self, index: int):
         # ``info`` answers while ``evaluate`` runs (its own concurrency group); chunks queue in order
         cls = ray.remote(concurrency_groups={"control": 1})(_PoolWorker).options(**self.worker_options)
-        worker = cls.remote(self.factory, index, self.cpu_threads)
+        generation = self.generation[index] if index < len(self.generation) else 0
+        worker = cls.remote(self.factory, index, self.cpu_threads, ray.get_runtime_context().current_actor,
+                            generation)
         # resolves once the worker has built its evaluator (e.g. loaded the supernet): the chunk
         # timeout counts from there, so a slow start-up is not taken for a hang
         self.ready[index] = worker.info.remote()
@@ -247,6 +259,7 @@ class _Dispatcher:
         except Exception:  # noqa: BLE001 - already gone
             pass
         self.is_ready[index] = False
+        self.is_placed[index] = False
         self.generation[index] += 1
         self.stats["restarts"] += 1
         self.workers[index] = self._spawn(index)
@@ -302,6 +315,15 @@ class _Dispatcher:
     def ready_count(self) -> int:
         """Workers that have built their evaluator (for the driver's start-up progress bar)."""
         return sum(self.is_ready)
+
+    def note_placed(self, index: int, generation: int) -> None:
+        """Called by worker ``index`` as its constructor starts (a replaced worker's is ignored)."""
+        if generation == self.generation[index]:
+            self.is_placed[index] = True
+
+    def start_counts(self) -> Tuple[int, int]:
+        """(workers placed by Ray, workers ready): the driver's start-up progress."""
+        return sum(self.is_placed), sum(self.is_ready)
 
     def _note_death(self, exc: BaseException) -> None:
         if getattr(exc, "actor_init_failed", False):
@@ -660,10 +682,11 @@ class SupernetPool:
                     bar = tqdm(total=self.num_actors, desc="starting pool actors", unit="actor",
                                file=sys.stderr, dynamic_ncols=True)
                 if bar is not None:
-                    bar.n = ray.get(self.dispatcher.ready_count.remote())
+                    placed, bar.n = ray.get(self.dispatcher.start_counts.remote())
+                    bar.set_postfix_str(f"{placed} placed, building evaluators" if placed > bar.n else "", refresh=False)
                     bar.refresh()
-                    if bar.n == 0 and not warned and time.monotonic() - start > 30:
-                        warned = self._say_if_waiting_for_resources(bar)
+                    if placed < self.num_actors and not warned and time.monotonic() - start > RESOURCE_WARNING_AFTER_S:
+                        warned = self._say_if_waiting_for_resources(bar, placed)
             reason = ray.get(done_ref)
             if bar is not None and not reason:
                 bar.n = self.num_actors
@@ -676,17 +699,22 @@ class SupernetPool:
             raise EvaluationError(reason)
         return self
 
-    def _say_if_waiting_for_resources(self, bar) -> bool:
-        """When no worker could be placed yet because the cluster's free CPUs/GPUs are short (e.g.
-        another pool still holds them), say so once instead of waiting silently."""
+    def _say_if_waiting_for_resources(self, bar, placed: int) -> bool:
+        """When workers cannot be placed because the cluster's free CPUs/GPUs are short (e.g.
+        another pool still holds them), say so once instead of waiting silently. Workers that
+        were placed and are still building their evaluator (loading torch on a busy machine)
+        hold resources of their own: only the unplaced ones are reported."""
+        import sys
+
         free = ray.available_resources()
         short = {k: v for k, v in self._actor_resources.items() if v > 0 and free.get(k, 0.0) + 1e-9 < v}
         if short:
             need = ", ".join(f"{v:g} {k}" for k, v in short.items())
             have = ", ".join(f"{free.get(k, 0.0):g} {k}" for k in short)
-            bar.write(f"pool actors are waiting for resources: each needs {need}, {have} free now. Another "
-                      "pool or search may hold them: shut down pools you no longer use (pool.shutdown()), "
-                      "or give fewer actors (--actors / num_actors)")
+            bar.write(f"{self.num_actors - placed} of {self.num_actors} pool actors are waiting for resources: "
+                      f"each needs {need}, {have} free now. Another pool or search may hold them: shut down "
+                      "pools you no longer use (pool.shutdown()), or give fewer actors (--actors / num_actors)",
+                      file=sys.stderr)   # beside the bar (tqdm.write's default is stdout)
         return True
 
     def evaluator(self) -> PoolEvaluator:

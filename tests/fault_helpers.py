@@ -111,3 +111,19 @@ def maybe(value: Optional[float], default: float) -> float:
 
 
 _ship_by_value()
+
+
+class SlowStartEvaluator(Evaluator):
+    """``score`` of the synthetic space, after a constructor that takes ``start_s`` (a worker
+    loading torch and a supernet on a busy machine)."""
+
+    metrics = ("score",)
+
+    def __init__(self, start_s: float) -> None:
+        from raynas import create_space
+
+        time.sleep(start_s)
+        self.space = create_space("synthetic")
+
+    def evaluate(self, archs: Sequence[Arch]) -> List[Dict[str, float]]:
+        return [{"score": self.space.score(arch)} for arch in archs]
