@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -65,8 +66,6 @@ class _PoolWorker:
 
     def __init__(self, factory: EvaluatorFactory, index: int, cpu_threads: Optional[int],
                  placed: Any = None, generation: int = 0) -> None:
-        import sys
-
         from raynas.pool_refs import resolve_refs
 
         self.index = index
@@ -198,8 +197,9 @@ class _Dispatcher:
         # workers Ray has placed (their constructor runs), ready or still building their evaluator
         self.is_placed: List[bool] = []
         self._watchers_started = False
+        # workers report their placement to this actor (see _PoolWorker)
+        self._handle = ray.get_runtime_context().current_actor
         for i in range(int(num_workers)):
-            self.workers.append(self._spawn(i))
             self.busy_seconds.append(0.0)
             self.eval_seconds.append(0.0)
             self.generation.append(0)
@@ -207,13 +207,12 @@ class _Dispatcher:
             self.busy_since.append(0.0)
             self.is_ready.append(False)
             self.is_placed.append(False)
+            self.workers.append(self._spawn(i))
 
     def _spawn(self, index: int):
         # ``info`` answers while ``evaluate`` runs (its own concurrency group); chunks queue in order
         cls = ray.remote(concurrency_groups={"control": 1})(_PoolWorker).options(**self.worker_options)
-        generation = self.generation[index] if index < len(self.generation) else 0
-        worker = cls.remote(self.factory, index, self.cpu_threads, ray.get_runtime_context().current_actor,
-                            generation)
+        worker = cls.remote(self.factory, index, self.cpu_threads, self._handle, self.generation[index])
         # resolves once the worker has built its evaluator (e.g. loaded the supernet): the chunk
         # timeout counts from there, so a slow start-up is not taken for a hang
         self.ready[index] = worker.info.remote()
@@ -311,10 +310,6 @@ class _Dispatcher:
         while self.broken is None and not all(self.is_ready):
             await asyncio.sleep(0.05)
         return self.broken
-
-    def ready_count(self) -> int:
-        """Workers that have built their evaluator (for the driver's start-up progress bar)."""
-        return sum(self.is_ready)
 
     def note_placed(self, index: int, generation: int) -> None:
         """Called by worker ``index`` as its constructor starts (a replaced worker's is ignored)."""
@@ -676,8 +671,6 @@ class SupernetPool:
         try:
             while not ray.wait([done_ref], timeout=0.5)[0]:
                 if progress and bar is None and time.monotonic() - start > 1.0:
-                    import sys
-
                     from tqdm.auto import tqdm
                     bar = tqdm(total=self.num_actors, desc="starting pool actors", unit="actor",
                                file=sys.stderr, dynamic_ncols=True)
@@ -704,8 +697,6 @@ class SupernetPool:
         another pool still holds them), say so once instead of waiting silently. Workers that
         were placed and are still building their evaluator (loading torch on a busy machine)
         hold resources of their own: only the unplaced ones are reported."""
-        import sys
-
         free = ray.available_resources()
         short = {k: v for k, v in self._actor_resources.items() if v > 0 and free.get(k, 0.0) + 1e-9 < v}
         if short:
