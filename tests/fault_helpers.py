@@ -26,15 +26,17 @@ class SyntheticEvaluator(Evaluator):
 
     ``hang_once``: the first evaluation of the whole run (whichever process gets it) never
     returns. ``crash_on``: archs whose evaluation kills the worker process.
-    ``nan_on``: archs whose score is NaN.
+    ``nan_on``: archs whose score is NaN. ``start_s``: the constructor sleeps this long first (a
+    worker loading torch and a supernet on a busy machine).
     """
 
     metrics = ("score",)
 
     def __init__(self, space_options: Mapping, log_dir: str, delay_s: float = 0.0, hang_once: bool = False,
-                 crash_on: Sequence[str] = (), nan_on: Sequence[str] = ()) -> None:
+                 crash_on: Sequence[str] = (), nan_on: Sequence[str] = (), start_s: float = 0.0) -> None:
         from raynas import create_space
 
+        time.sleep(start_s)
         self.space = create_space("synthetic", **dict(space_options))
         self.log_dir = Path(log_dir)
         self.delay_s = delay_s
@@ -111,19 +113,3 @@ def maybe(value: Optional[float], default: float) -> float:
 
 
 _ship_by_value()
-
-
-class SlowStartEvaluator(Evaluator):
-    """``score`` of the synthetic space, after a constructor that takes ``start_s`` (a worker
-    loading torch and a supernet on a busy machine)."""
-
-    metrics = ("score",)
-
-    def __init__(self, start_s: float) -> None:
-        from raynas import create_space
-
-        time.sleep(start_s)
-        self.space = create_space("synthetic")
-
-    def evaluate(self, archs: Sequence[Arch]) -> List[Dict[str, float]]:
-        return [{"score": self.space.score(arch)} for arch in archs]

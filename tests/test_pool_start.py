@@ -12,7 +12,7 @@ import pytest
 
 import raynas
 import raynas.pool
-from fault_helpers import SlowStartEvaluator
+from fault_helpers import SyntheticEvaluator
 from raynas.evaluators.synthetic import SleepEvaluator
 
 
@@ -26,8 +26,9 @@ def _archs(n: int):
     return [space.sample(np.random.default_rng(i)) for i in range(n)]
 
 
-def test_a_slow_start_is_shown_as_workers_placed_and_building(ray_session, capsys):
-    pool = raynas.SupernetPool(functools.partial(SlowStartEvaluator, 3.0), num_actors=2, cpus_per_actor=1.5)
+def test_a_slow_start_is_shown_as_workers_placed_and_building(ray_session, capsys, tmp_path):
+    slow_start = functools.partial(SyntheticEvaluator, {}, str(tmp_path), start_s=3.0)
+    pool = raynas.SupernetPool(slow_start, num_actors=2, cpus_per_actor=1.5)
     try:
         pool.wait_ready()
         assert ray_session.get(pool.dispatcher.start_counts.remote()) == (2, 2)
