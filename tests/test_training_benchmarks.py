@@ -148,6 +148,21 @@ def test_rank_agreement_with_bootstrap_intervals():
     assert rank_agreement([1, 1, 1], [1, 2, 3], 50, seed=0)["kendall_tau"] is None  # one side ties
 
 
+def test_ranking_subnets_cover_the_macs_range_evenly():
+    """Uniform samples bunch in the middle of the MACs range; the picks must not."""
+    from benchmarks.supernet_ranking import pick_subnets
+    from raynas import create_space
+
+    space = create_space("ofa_mbv3_cifar", width_mult=0.5, resolutions=[12, 14, 16],
+                         stage_strides=[2, 2, 2, 1, 2])
+    archs = pick_subnets(space, 13, seed=0, pool=600)
+    macs = [space.cost(a)["macs"] for a in archs]
+    step = (macs[-1] - macs[0]) / 12
+    assert archs[0] == space.smallest() and archs[-1] == space.largest()
+    gaps = [b - a for a, b in zip(macs, macs[1:])]
+    assert min(gaps) > 0.5 * step and max(gaps) < 1.5 * step, [round(g / step, 2) for g in gaps]
+
+
 def test_supernet_convergence_smoke(tmp_path):
     from benchmarks import supernet_convergence
 
