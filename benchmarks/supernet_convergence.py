@@ -59,6 +59,11 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "random0": {"sampler_options": {"num_random": 0}},
     "students_half": {"sampler_options": {"num_random": 2, "student_weight": 0.5}},
     "labels_only": {"sampler_options": {"num_random": 2, "distill": False}},
+    # the demo's sandwich (one random subnet): distillation throughout, never, or after a
+    # labels-only first half (students imitate a teacher that has learnt something)
+    "demo_kd": {"sampler_options": {"num_random": 1}},
+    "demo_labels": {"sampler_options": {"num_random": 1, "distill": False}},
+    "demo_kd_warmup": {"sampler_options": {"num_random": 1, "distill_warmup": 0.5}},
     "kd_t2": {"kd_temperature": 2.0},
     "lr_0.05": {"lr": 0.05},
     "lr_0.2": {"lr": 0.2},

@@ -47,6 +47,19 @@ def test_sandwich_plans_largest_teacher_random_students_and_smallest(ofa):
     assert len(labels) == 2 and all(t.label_weight == 1 and t.distill_weight == 0 for t in labels)
 
 
+def test_sandwich_distill_warmup_trains_students_on_labels_first(ofa):
+    """distill_warmup=0.25 of a 40-step run: steps 0-9 on labels (no teacher), 10 on distilled."""
+    strategy = make_sampling_strategy("sandwich", num_random=1, distill_warmup=0.25)
+    strategy.bind_schedule(PhasePlan.build(strategy.phases(4.0, 0.1, 0.0), steps_per_epoch=10))
+    for step, distilled in ((0, False), (9, False), (10, True), (39, True)):
+        teacher, *students = strategy.plan(ofa, step, seed=0)
+        assert teacher.is_teacher == distilled, step
+        assert all((s.label_weight, s.distill_weight) == ((0, 1) if distilled else (1, 0)) for s in students), step
+    for bad in (1.0, -0.1, True, "half"):
+        with pytest.raises(ConfigError, match="distill_warmup"):
+            make_sampling_strategy("sandwich", distill_warmup=bad)
+
+
 def test_uniform_and_fixed(ofa):
     uniform = make_sampling_strategy("spos", num_subnets=2)
     tasks = uniform.plan(ofa, 3, 0)

@@ -114,6 +114,7 @@ class SupernetTrainer:
         self.crop_pad = self.data.image_size // 8 if cfg.crop_pad is None else cfg.crop_pad
         self.plan = PhasePlan.build(self.strategy.phases(cfg.epochs, cfg.lr, cfg.warmup_epochs),
                                     self.steps_per_epoch)
+        self.strategy.bind_schedule(self.plan)
         self.total_steps = self.plan.total_steps
         if any(p.split_supernet for p in self.plan.phases) and not self.module.can_split:
             # found now, not when the split phase starts halfway through the run

@@ -36,6 +36,9 @@ class FewShotSampling(SamplingStrategy):
     def bind(self, space) -> None:
         self.base.bind(space)
 
+    def bind_schedule(self, plan) -> None:
+        self.base.bind_schedule(plan)
+
     def phases(self, epochs: float, lr: float, warmup_epochs: float) -> List[Phase]:
         first = epochs * self.split_at
         return [Phase("one_shot", first, lr, min(warmup_epochs, first)),
