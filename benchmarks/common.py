@@ -187,6 +187,11 @@ def _assign(archs: Sequence[Dict[str, Any]], costs: Sequence[float], workers: in
     return [b for b in bins if b]
 
 
+def _report_standalone(done: int, total: int, row: Mapping[str, Any], elapsed: float) -> None:
+    print(f"stand-alone {done}/{total}: {row['arch_id'][:12]} {row['accuracy']:.2f}% after "
+          f"{row['steps']} steps ({row['seconds']:.0f}s; {elapsed:.0f}s into the stage)", flush=True)
+
+
 def train_standalone_many(archs: Sequence[Dict[str, Any]], costs: Sequence[float],
                           config: Mapping[str, Any], budget_s: float, procs: int, output: str,
                           min_epochs: float, max_epochs: Optional[float] = None,
@@ -208,7 +213,10 @@ def train_standalone_many(archs: Sequence[Dict[str, Any]], costs: Sequence[float
             probes = worker.probe(archs, steps=probe_steps, warmup=min(3, probe_steps))
             wall_per_epoch = sum(probes) * spe
             epochs = epochs_for(deadline.remaining(), wall_per_epoch / spe, spe, min_epochs, max_epochs)
-        results = worker.train(archs, epochs, output)
+        results = []
+        for arch in archs:
+            results += worker.train([arch], epochs, output)
+            _report_standalone(len(results), len(archs), results[-1], deadline.elapsed())
         groups = [list(range(len(archs)))]
     else:
         import ray
@@ -233,14 +241,17 @@ def train_standalone_many(archs: Sequence[Dict[str, Any]], costs: Sequence[float
                                         for a, g in zip(actors, groups)])
             wall_per_epoch = max(sum(p) for p in probes_per_group) * spe
             epochs = epochs_for(deadline.remaining() * 0.95, wall_per_epoch / spe, spe, min_epochs, max_epochs)
-        done = ray.get([a.train.remote([archs[i] for i in g], epochs, output)
-                        for a, g in zip(actors, groups)])
+        # one call per arch (an actor runs its calls in order), so each result reports as it lands
+        index_of = {a.train.remote([archs[i]], epochs, output): i for a, g in zip(actors, groups) for i in g}
+        results = [None] * len(archs)
+        pending = list(index_of)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            i = index_of[ready[0]]
+            results[i] = ray.get(ready[0])[0]
+            _report_standalone(len(archs) - len(pending), len(archs), results[i], deadline.elapsed())
         for a in actors:
             ray.kill(a)
-        results = [None] * len(archs)
-        for g, rows in zip(groups, done):
-            for i, row in zip(g, rows):
-                results[i] = row
         probes = [None] * len(archs)
         for g, rows in zip(groups, probes_per_group):
             for i, t in zip(g, rows):
