@@ -27,6 +27,7 @@ def test_demo_prints_the_subnets_next_to_the_network_trained_alone(ray_session, 
     assert summary["evaluation"]["data_options"] == {"image_size": 16}
     assert summary["supernet"]["steps"] == 9 and summary["alone"]["steps"] >= 9  # a cheaper step
     assert (tmp_path / "demo" / "best_subnet" / "model.safetensors").is_file()
+    assert "sandwich rule, labels for the first 50% of the steps, then in-place distillation" in out
 
 
 def test_demo_refuses_bad_options_before_starting_ray(capsys):

@@ -24,7 +24,9 @@ DEMO_SPACE_OPTIONS: Dict[str, Any] = {"width_mult": 0.5, "resolutions": [12, 14,
                                       "stage_strides": [2, 2, 2, 1, 2]}
 DEMO_TRAIN: Dict[str, Any] = {"epochs": 24, "batch_size": 64, "lr": 0.1, "warmup_epochs": 1.0,
                               "label_smoothing": 0.1, "sampler": "sandwich",
-                              "sampler_options": {"num_random": 1}}
+                              # students on the labels for the first half, distilled after: early
+                              # distillation from a near-chance teacher slows them (supernet_convergence)
+                              "sampler_options": {"num_random": 1, "distill_warmup": 0.5}}
 SEARCH_STRATEGY = {"population_size": 24, "sample_size": 6}
 
 
@@ -78,6 +80,17 @@ def demo_config(args: argparse.Namespace, output: Path):
                                seed=args.seed, cpu_threads=args.threads, device="cpu", channels_last=True,
                                calib_images=args.calib_images, max_steps=args.max_steps,
                                **{**DEMO_TRAIN, "epochs": args.epochs})
+
+
+def _describe_sampler(config) -> str:
+    options = config.sampler_options
+    if config.sampler != "sandwich":
+        return f"{config.sampler} rule"
+    if not options.get("distill", True):
+        return "sandwich rule, every subnet on the labels"
+    warmup = options.get("distill_warmup", 0.0)
+    return ("sandwich rule, in-place distillation" if not warmup else
+            f"sandwich rule, labels for the first {warmup:.0%} of the steps, then in-place distillation")
 
 
 def alone_config(config, output: Path, epochs: float):
@@ -144,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     if alone_epochs is not None:
         alone = ray.remote(num_cpus=1)(train_alone).remote(alone_config(config, out, alone_epochs).to_dict())
 
-    print(f"[2/4] training the supernet ({config.sampler} rule, in-place distillation) on digits"
+    print(f"[2/4] training the supernet ({_describe_sampler(config)}) on digits"
           + (" while the other core trains its largest network alone ..." if alone else " ..."))
     t, cpu = time.perf_counter(), time.process_time()
     _, train_metrics = run_training(config, LocalSession(Path(config.output) / "checkpoint"),
