@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from raynas.errors import ConfigError
 from raynas.training.sampling import (SamplingStrategy, SubnetTask, make_sampling_strategy,
                                       register_sampling_strategy)
-from raynas.training.schedule import Phase
+from raynas.training.schedule import Phase, PhasePlan
 
 
 class FewShotSampling(SamplingStrategy):
@@ -36,7 +36,7 @@ class FewShotSampling(SamplingStrategy):
     def bind(self, space) -> None:
         self.base.bind(space)
 
-    def bind_schedule(self, plan) -> None:
+    def bind_schedule(self, plan: PhasePlan) -> None:
         self.base.bind_schedule(plan)
 
     def phases(self, epochs: float, lr: float, warmup_epochs: float) -> List[Phase]:
