@@ -55,6 +55,8 @@ def test_sandwich_distill_warmup_trains_students_on_labels_first(ofa):
         teacher, *students = strategy.plan(ofa, step, seed=0)
         assert teacher.is_teacher == distilled, step
         assert all((s.label_weight, s.distill_weight) == ((0, 1) if distilled else (1, 0)) for s in students), step
+    assert strategy.describe() == "sandwich rule, labels for the first 25% of the steps, then in-place distillation"
+    assert make_sampling_strategy("sandwich").describe() == "sandwich rule, in-place distillation"
     for bad in (1.0, -0.1, True, "half"):
         with pytest.raises(ConfigError, match="distill_warmup"):
             make_sampling_strategy("sandwich", distill_warmup=bad)

@@ -82,17 +82,6 @@ def demo_config(args: argparse.Namespace, output: Path):
                                **{**DEMO_TRAIN, "epochs": args.epochs})
 
 
-def _describe_sampler(config) -> str:
-    options = config.sampler_options
-    if config.sampler != "sandwich":
-        return f"{config.sampler} rule"
-    if not options.get("distill", True):
-        return "sandwich rule, every subnet on the labels"
-    warmup = options.get("distill_warmup", 0.0)
-    return ("sandwich rule, in-place distillation" if not warmup else
-            f"sandwich rule, labels for the first {warmup:.0%} of the steps, then in-place distillation")
-
-
 def alone_config(config, output: Path, epochs: float):
     from raynas.training import SupernetTrainConfig
 
@@ -131,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from raynas.data import load_dataset
     from raynas.io import atomic_write_json
     from raynas.registry import create_space
+    from raynas.training import make_sampling_strategy
     from trainables.sessions import LocalSession
     from trainables.supernet import SupernetTrainer, run_training
 
@@ -157,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     if alone_epochs is not None:
         alone = ray.remote(num_cpus=1)(train_alone).remote(alone_config(config, out, alone_epochs).to_dict())
 
-    print(f"[2/4] training the supernet ({_describe_sampler(config)}) on digits"
+    rule = make_sampling_strategy(config.sampler, **config.sampler_options).describe()
+    print(f"[2/4] training the supernet ({rule}) on digits"
           + (" while the other core trains its largest network alone ..." if alone else " ..."))
     t, cpu = time.perf_counter(), time.process_time()
     _, train_metrics = run_training(config, LocalSession(Path(config.output) / "checkpoint"),

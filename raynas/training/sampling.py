@@ -78,6 +78,10 @@ class SamplingStrategy(ABC):
     def plan(self, space, step: int, seed: int, phase: Optional[Phase] = None) -> List[SubnetTask]:
         """Tasks of training step ``step`` (a task marked ``is_teacher`` comes first)."""
 
+    def describe(self) -> str:
+        """A few words on the rule, for a progress line."""
+        return f"{self.name} rule"
+
     def state_dict(self) -> Dict[str, Any]:
         """JSON-able state to checkpoint (the built-in strategies have none beyond the step)."""
         return {"name": self.name}
@@ -141,6 +145,13 @@ class SandwichSampling(SamplingStrategy):
 
     def bind_schedule(self, plan: PhasePlan) -> None:
         self._distill_start = int(round(self.distill_warmup * plan.total_steps))
+
+    def describe(self) -> str:
+        if not self.distill:
+            return "sandwich rule, every subnet on the labels"
+        if not self.distill_warmup:
+            return "sandwich rule, in-place distillation"
+        return f"sandwich rule, labels for the first {self.distill_warmup:.0%} of the steps, then in-place distillation"
 
     def plan(self, space, step: int, seed: int, phase: Optional[Phase] = None) -> List[SubnetTask]:
         w = self.student_weight
