@@ -28,13 +28,18 @@ Epochs are sized to the wall-time budget from a short probe of the step time, so
         --train-size 20000 --batch-size 128 --lr 0.1 --supernet-epochs 15 --standalone-epochs 15 \
         --out benchmarks/results/supernet_ranking_cifar16_cpu.json
     PYTHONPATH=. python benchmarks/supernet_ranking.py --smoke       # CPU, digits, seconds
+    # a longer stand-alone column for the same supernet column (the CPU supernet is deterministic:
+    # same data, space, recipe and seed give the same weights, so it is read, not retrained)
+    ... --standalone-epochs 20 --inherited-from benchmarks/results/supernet_ranking_cifar16_cpu.json
 
 Writes benchmarks/results/supernet_ranking.json (atomically).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -121,6 +126,91 @@ def rank_agreement(inherited: List[float], alone: List[float], resamples: int, s
     return out
 
 
+# what must match for an earlier record's supernet column to be this run's: the weights depend on
+# nothing else (epochs fixed, CPU kernels deterministic), the inherited accuracies also on the
+# calibration and evaluation settings
+_RECIPE_KEYS = ("batch_size", "lr", "optimizer", "weight_decay", "warmup_epochs", "label_smoothing",
+                "bf16", "channels_last")
+
+
+def _record_seed(record: Dict[str, Any]) -> int:
+    """The seed of a record (older records name it only in their command; absent: the default 0)."""
+    if "seed" in record:
+        return int(record["seed"])
+    found = re.search(r"--seed[ =](\d+)", record.get("command", ""))
+    return int(found.group(1)) if found else 0
+
+
+def inherited_column(path: str, expected: Dict[str, Any]) -> Dict[str, Any]:
+    """Read the supernet column (subnets, inherited accuracies, supernet summary) of an earlier
+    record of this benchmark, after checking that every setting it depends on equals ``expected``.
+
+    Raises ValueError naming the first setting that differs."""
+    raw = Path(path).read_bytes()
+    record = json.loads(raw)
+    if record.get("benchmark") != "supernet_ranking":
+        raise ValueError(f"--inherited-from {path}: not a supernet_ranking record")
+    found = {"smoke": record["smoke"], "space": record["space"], "data": record["data"], "data_options": record["data_options"],
+             "recipe": {k: record["recipe"][k] for k in _RECIPE_KEYS}, "sampler": record["sampler"],
+             "supernet_epochs": record["supernet"]["epochs"], "subnets": len(record["subnets"]),
+             "calib_images": record["evaluation"]["calib_images"],
+             "eval_batch": record["evaluation"]["batch_size"], "seed": _record_seed(record)}
+    for key, value in expected.items():
+        if found[key] != value:
+            raise ValueError(f"--inherited-from {path}: its {key} is {found[key]!r}, this run's is {value!r}; "
+                             f"run with the same settings or drop --inherited-from")
+    return {"archs": [s["arch"] for s in record["subnets"]],
+            "inherited": [s["inherited_accuracy"] for s in record["subnets"]],
+            "supernet": record["supernet"], "stages_s": record["stages_s"], "torch": record.get("torch"),
+            "source": {"path": str(path), "sha256": hashlib.sha256(raw).hexdigest()}}
+
+
+def supernet_column(args, dataset, supernet_config: Dict[str, Any], space, calib_images: int,
+                    device: torch.device, deadline: Deadline, stages: Dict[str, float]):
+    """Steps 1-3: train the supernet, pick the subnets, measure their weight-inherited accuracy.
+    Returns (archs, inherited accuracies, supernet summary); stage times go into ``stages``."""
+    from raynas.evaluators.weight_inherited import WeightInheritedEvaluator
+    from raynas.training import SupernetTrainConfig
+    from trainables.supernet import SupernetTrainer
+
+    # ---- 1. supernet, epochs fixed or sized from a probe of the step time
+    spe = steps_per_epoch(dataset, args.batch_size)
+    step_s = None
+    if args.supernet_epochs is not None:
+        epochs = args.supernet_epochs
+    else:
+        t = time.perf_counter()
+        step_s = seconds_per_step(dict(supernet_config, epochs=1), dataset, steps=args.probe_steps,
+                                  warmup=min(3, args.probe_steps))
+        stages["probe_s"] = time.perf_counter() - t
+        epochs = epochs_for(args.supernet_share * deadline.remaining(), step_s, spe, args.min_epochs)
+        print(f"supernet: {step_s * 1000:.1f} ms/step, {spe} steps/epoch -> {epochs:.2f} epochs", flush=True)
+    trainer = SupernetTrainer(SupernetTrainConfig.from_any(dict(supernet_config, epochs=epochs)), dataset)
+    recorder = EpochRecorder(quiet=args.smoke)
+    trainer.fit(callback=recorder)
+    stages["supernet_train_s"] = recorder.records[-1]["train_seconds"]
+
+    # ---- 2-3. subnets over the MACs range, weight-inherited accuracy
+    t = time.perf_counter()
+    archs = pick_subnets(space, args.subnets, args.seed, pool=200 if args.smoke else 2000)
+    stages["select_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    evaluator = WeightInheritedEvaluator.from_dataset(
+        trainer.module, dataset, calib_images=calib_images, batch_size=args.eval_batch,
+        device=device, bf16=device.type == "cuda")
+    inherited = [m["accuracy"] for m in evaluator.evaluate(archs)]
+    stages["inherited_eval_s"] = time.perf_counter() - t
+    summary = {"epochs": epochs, "steps": trainer.step, "steps_per_epoch": spe,
+               "probe_ms_per_step": None if step_s is None else step_s * 1000,
+               "images_per_s": trainer.step * args.batch_size / max(stages["supernet_train_s"], 1e-9),
+               "final_train_loss": trainer.history[-1]["train_loss"] if trainer.history else None,
+               "per_epoch": recorder.records}
+    del evaluator, trainer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return archs, inherited, summary
+
+
 def recipe(args, device: torch.device, data: str, data_options: Dict[str, Any],
            space_options: Dict[str, Any], output: str) -> Dict[str, Any]:
     """The training recipe shared by the supernet and every stand-alone net."""
@@ -170,6 +260,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run on digits (seconds)")
+    parser.add_argument("--inherited-from", default=None, metavar="RECORD",
+                        help="take the subnets and weight-inherited accuracies from an earlier record of "
+                             "this benchmark with the same data, space, recipe, sampler, supernet epochs "
+                             "and seed, and train only the stand-alone nets")
     parser.add_argument("--out", default=str(RESULTS / "supernet_ranking.json"))
     args = parser.parse_args(argv)
     space_options = json.loads(args.space_options)
@@ -193,12 +287,18 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     stages: Dict[str, float] = {}
 
     from raynas.data import load_dataset
-    from raynas.evaluators.weight_inherited import WeightInheritedEvaluator, resolve_calib_images
+    from raynas.evaluators.weight_inherited import resolve_calib_images
     from raynas.registry import create_space
-    from raynas.training import SupernetTrainConfig, make_sampling_strategy
-    from trainables.supernet import SupernetTrainer
+    from raynas.training import make_sampling_strategy
 
     make_sampling_strategy(args.sampler, **sampler_options)  # bad options fail before any work
+    reused = None
+    if args.inherited_from:  # an unreadable record fails before the data are loaded
+        try:
+            reused = json.loads(Path(args.inherited_from).read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--inherited-from: cannot read {args.inherited_from} ({exc}); give a JSON record "
+                         f"written by this benchmark")
     t = time.perf_counter()
     dataset = load_dataset(data, seed=args.seed, **data_options)
     stages["data_s"] = time.perf_counter() - t
@@ -206,49 +306,34 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         calib_images = resolve_calib_images(len(dataset.split("calib")), args.calib_images)
     except Exception as exc:  # noqa: BLE001 - ConfigError, reported as a usage error
         parser.error(str(exc))
-    work = tempfile.mkdtemp(prefix="raynas-ranking-")
-    base = recipe(args, device, data, data_options, space_options, work)
-    supernet_config = dict(base, sampler=args.sampler, sampler_options=sampler_options,
-                           output=str(Path(work) / "supernet"))
-
-    # ---- 1. supernet, epochs fixed or sized from a probe of the step time
-    spe = steps_per_epoch(dataset, args.batch_size)
-    step_s = None
-    if args.supernet_epochs is not None:
-        epochs = args.supernet_epochs
-    else:
-        t = time.perf_counter()
-        step_s = seconds_per_step(dict(supernet_config, epochs=1), dataset, steps=args.probe_steps,
-                                  warmup=min(3, args.probe_steps))
-        stages["probe_s"] = time.perf_counter() - t
-        epochs = epochs_for(args.supernet_share * deadline.remaining(), step_s, spe, args.min_epochs)
-        print(f"supernet: {step_s * 1000:.1f} ms/step, {spe} steps/epoch -> {epochs:.2f} epochs", flush=True)
-    t = time.perf_counter()
-    trainer = SupernetTrainer(SupernetTrainConfig.from_any(dict(supernet_config, epochs=epochs)), dataset)
-    recorder = EpochRecorder(quiet=args.smoke)
-    trainer.fit(callback=recorder)
-    stages["supernet_train_s"] = recorder.records[-1]["train_seconds"]
-
-    # ---- 2-3. subnets over the MACs range, weight-inherited accuracy
-    t = time.perf_counter()
     space = create_space("ofa_mbv3_cifar", **space_options)
-    archs = pick_subnets(space, args.subnets, args.seed, pool=200 if args.smoke else 2000)
+    base = recipe(args, device, data, data_options, space_options, output="")
+    column = None
+    if reused is not None:  # checked before any work (and before the scratch folder exists)
+        try:
+            column = inherited_column(args.inherited_from, {
+                "smoke": args.smoke, "space": space.spec(), "data": data if args.smoke else args.data,
+                "data_options": data_options,
+                "recipe": {k: base[k] for k in _RECIPE_KEYS},
+                "sampler": {"name": args.sampler, "options": sampler_options},
+                "supernet_epochs": args.supernet_epochs if args.supernet_epochs is not None
+                else reused["supernet"]["epochs"],
+                "subnets": args.subnets, "calib_images": calib_images, "eval_batch": args.eval_batch,
+                "seed": args.seed})
+        except (ValueError, KeyError, TypeError) as exc:
+            parser.error(str(exc) if isinstance(exc, ValueError) else
+                         f"--inherited-from {args.inherited_from}: not a supernet_ranking record (missing {exc})")
+    work = tempfile.mkdtemp(prefix="raynas-ranking-")
+    base["output"] = work
+    if column is None:
+        supernet_config = dict(base, sampler=args.sampler, sampler_options=sampler_options,
+                               output=str(Path(work) / "supernet"))
+        archs, inherited, supernet_summary = supernet_column(
+            args, dataset, supernet_config, space, calib_images, device, deadline, stages)
+    else:
+        archs, inherited, supernet_summary = column["archs"], column["inherited"], column["supernet"]
+        print(f"supernet column: {len(archs)} subnets from {args.inherited_from}", flush=True)
     costs = [space.cost(a, num_classes=dataset.num_classes) for a in archs]
-    stages["select_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    evaluator = WeightInheritedEvaluator.from_dataset(
-        trainer.module, dataset, calib_images=calib_images, batch_size=args.eval_batch,
-        device=device, bf16=device.type == "cuda")
-    inherited = [m["accuracy"] for m in evaluator.evaluate(archs)]
-    stages["inherited_eval_s"] = time.perf_counter() - t
-    supernet_summary = {"epochs": epochs, "steps": trainer.step, "steps_per_epoch": spe,
-                        "probe_ms_per_step": None if step_s is None else step_s * 1000,
-                        "images_per_s": trainer.step * args.batch_size / max(stages["supernet_train_s"], 1e-9),
-                        "final_train_loss": trainer.history[-1]["train_loss"] if trainer.history else None,
-                        "per_epoch": recorder.records}
-    del evaluator, trainer
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
     # ---- 4. stand-alone nets, same recipe and epochs for all
     t = time.perf_counter()
@@ -281,7 +366,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "recipe": {k: base[k] for k in ("batch_size", "lr", "optimizer", "weight_decay",
                                         "warmup_epochs", "label_smoothing", "bf16", "channels_last")},
         "sampler": {"name": args.sampler, "options": sampler_options},
-        "budget_s": args.budget_s, "stages_s": stages, "supernet": supernet_summary,
+        "seed": args.seed, "budget_s": args.budget_s, "stages_s": stages, "supernet": supernet_summary,
+        # where the supernet column came from when it was read, not trained (its stage times there)
+        "inherited_from": None if column is None else {**column["source"], "stages_s": column["stages_s"],
+                                                       "torch": column["torch"]},
         "standalone": {k: standalone[k] for k in ("epochs", "steps_per_epoch", "workers",
                                                    "estimated_wall_per_epoch_s", "seconds")},
         "evaluation": {"split": "val", "val_images": len(dataset.split("val")),
