@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +52,27 @@ def test_supernet_ranking_smoke(tmp_path):
     assert all(s["standalone_per_epoch"][-1]["accuracy"] == s["standalone_accuracy"] for s in report["subnets"])
     assert report["evaluation"]["calib_images"] == 64 and report["bootstrap"] == 200
     assert set(report["stages_s"]) >= {"data_s", "supernet_train_s", "inherited_eval_s", "standalone_s"}
+
+    # --inherited-from: the supernet column is read back (not retrained), the stand-alone column is
+    # retrained with the same recipe, and the record names the file it read by its hash
+    import hashlib
+    import tempfile
+
+    again = tmp_path / "again.json"
+    supernet_ranking.main(["--smoke", "--out", str(again), "--inherited-from", str(out)])
+    second = _read(again)
+    assert [s["arch"] for s in second["subnets"]] == [s["arch"] for s in report["subnets"]]
+    assert [s["inherited_accuracy"] for s in second["subnets"]] == inherited
+    assert [s["standalone_accuracy"] for s in second["subnets"]] == alone  # deterministic on CPU
+    assert second["inherited_from"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert "supernet_train_s" not in second["stages_s"] and second["supernet"] == report["supernet"]
+    # a record of other settings is refused before any work: usage error, no scratch folder, no file
+    scratch_before = set(Path(tempfile.gettempdir()).glob("raynas-ranking-*"))
+    with pytest.raises(SystemExit) as refused:
+        supernet_ranking.main(["--smoke", "--seed", "1", "--out", str(tmp_path / "no.json"),
+                               "--inherited-from", str(out)])
+    assert refused.value.code == 2 and not (tmp_path / "no.json").exists()
+    assert set(Path(tempfile.gettempdir()).glob("raynas-ranking-*")) == scratch_before
 
 
 def test_supernet_throughput_smoke(tmp_path):
