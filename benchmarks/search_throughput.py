@@ -12,6 +12,7 @@ Each row records the 1-minute load average when it started (the machine may be s
 
     python benchmarks/search_throughput.py                        # 10,000 archs, random + evolution
     python benchmarks/search_throughput.py --batch-sizes default,8,256  # 'default': no batch size given
+    python benchmarks/search_throughput.py --tensorboard on,off --batch-sizes default --rounds 3  # TensorBoard's cost
     python benchmarks/search_throughput.py --smoke                # 300 archs: seconds
 
 Nothing here uses a GPU (the evaluator is a table); the same command measures a GPU machine's
@@ -20,8 +21,10 @@ head. Writes benchmarks/results/search_throughput.json (or --out) atomically and
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -50,7 +53,7 @@ def _row(method: str, strategy: str, batch_size: Optional[int], archs: int, wall
 
 
 def measure_raynas(space, evaluator, strategy: str, archs: int, batch_size: Optional[int], storage: str,
-                   seed: int, dedup: str = "arch") -> List[Dict[str, Any]]:
+                   seed: int, dedup: str = "arch", tensorboard: bool = True, round_: int = 0) -> List[Dict[str, Any]]:
     """raynas.search and the in-process driver on one configuration; their tables must agree.
     ``batch_size`` None: the search's default (sized from the evaluator's cost, see
     raynas.batching), which the in-process driver then uses too."""
@@ -62,8 +65,8 @@ def measure_raynas(space, evaluator, strategy: str, archs: int, batch_size: Opti
                                  batch_size=batch_size, seed=seed, strategy_options={"dedup": dedup})
     load_search = _load()
     start = time.perf_counter()
-    tuned = raynas.search(config, evaluator, name=f"{strategy}_b{batch_size or 'default'}", storage_path=storage,
-                          progress=False)
+    tuned = raynas.search(config, evaluator, name=f"{strategy}_b{batch_size or 'default'}_tb{int(tensorboard)}_r{round_}",
+                          storage_path=storage, progress=False, tensorboard=tensorboard)
     wall = time.perf_counter() - start
     chosen = int(tuned.meta["batch_size"])
     load = _load()
@@ -78,7 +81,28 @@ def measure_raynas(space, evaluator, strategy: str, archs: int, batch_size: Opti
             _row("raynas.search", strategy, chosen, len(tuned.df), wall, load_1m=load_search,
                  trials=-(-len(tuned.df) // chosen), same_archs_as_inline=bool(same),
                  ratio_to_inline=round(inline_wall / wall, 4), best_accuracy=best, batch_setting=setting,
-                 batch_sizing=tuned.meta.get("batch_sizing"))]
+                 batch_sizing=tuned.meta.get("batch_sizing"), tensorboard=tensorboard, round=round_)]
+
+
+def medians(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Median archs/s of the raynas.search rows per (strategy, batch size, TensorBoard), over the
+    rounds, and the median of the per-round rate with TensorBoard off / on where both ran."""
+    tuned = [r for r in rows if r["method"] == "raynas.search"]
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for row in tuned:
+        groups.setdefault((row["strategy"], row["batch_size"], row["tensorboard"]), []).append(row)
+    out = []
+    for (strategy, batch, tensorboard), group in groups.items():
+        entry = {"strategy": strategy, "batch_size": batch, "tensorboard": tensorboard, "runs": len(group),
+                 "median_archs_per_s": statistics.median(r["archs_per_s"] for r in group),
+                 "median_ratio_to_inline": statistics.median(r["ratio_to_inline"] for r in group)}
+        if not tensorboard:
+            on = {r["round"]: r["archs_per_s"] for r in groups.get((strategy, batch, True), [])}
+            ratios = [r["archs_per_s"] / on[r["round"]] for r in group if r["round"] in on]
+            if ratios:
+                entry["median_off_over_on"] = round(statistics.median(ratios), 3)
+        out.append(entry)
+    return out
 
 
 def profile_search(space, evaluator, archs: int, storage: str, seed: int, top: int = 15) -> Dict[str, Any]:
@@ -159,6 +183,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--batch-sizes", default="default,8",
                         help="archs per Tune trial to measure: numbers, or 'default' (none given: sized from "
                              "the evaluator's cost, see raynas.batching; 8 was the default before)")
+    parser.add_argument("--tensorboard", default="on",
+                        help="comma-separated on/off: each raynas.search row runs with each setting, in turn "
+                             "(its per-arch TensorBoard events and Tune rows; on is the default of raynas.search)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the raynas.search rows this many times, in turn (medians under a drifting load)")
     parser.add_argument("--plain-tune-trials", type=int, default=500, help="trials of the plain Tune run")
     parser.add_argument("--optuna-archs", type=int, default=10_000, help="trials of the Optuna loop")
     parser.add_argument("--dedup", choices=("arch", "equivalence"), default="arch",
@@ -182,8 +211,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         batch_sizes = [None if b == "default" else int(b) for b in args.batch_sizes.split(",") if b]
     except ValueError:
         parser.error(f"--batch-sizes takes comma-separated integers or 'default', got {args.batch_sizes!r}")
+    settings = {"on": True, "off": False}
+    tensorboards = [settings.get(t) for t in args.tensorboard.split(",") if t]
+    if not tensorboards or None in tensorboards:
+        parser.error(f"--tensorboard takes comma-separated 'on' and 'off', got {args.tensorboard!r}")
     if not strategies or not batch_sizes or min(b or 1 for b in batch_sizes) < 1 or \
-            min(args.archs, args.plain_tune_trials, args.optuna_archs) < 1:
+            min(args.archs, args.plain_tune_trials, args.optuna_archs, args.rounds) < 1:
         parser.error("--strategies, --batch-sizes, --archs and the trial counts must be non-empty and positive")
 
     import ray
@@ -199,14 +232,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     rows: List[Dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="raynas-throughput-") as storage:
-            for strategy in strategies:
-                for batch in batch_sizes:
-                    try:
-                        rows += measure_raynas(space, evaluator, strategy, args.archs, batch, storage, args.seed,
-                                               args.dedup)
-                    except ConfigError as exc:
-                        parser.exit(2, f"error: {exc}\n")
-                    print(_line(rows[-1]), _line(rows[-2]), sep="\n", flush=True)
+            for round_, strategy, batch, tensorboard in itertools.product(
+                    range(args.rounds), strategies, batch_sizes, tensorboards):
+                try:
+                    rows += measure_raynas(space, evaluator, strategy, args.archs, batch, storage,
+                                           args.seed, args.dedup, tensorboard, round_)
+                except ConfigError as exc:
+                    parser.exit(2, f"error: {exc}\n")
+                print(_line(rows[-1]), _line(rows[-2]), sep="\n", flush=True)
             rows.append(measure_plain_tune(args.plain_tune_trials, storage, args.seed))
             print(_line(rows[-1]), flush=True)
             rows.append(measure_optuna(evaluator, args.optuna_archs, args.seed))
@@ -216,6 +249,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         if started_ray:
             ray.shutdown()
     out = {"benchmark": "search_throughput", "smoke": bool(args.smoke), "rows": rows, "dedup": args.dedup,
+           "medians": medians(rows),
            **({"profile": profile} if profile else {}),
            "evaluator": {"table": Path(args.table).name, "metrics": METRIC},
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_1m_at_end": _load()},
@@ -232,6 +266,7 @@ def _line(row: Dict[str, Any]) -> str:
     batch += "*" if row.get("batch_setting") == "default" else ""
     extra = f"  x{row['ratio_to_inline']:.2f} of inline" if "ratio_to_inline" in row else ""
     same = "" if "same_archs_as_inline" not in row else f"  same archs: {row['same_archs_as_inline']}"
+    same += "" if "tensorboard" not in row else f"  tensorboard {'on' if row['tensorboard'] else 'off'}"
     return (f"{row['method']:16s} {row['strategy']:10s} {batch:>5s} {row['archs']:6d} archs "
             f"{row['wall_s']:8.2f} s {row['archs_per_s']:9.1f} archs/s  load {row['load_1m']}{extra}{same}")
 

@@ -64,7 +64,9 @@ def search(space: Union[str, SearchSpace, SearchConfig], evaluator: Any,
         tune_loggers: also Tune's own per-trial TensorBoard and CSV loggers (one row per trial).
         tensorboard: one Tune result row per arch in each trial's ``result.json`` (what
             ``tune.ExperimentAnalysis`` reads) and a per-arch TensorBoard log in
-            ``<experiment>/tensorboard`` (see :mod:`raynas.tune_view`); on by default, cheap.
+            ``<experiment>/tensorboard`` (see :mod:`raynas.tune_view`); on by default. Nothing
+            next to an evaluation that takes milliseconds; off, a random search of a table moves
+            ~1.3x the archs/s (BENCHMARKS.md, "Search throughput").
         name: the experiment's folder under ``storage_path``: a plain name (default:
             ``<space>-<strategy>-<date>-<time>``).
         resume: continue the experiment ``<storage_path>/<name>`` if it exists (see

@@ -38,11 +38,16 @@ def test_throughput_benchmark_default_batch_and_profile(ray_session, tmp_path):
     out = tmp_path / "throughput.json"
     search_throughput.main(["--table", str(shared_data_path("nb201/nb201_cifar10.csv")), "--archs", "64",
                             "--strategies", "random", "--batch-sizes", "default", "--plain-tune-trials", "2",
-                            "--optuna-archs", "10", "--profile", "--out", str(out)])
+                            "--optuna-archs", "10", "--profile", "--tensorboard", "on,off", "--out", str(out)])
     saved = json.loads(out.read_text())
     tuned = [r for r in saved["rows"] if r["method"] == "raynas.search"]
-    assert len(tuned) == 1 and tuned[0]["batch_setting"] == "default" and tuned[0]["batch_size"] == 64
-    assert tuned[0]["batch_sizing"]["source"] == "declared" and tuned[0]["same_archs_as_inline"]
+    # with and without the per-arch TensorBoard log, in turn: the same work either way
+    assert [r["tensorboard"] for r in tuned] == [True, False]
+    for row in tuned:
+        assert row["batch_setting"] == "default" and row["batch_size"] == 64
+        assert row["batch_sizing"]["source"] == "declared" and row["same_archs_as_inline"]
+    ratio = tuned[1]["archs_per_s"] / tuned[0]["archs_per_s"]
+    assert saved["medians"][1]["median_off_over_on"] == round(ratio, 3)
     assert saved["profile"]["archs"] == 64 and len(saved["profile"]["by_own_time"]) == 15
 
 
