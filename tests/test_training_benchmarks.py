@@ -220,3 +220,27 @@ def test_supernet_convergence_smoke(tmp_path):
     assert again["summary"]["random0"]["seeds"] == ["0", "1"]
     with pytest.raises(SystemExit):
         supernet_convergence.main(["--smoke", "--out", str(out), "--append", "--calib-images", "100"])
+
+
+def test_recorded_ranking_runs_recompute_from_their_subnets():
+    """Every recorded OFA ranking run (benchmarks/results/supernet_ranking_*.json): its headline
+    tau, rho and pass/fail are what its per-subnet accuracies give, and each stand-alone accuracy
+    is the last point of that net's per-epoch curve."""
+    from scipy.stats import kendalltau, spearmanr
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    records = sorted(results.glob("supernet_ranking_*.json"))
+    assert records, "no recorded ranking run"
+    for path in records:
+        report = _read(path)
+        inherited = [s["inherited_accuracy"] for s in report["subnets"]]
+        alone = [s["standalone_accuracy"] for s in report["subnets"]]
+        assert report["kendall_tau"] == pytest.approx(kendalltau(inherited, alone).statistic), path.name
+        assert report["spearman_rho"] == pytest.approx(spearmanr(inherited, alone).statistic), path.name
+        assert report["passed"] == (report["kendall_tau"] >= report["target_tau"]), path.name
+        low, high = report["kendall_tau_ci95"]
+        assert low <= report["kendall_tau"] <= high, path.name
+        for subnet in report["subnets"]:
+            curve = subnet["standalone_per_epoch"]
+            if curve:  # the oldest record kept only the final accuracy
+                assert curve[-1]["accuracy"] == subnet["standalone_accuracy"], (path.name, subnet["arch_id"])
