@@ -65,8 +65,9 @@ def measure_raynas(space, evaluator, strategy: str, archs: int, batch_size: Opti
                                  batch_size=batch_size, seed=seed, strategy_options={"dedup": dedup})
     load_search = _load()
     start = time.perf_counter()
-    tuned = raynas.search(config, evaluator, name=f"{strategy}_b{batch_size or 'default'}_tb{int(tensorboard)}_r{round_}",
-                          storage_path=storage, progress=False, tensorboard=tensorboard)
+    name = f"{strategy}_b{batch_size or 'default'}_tb{int(tensorboard)}_r{round_}"
+    tuned = raynas.search(config, evaluator, name=name, storage_path=storage, progress=False,
+                          tensorboard=tensorboard)
     wall = time.perf_counter() - start
     chosen = int(tuned.meta["batch_size"])
     load = _load()

@@ -148,16 +148,17 @@ def _record_seed(record: Dict[str, Any]) -> int:
     return int(found.group(1)) if found else 0
 
 
-def inherited_column(path: str, expected: Dict[str, Any]) -> Dict[str, Any]:
-    """Read the supernet column (subnets, inherited accuracies, supernet summary) of an earlier
-    record of this benchmark, after checking that every setting it depends on equals ``expected``.
+def inherited_column(path: str, raw: bytes, expected: Dict[str, Any]) -> Dict[str, Any]:
+    """The supernet column (subnets, inherited accuracies, supernet summary) of an earlier record
+    of this benchmark (``raw``: the file's bytes, read from ``path``), after checking that every
+    setting it depends on equals ``expected``.
 
-    Raises ValueError naming the first setting that differs."""
-    raw = Path(path).read_bytes()
+    Raises ValueError naming the first setting that differs (KeyError: not such a record)."""
     record = json.loads(raw)
     if record.get("benchmark") != "supernet_ranking":
         raise ValueError(f"--inherited-from {path}: not a supernet_ranking record")
-    found = {"smoke": record["smoke"], "space": record["space"], "data": record["data"], "data_options": record["data_options"],
+    found = {"smoke": record["smoke"], "space": record["space"], "data": record["data"],
+             "data_options": record["data_options"],
              "recipe": {k: record["recipe"][k] for k in _RECIPE_KEYS}, "sampler": record["sampler"],
              "supernet_epochs": record["supernet"]["epochs"], "subnets": len(record["subnets"]),
              "calib_images": record["evaluation"]["calib_images"],
@@ -299,10 +300,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     from raynas.training import make_sampling_strategy
 
     make_sampling_strategy(args.sampler, **sampler_options)  # bad options fail before any work
-    reused = None
+    reused, reused_raw = None, b""
     if args.inherited_from:  # an unreadable record fails before the data are loaded
         try:
-            reused = json.loads(Path(args.inherited_from).read_text())
+            reused_raw = Path(args.inherited_from).read_bytes()
+            reused = json.loads(reused_raw)
         except (OSError, ValueError) as exc:
             parser.error(f"--inherited-from: cannot read {args.inherited_from} ({exc}); give a JSON record "
                          f"written by this benchmark")
@@ -318,7 +320,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     column = None
     if reused is not None:  # checked before any work (and before the scratch folder exists)
         try:
-            column = inherited_column(args.inherited_from, {
+            column = inherited_column(args.inherited_from, reused_raw, {
                 "smoke": args.smoke, "space": space.spec(), "data": data if args.smoke else args.data,
                 "data_options": data_options,
                 "recipe": {k: base[k] for k in _RECIPE_KEYS},
