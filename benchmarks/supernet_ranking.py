@@ -148,14 +148,13 @@ def _record_seed(record: Dict[str, Any]) -> int:
     return int(found.group(1)) if found else 0
 
 
-def inherited_column(path: str, raw: bytes, expected: Dict[str, Any]) -> Dict[str, Any]:
+def inherited_column(path: str, raw: bytes, record: Dict[str, Any], expected: Dict[str, Any]) -> Dict[str, Any]:
     """The supernet column (subnets, inherited accuracies, supernet summary) of an earlier record
-    of this benchmark (``raw``: the file's bytes, read from ``path``), after checking that every
-    setting it depends on equals ``expected``.
+    of this benchmark (``record``, parsed from ``raw``, the bytes of ``path``), after checking that
+    every setting in ``expected`` equals the record's.
 
     Raises ValueError naming the first setting that differs (KeyError: not such a record)."""
-    record = json.loads(raw)
-    if record.get("benchmark") != "supernet_ranking":
+    if not isinstance(record, dict) or record.get("benchmark") != "supernet_ranking":
         raise ValueError(f"--inherited-from {path}: not a supernet_ranking record")
     found = {"smoke": record["smoke"], "space": record["space"], "data": record["data"],
              "data_options": record["data_options"],
@@ -319,16 +318,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     base = recipe(args, device, data, data_options, space_options, output="")
     column = None
     if reused is not None:  # checked before any work (and before the scratch folder exists)
+        expected = {"smoke": args.smoke, "space": space.spec(), "data": data if args.smoke else args.data,
+                    "data_options": data_options, "recipe": {k: base[k] for k in _RECIPE_KEYS},
+                    "sampler": {"name": args.sampler, "options": sampler_options}, "subnets": args.subnets,
+                    "calib_images": calib_images, "eval_batch": args.eval_batch, "seed": args.seed}
+        if args.supernet_epochs is not None:  # not given: the record's epochs are the run's
+            expected["supernet_epochs"] = args.supernet_epochs
         try:
-            column = inherited_column(args.inherited_from, reused_raw, {
-                "smoke": args.smoke, "space": space.spec(), "data": data if args.smoke else args.data,
-                "data_options": data_options,
-                "recipe": {k: base[k] for k in _RECIPE_KEYS},
-                "sampler": {"name": args.sampler, "options": sampler_options},
-                "supernet_epochs": args.supernet_epochs if args.supernet_epochs is not None
-                else reused["supernet"]["epochs"],
-                "subnets": args.subnets, "calib_images": calib_images, "eval_batch": args.eval_batch,
-                "seed": args.seed})
+            column = inherited_column(args.inherited_from, reused_raw, reused, expected)
         except (ValueError, KeyError, TypeError) as exc:
             parser.error(str(exc) if isinstance(exc, ValueError) else
                          f"--inherited-from {args.inherited_from}: not a supernet_ranking record (missing {exc})")
