@@ -121,6 +121,8 @@ class ResultsCollector(Callback):
 
     def on_trial_error(self, iteration: int, trials, trial, **info) -> None:
         # The trial itself crashed for good (not the evaluator): record its archs as failed, once.
+        # ``latest`` then holds exactly these rows (not the previous report's), for the progress bar.
+        self.latest.clear()
         stored = []
         for key, arch in zip(trial.config.get("arch_ids", []), trial.config.get("archs", [])):
             if key not in self._index and self.add_row(

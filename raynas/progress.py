@@ -56,6 +56,14 @@ class SearchProgress(Callback):
         return self.bar
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._update()
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        # a crashed trial's archs get error rows from the collector: count them as failed
+        self._update()
+
+    def _update(self) -> None:
+        """Count the rows the collector stored in the callback at hand and advance the bar."""
         bar = self._ensure_bar()
         for row in self.collector.latest.values():
             if "trial_id" in row:   # stored by this report (not an equal re-report's recall)

@@ -113,3 +113,31 @@ def test_incremental_flushes_write_what_a_rebuild_writes(tmp_path):
     pd.testing.assert_frame_equal(on_disk, rebuilt(), check_dtype=False)
     assert on_disk.loc[3, "score"] == 99.0 and len(on_disk) == 60 == len(collector)
     collector.journal.close()
+
+
+def test_a_crashed_trial_counts_as_failed_in_latest_and_the_progress_bar(tmp_path):
+    """A trial that dies for good gets error rows; ``latest`` then holds only those (not the
+    previous report's rows), and the progress bar counts them as failed."""
+    from types import SimpleNamespace
+
+    from raynas.objectives import Objective
+    from raynas.progress import SearchProgress
+
+    space = raynas.create_space("synthetic", num_layers=8, num_choices=4, seed=1)
+    rng = np.random.default_rng(5)
+    archs = [space.sample(rng) for _ in range(5)]
+    ids = [arch_id(a) for a in archs]
+    collector = ResultsCollector(tmp_path / "exp")
+    bar = SearchProgress(5, Objective("score", "max"), collector)
+    ok = SimpleNamespace(trial_id="t_ok", config={"arch_ids": ids[:2], "archs": archs[:2]})
+    crashed = SimpleNamespace(trial_id="t_dead", config={"arch_ids": ids[2:], "archs": archs[2:]})
+    for callback in (collector, bar):
+        callback.on_trial_result(0, [], ok, {"batch": [{"arch_id": k, "score": 1.0 + i}
+                                                       for i, k in enumerate(ids[:2])]})
+    for callback in (collector, bar):
+        callback.on_trial_error(1, [], crashed)
+    assert sorted(collector.latest) == sorted(ids[2:])
+    assert all(row["error"] for row in collector.latest.values())
+    assert (bar.failed, bar.best, bar._shown) == (3, 2.0, 5)
+    bar.close()
+    collector.journal.close()
