@@ -17,7 +17,12 @@ concurrency unless overridden), and report from the dispatcher's per-chunk timel
 - ``pool_start_s``: from creating the pool to every actor ready (they start in parallel);
 - ``archs_per_s``: M / wall; head CPU: ``driver_cpu`` and ``dispatcher_cpu``, CPU seconds per wall
   second of the driver (searcher, Tune's loop, collector, journal) and of the dispatcher;
-  ``machine_cpu``: the whole machine's (all simulated nodes share it).
+  ``machine_cpu``: the whole machine's (all simulated nodes share it);
+- ``idle_machine_cpu``: the machine's CPU while the warmed-up pool waits with no work for
+  ``--idle-seconds`` before the run (what the simulated cluster itself costs: its actor processes,
+  raylets and GCS), and ``cpu_ms_per_arch``: the run's machine CPU above that, per evaluated arch
+  (with sleeping evaluators: what orchestration costs per arch, driver, trials, dispatcher and
+  actors together; a host needs cores for ``archs/s x cpu_ms_per_arch / 1000`` of it).
 Evaluations jitter (each arch sleeps d x (1 +- ``--jitter``), fixed per arch) and one worker node
 is a straggler (its actors sleep STRAGGLER_SLOWDOWN = 2 times longer; ``--no-straggler``). M is sized so a fully
 busy pool needs about ``--pool-seconds`` (start-up and tail then are a small part of a long run).
@@ -156,7 +161,7 @@ class CpuMeter:
 
 
 def _measure(num_actors: int, delay_ms: float, jitter: float, straggler_node: Optional[str],
-             drive: Callable[[Any, Any], Tuple[int, int, int]]) -> Dict[str, Any]:
+             drive: Callable[[Any, Any], Tuple[int, int, int]], idle_s: float = 0.0) -> Dict[str, Any]:
     """Start and warm up a pool of sleeping actors, time ``drive(pool, space) -> (evaluated,
     batch size, trials in flight)`` and return the row every path reports."""
     import raynas
@@ -173,6 +178,11 @@ def _measure(num_actors: int, delay_ms: float, jitter: float, straggler_node: Op
         # warm-up: one arch per actor; the pool measures the evaluation time and sizes its chunks
         pool.evaluate([space.sample(np.random.default_rng(10_000_000 + i)) for i in range(num_actors)])
         pool.reset_stats()
+        idle_cpu = None
+        if idle_s > 0:
+            idle_meter = CpuMeter({})
+            time.sleep(idle_s)
+            idle_cpu = idle_meter.stop()["machine_cpu"]
         meter = CpuMeter({"driver": os.getpid(), "dispatcher": pool.health()["dispatcher"]["pid"]})
         t0 = time.time()
         evaluated, batch, in_flight = drive(pool, space)
@@ -183,6 +193,8 @@ def _measure(num_actors: int, delay_ms: float, jitter: float, straggler_node: Op
     finally:
         pool.shutdown()
     wall = t1 - t0
+    per_arch = (None if idle_cpu is None or not evaluated
+                else round((cpu["machine_cpu"] - idle_cpu) * wall / evaluated * 1000.0, 4))
     busy, eval_s = float(sum(health["busy_seconds"])), float(sum(health["eval_seconds"]))
     return {"actors": num_actors, "delay_ms": delay_ms, "jitter": jitter, "evaluated": int(evaluated),
             "straggler_node": straggler_node is not None, "batch_size": int(batch), "max_concurrent": int(in_flight),
@@ -193,14 +205,15 @@ def _measure(num_actors: int, delay_ms: float, jitter: float, straggler_node: Op
             "useful_utilisation": round(eval_s / (num_actors * wall), 4),
             "busy_seconds": round(busy, 3), "eval_seconds": round(eval_s, 3),
             "worker_nodes": len({w["node_id"] for w in health["worker_info"]}),
-            **cpu, **timeline_stats(chunks, num_actors, t0, t1),
+            **cpu, "idle_machine_cpu": idle_cpu, "cpu_ms_per_arch": per_arch,
+            **timeline_stats(chunks, num_actors, t0, t1),
             "per_worker": [{"busy_s": round(b, 3), "eval_s": round(e, 3)}
                            for b, e in zip(health["busy_seconds"], health["eval_seconds"])]}
 
 
 def run_config(num_actors: int, delay_ms: float, archs: int, storage: str, *, jitter: float,
                straggler_node: Optional[str], batch_size: Optional[int] = None,
-               max_concurrent: Optional[int] = None, seed: int = 0) -> Dict[str, Any]:
+               max_concurrent: Optional[int] = None, seed: int = 0, idle_s: float = 0.0) -> Dict[str, Any]:
     """M archs searched through raynas.search (random strategy) on the pool."""
     import raynas
 
@@ -211,11 +224,11 @@ def run_config(num_actors: int, delay_ms: float, archs: int, storage: str, *, ji
         return len(result.ok), result.meta["batch_size"], result.meta["max_concurrent"]
 
     return {"path": "raynas.search", "archs": archs,
-            **_measure(num_actors, delay_ms, jitter, straggler_node, drive)}
+            **_measure(num_actors, delay_ms, jitter, straggler_node, drive, idle_s)}
 
 
 def run_pool_only(num_actors: int, delay_ms: float, archs: int, *, jitter: float, straggler_node: Optional[str],
-                  in_flight: int = 3, seed: int = 0) -> Dict[str, Any]:
+                  in_flight: int = 3, seed: int = 0, idle_s: float = 0.0) -> Dict[str, Any]:
     """The pool without the search: the driver hands it batches of the pool's preferred size,
     ``in_flight`` at a time (as Tune's trials do), with no searcher, Tune, collector or journal.
     What the pool and its dispatcher can sustain on this head; the search's row minus this one
@@ -231,7 +244,8 @@ def run_pool_only(num_actors: int, delay_ms: float, archs: int, *, jitter: float
             done = sum(sum("error" not in r for r in rows) for rows in workers.map(pool.evaluate, batches))
         return done, batch, in_flight
 
-    return {"path": "pool only", "archs": archs, **_measure(num_actors, delay_ms, jitter, straggler_node, drive)}
+    return {"path": "pool only", "archs": archs,
+            **_measure(num_actors, delay_ms, jitter, straggler_node, drive, idle_s)}
 
 
 def _print_row(row: Dict[str, Any]) -> None:
@@ -240,7 +254,8 @@ def _print_row(row: Dict[str, Any]) -> None:
           f"steady={row['steady_utilisation'] or 0:.3f} {row['archs_per_s']:8.1f} archs/s "
           f"(ideal {row['ideal_archs_per_s']:.0f}) wall {row['wall_s']:.1f}s start {row['startup_s']}s "
           f"tail {row['tail_s']}s finish {row['finish_s']}s head cpu {row['driver_cpu']}+{row['dispatcher_cpu']} "
-          f"machine {row['machine_cpu']}", flush=True)
+          f"machine {row['machine_cpu']} (idle {row['idle_machine_cpu']}, {row['cpu_ms_per_arch']} ms CPU/arch)",
+          flush=True)
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -261,13 +276,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--paths", default="search",
                         help="what drives the pool: 'search' (raynas.search), 'pool' (batches handed to the pool "
                              "directly: what the pool alone sustains), or both: search,pool")
+    parser.add_argument("--idle-seconds", type=float, default=10.0,
+                        help="before each run, measure the machine's CPU while the warmed-up pool idles this "
+                             "long (0: skip)")
     parser.add_argument("--address", help="an existing Ray cluster (e.g. auto) instead of the simulated one")
     parser.add_argument("--smoke", action="store_true", help="2 nodes x 2 CPUs, N=4, d=10,100 ms, ~2 s pools")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "orchestration.json"))
     args = parser.parse_args(argv)
     if args.smoke:
         args.actors, args.delays_ms, args.pool_seconds, args.nodes, args.cpus_per_node = "4", "10,100", 2.0, 2, 2
-        args.head_cpus, args.paths = 2, "search,pool"
+        args.head_cpus, args.paths, args.idle_seconds = 2, "search,pool", 1.0
         if args.out == parser.get_default("out"):
             args.out = str(ROOT / "benchmarks" / "results" / "orchestration_smoke.json")
     try:
@@ -280,6 +298,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if args.address is None and max(actors) > args.nodes * args.cpus_per_node:
         parser.error(f"{max(actors)} actors need {max(actors)} CPUs; the worker nodes have "
                      f"{args.nodes * args.cpus_per_node}: raise --nodes or --cpus-per-node")
+    if args.idle_seconds < 0:
+        parser.error("--idle-seconds must be >= 0")
     if not 0.0 <= args.jitter <= 1.0:
         parser.error("--jitter must be in [0, 1]")
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
@@ -305,9 +325,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                         load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
                         if path == "search":
                             row = run_config(n, d, m, storage, jitter=args.jitter, straggler_node=straggler,
-                                             batch_size=args.batch_size, max_concurrent=args.max_concurrent)
+                                             batch_size=args.batch_size, max_concurrent=args.max_concurrent,
+                                             idle_s=args.idle_seconds)
                         else:
-                            row = run_pool_only(n, d, m, jitter=args.jitter, straggler_node=straggler)
+                            row = run_pool_only(n, d, m, jitter=args.jitter, straggler_node=straggler,
+                                                idle_s=args.idle_seconds)
                         row["load_1m_at_start"] = load
                         rows.append(row)
                         _print_row(row)

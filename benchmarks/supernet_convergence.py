@@ -19,9 +19,13 @@ sharing costs; comparing variants says what each change contributes.
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/supernet_convergence.py --preset digits
     # CIFAR-10 at 32x32, width 0.25, 10,000 training images (the CPU ranking setting)
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/supernet_convergence.py --preset cifar
+    # CIFAR-10 at 16x16, the OFA ranking benchmark's CPU setting: the issue's sandwich vs today's
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/supernet_convergence.py --preset cifar16 --protocols steps
     # on a GPU (bf16, channels_last; more epochs fit)
     PYTHONPATH=. python benchmarks/supernet_convergence.py --preset cifar --device cuda --threads 0
     PYTHONPATH=. python benchmarks/supernet_convergence.py --smoke     # CPU, seconds
+    # seeds run in parallel (one process each, --out per seed), then one record of them all
+    python benchmarks/supernet_convergence.py --merge a.json b.json --out merged.json
 
 Writes benchmarks/results/supernet_convergence_<preset>.json (atomically).
 """
@@ -109,6 +113,20 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                    "sampler_options": {"num_random": 2}},
         "variants": ["base", "random1", "students_half"],
         "time_variants": ["base", "random1"],
+        "time_reference": "base",
+    },
+    # the OFA ranking benchmark's CPU setting (CIFAR-10 at 16x16, 20,000 training images, width
+    # 0.5, its recipe): the issue's sandwich (two random subnets, distillation from step 0) as
+    # "base", then the library's default sandwich (one random subnet) with distillation from step
+    # 0, never, or after a labels-only first half (the demo's)
+    "cifar16": {
+        "data": CIFAR10_SPEC, "data_options": {"image_size": 16, "train_size": 20000},
+        "space_options": {"width_mult": 0.5, "resolutions": [12, 14, 16], "stage_strides": [2, 2, 2, 1, 2]},
+        "recipe": {"epochs": 6, "batch_size": 128, "lr": 0.1, "warmup_epochs": 1.0,
+                   "label_smoothing": 0.1, "weight_decay": 5e-4, "sampler": "sandwich",
+                   "sampler_options": {"num_random": 2}},
+        "variants": ["base", "demo_kd", "demo_labels", "demo_kd_warmup"],
+        "time_variants": [],
         "time_reference": "base",
     },
 }
@@ -218,6 +236,46 @@ def print_table(title: str, summary: Mapping[str, Dict[str, Any]]) -> None:
 SAME_SETTING = ("preset", "data", "data_options", "space_options", "recipe", "evaluation", "data_seed")
 
 
+class MergeError(ValueError):
+    """Reports that cannot be merged (another setting, or one seed measured twice differently)."""
+
+
+def merge_reports(reports: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """One report of several runs of the same setting (e.g. one process per seed): their runs'
+    seeds side by side, every protocol's summary recomputed from them, all commands kept."""
+    first = reports[0]
+    merged = json.loads(json.dumps(first))
+    for other in reports[1:]:
+        differ = [k for k in SAME_SETTING
+                  if json.dumps(other.get(k), sort_keys=True) != json.dumps(first.get(k), sort_keys=True)]
+        if differ:
+            raise MergeError(f"the reports were measured with other settings ({', '.join(differ)})")
+        merged["commands"] += other.get("commands", [])
+        merged["variants"].update(other.get("variants", {}))
+        for label, protocol in other.get("protocols", {}).items():
+            if label not in merged["protocols"]:
+                merged["protocols"][label] = json.loads(json.dumps(protocol))
+                continue
+            into = merged["protocols"][label]
+            if label == "time":   # steps per run come from each report's own probe
+                shared = set(into.get("epochs", {})) & set(protocol.get("epochs", {}))
+                if any(into["epochs"][n] != protocol["epochs"][n] for n in shared):
+                    raise MergeError("their equal-time runs were sized by different probes; merge "
+                                     "equal-step runs only (--protocols steps)")
+                into.setdefault("probes", []).extend(protocol.get("probes", []))
+            into.setdefault("pairs", {}).update(protocol.get("pairs", {}))
+            for name, run in protocol.get("runs", {}).items():
+                seeds = into.setdefault("runs", {}).setdefault(name, {"config": run["config"], "seeds": {}})["seeds"]
+                for seed, result in run["seeds"].items():
+                    if seed in seeds and seeds[seed] != result:
+                        raise MergeError(f"seed {seed} of {label} run {name!r} differs between the reports")
+                    seeds[seed] = result
+    for protocol in merged["protocols"].values():
+        protocol["summary"] = summarise(protocol.get("runs", {}), protocol.get("pairs", {}))
+    merged["merged_from"] = len(reports)
+    return merged
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="digits")
@@ -243,8 +301,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                         help="add the runs (and seeds) that --out lacks to it instead of refusing to "
                              "overwrite it; the setting must match")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run on 8x8 digits (seconds)")
+    parser.add_argument("--merge", nargs="+", metavar="REPORT",
+                        help="train nothing: write one report (--out) of these reports of the same setting")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge_main(parser, args.merge, args.out)
 
     preset = json.loads(json.dumps(PRESETS[args.preset]))
     if args.data:
@@ -352,6 +414,30 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     report["load_average_end"] = load_average()
     write_report(str(out_path), report)
     return report
+
+
+def merge_main(parser: argparse.ArgumentParser, paths: List[str], out: Optional[str]) -> Dict[str, Any]:
+    if not out:
+        parser.error("--merge needs --out (the merged report)")
+    if Path(out).exists():
+        parser.error(f"{out} exists; --out another file")
+    reports = []
+    for path in paths:
+        try:
+            report = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--merge: cannot read {path} ({exc})")
+        if not isinstance(report, dict) or report.get("benchmark") != "supernet_convergence":
+            parser.error(f"--merge: {path} is not a supernet_convergence report")
+        reports.append(report)
+    try:
+        merged = merge_reports(reports)
+    except MergeError as exc:
+        parser.error(f"--merge: {exc}")
+    write_report(out, merged)
+    for label, protocol in merged["protocols"].items():
+        print_table(label, protocol["summary"])
+    return merged
 
 
 RECORDED = ("epochs", "sampler", "sampler_options", "lr", "warmup_epochs", "grad_clip", "kd_temperature",

@@ -210,10 +210,33 @@ def test_supernet_convergence_smoke(tmp_path):
         assert run["seeds"]["0"]["steps"] == expected
     assert timed["runs"]["issue"]["seeds"]["0"]["steps"] == timed["reference_steps"]
 
+    first = tmp_path / "first.json"
+    first.write_text(out.read_text())
     # --append adds a seed without retraining what is there; another setting is refused
     supernet_convergence.main(["--smoke", "--out", str(out), "--append", "--protocols", "steps",
                                "--seeds", "0,1", "--variants", "random0"])
     again = _read(out)["protocols"]["steps"]
+    # the same seed trained in another process and merged in gives the same record
+    seed1 = tmp_path / "seed1.json"
+    supernet_convergence.main(["--smoke", "--out", str(seed1), "--protocols", "steps", "--seeds", "1",
+                               "--variants", "random0"])
+    merged = tmp_path / "merged.json"
+    supernet_convergence.main(["--merge", str(first), str(seed1), "--out", str(merged)])
+
+    def accuracies(summary):   # wall times differ between the two trainings of seed 1
+        return {name: {k: v for k, v in row.items() if k != "train_seconds"} for name, row in summary.items()}
+
+    merged_steps = _read(merged)["protocols"]["steps"]
+    assert accuracies(merged_steps["summary"]) == accuracies(again["summary"])
+    assert merged_steps["summary"]["random0"]["seeds"] == ["0", "1"]
+    assert merged_steps["runs"]["issue"] == steps["runs"]["issue"]
+    with pytest.raises(SystemExit):   # never over a file that exists
+        supernet_convergence.main(["--merge", str(first), str(seed1), "--out", str(merged)])
+    other = tmp_path / "other_split.json"
+    other.write_text(json.dumps(dict(_read(seed1), data_seed=9)))
+    with pytest.raises(SystemExit):   # another train/val split
+        supernet_convergence.main(["--merge", str(first), str(other), "--out", str(tmp_path / "no.json")])
+    assert not (tmp_path / "no.json").exists()
     assert again["runs"]["issue"] == steps["runs"]["issue"]
     assert again["runs"]["random0"]["seeds"]["0"] == steps["runs"]["random0"]["seeds"]["0"]
     assert set(again["runs"]["random0"]["seeds"]) == {"0", "1"}
