@@ -52,8 +52,9 @@ ALONE = "alone:"
 
 # The runs a preset compares: name -> training-option changes on top of the preset's recipe.
 # "issue" is the recipe the issue measured (the old demo: flips on digits, sandwich with two
-# random subnets, in-place distillation at T=1, lr 0.1, clip 5); the others change one thing
-# each, and "default" is what the training defaults now are.
+# random subnets, in-place distillation from step 0 at T=1, lr 0.1, clip 5); the others change
+# one thing each. Every preset names distill_warmup explicitly: records made before the
+# sandwich's default became a labels-only first half (distill_warmup=0.5) trained with 0.
 VARIANTS: Dict[str, Dict[str, Any]] = {
     "issue": {"flip": True},
     "noflip": {},    # the dataset's own augmentation: crops, no flips on digits
@@ -65,7 +66,7 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "labels_only": {"sampler_options": {"num_random": 2, "distill": False}},
     # the demo's sandwich (one random subnet): distillation throughout, never, or after a
     # labels-only first half (students imitate a teacher that has learnt something)
-    "demo_kd": {"sampler_options": {"num_random": 1}},
+    "demo_kd": {"sampler_options": {"num_random": 1, "distill_warmup": 0.0}},
     "demo_labels": {"sampler_options": {"num_random": 1, "distill": False}},
     "demo_kd_warmup": {"sampler_options": {"num_random": 1, "distill_warmup": 0.5}},
     "kd_t2": {"kd_temperature": 2.0},
@@ -86,7 +87,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "space_options": {"width_mult": 0.5, "stage_strides": [2, 2, 2, 1, 2]},
         "recipe": {"epochs": 6, "batch_size": 64, "lr": 0.1, "warmup_epochs": 0.5,
                    "label_smoothing": 0.1, "sampler": "sandwich",
-                   "sampler_options": {"num_random": 2}},
+                   "sampler_options": {"num_random": 2, "distill_warmup": 0.0}},
         "variants": ["issue", "noflip", "largest_only", "random1", "random0", "students_half",
                      "progressive"],
         "time_variants": ["issue", "noflip", "random1"],
@@ -98,7 +99,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "space_options": {"width_mult": 0.5, "resolutions": [12, 14, 16], "stage_strides": [2, 2, 2, 1, 2]},
         "recipe": {"epochs": 6, "batch_size": 64, "lr": 0.1, "warmup_epochs": 0.5,
                    "label_smoothing": 0.1, "sampler": "sandwich",
-                   "sampler_options": {"num_random": 2}},
+                   "sampler_options": {"num_random": 2, "distill_warmup": 0.0}},
         "variants": ["noflip", "random1", "random0", "students_half", "labels_only", "kd_t2", "lr_0.05",
                      "lr_0.2", "no_warmup", "no_clip", "progressive"],
         "time_variants": ["noflip", "random1", "random0", "students_half", "progressive"],
@@ -110,7 +111,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "space_options": {"width_mult": 0.25, "stage_strides": [2, 2, 2, 1, 2]},
         "recipe": {"epochs": 6, "batch_size": 128, "lr": 0.1, "warmup_epochs": 0.5,
                    "label_smoothing": 0.1, "weight_decay": 5e-5, "sampler": "sandwich",
-                   "sampler_options": {"num_random": 2}},
+                   "sampler_options": {"num_random": 2, "distill_warmup": 0.0}},
         "variants": ["base", "random1", "students_half"],
         "time_variants": ["base", "random1"],
         "time_reference": "base",
@@ -124,7 +125,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "space_options": {"width_mult": 0.5, "resolutions": [12, 14, 16], "stage_strides": [2, 2, 2, 1, 2]},
         "recipe": {"epochs": 6, "batch_size": 128, "lr": 0.1, "warmup_epochs": 1.0,
                    "label_smoothing": 0.1, "weight_decay": 5e-4, "sampler": "sandwich",
-                   "sampler_options": {"num_random": 2}},
+                   "sampler_options": {"num_random": 2, "distill_warmup": 0.0}},
         "variants": ["base", "demo_kd", "demo_labels", "demo_kd_warmup"],
         "time_variants": [],
         "time_reference": "base",

@@ -1,7 +1,8 @@
 """Ranking quality of a one-shot supernet: weight-inherited vs stand-alone accuracy (issue 3).
 
-1. Train the ``ofa_mbv3_cifar`` supernet on CIFAR-10 (sandwich rule + in-place distillation,
-   bf16, channels_last, the uint8 training set on the GPU, augmentation on the GPU; by default
+1. Train the ``ofa_mbv3_cifar`` supernet on CIFAR-10 (the library's sandwich default: labels for
+   the first half, in-place distillation after; records made before that default distilled from
+   step 0), bf16, channels_last, the uint8 training set on the GPU, augmentation on the GPU; by default
    with a stride-2 first stage, see ``DEFAULT_SPACE_OPTIONS``).
 2. Pick ``--subnets`` (>= 12) archs spread evenly over the MACs range (smallest and largest
    included).
@@ -297,8 +298,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     from raynas.evaluators.weight_inherited import resolve_calib_images
     from raynas.registry import create_space
     from raynas.training import make_sampling_strategy
+    from raynas.training.sampling import resolved_sampling_options
 
     make_sampling_strategy(args.sampler, **sampler_options)  # bad options fail before any work
+    # recorded with every default filled in: a record keeps saying what was trained when a
+    # default changes (and --inherited-from refuses a record trained under other defaults)
+    sampler_options = resolved_sampling_options(args.sampler, sampler_options)
     reused, reused_raw = None, b""
     if args.inherited_from:  # an unreadable record fails before the data are loaded
         try:

@@ -77,7 +77,8 @@ def build_trainers(args, device: torch.device, space_options: Dict[str, Any], wo
         return SupernetTrainer(SupernetTrainConfig.from_any(dict(base, **kw)), dataset)
 
     largest = trainer(sampler="fixed", sampler_options={"arch": "largest"})
-    sandwich = trainer(sampler="sandwich", sampler_options={"num_random": args.num_random})
+    # the distilled step (teacher and students), which a sandwich run spends its second half on
+    sandwich = trainer(sampler="sandwich", sampler_options={"num_random": args.num_random, "distill_warmup": 0.0})
     tasks = sandwich.strategy.plan(space, 0, args.seed)
     static = {}
     for task in tasks:
@@ -187,7 +188,8 @@ def measure_ddp_sync(args, deadline: Deadline) -> Dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="raynas-ddp-") as work:
         config = dict(space="ofa_mbv3_cifar", space_options=dict(SMOKE_OFA, width_mult=0.5, resolutions=[16]),
                       data="digits", data_options={"image_size": 16}, batch_size=32, device="cpu",
-                      cpu_threads=1, output=work, sampler_options={"num_random": args.num_random})
+                      cpu_threads=1, output=work,
+                      sampler_options={"num_random": args.num_random, "distill_warmup": 0.0})
         out = str(Path(work) / "times.json")
         TorchTrainer(ddp_sync_loop,
                      train_loop_config={"config": config, "warmup": 2, "steps": args.ddp_steps,

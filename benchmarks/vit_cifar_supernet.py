@@ -3,7 +3,7 @@ subnets' weight-inherited accuracy (issue 4, item 5 ii; the step-throughput half
 ``supernet_throughput.py --space vit_cifar``).
 
 The shared trainer runs it: ``sandwich`` (largest on the labels, its logits teaching one random
-subnet and the smallest) or ``uniform`` (AutoFormer: one random subnet per step), AdamW, bf16 on
+subnet and the smallest once the labels-only first half is over) or ``uniform`` (AutoFormer: one random subnet per step), AdamW, bf16 on
 GPU, the uint8 training set and its augmentation on the GPU. Accuracy with inherited weights on
 the held-out validation split and on the test set (``WeightInheritedEvaluator``); the largest
 subnet is also exported to timm and re-evaluated (the two must agree).

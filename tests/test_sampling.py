@@ -56,7 +56,12 @@ def test_sandwich_distill_warmup_trains_students_on_labels_first(ofa):
         assert teacher.is_teacher == distilled, step
         assert all((s.label_weight, s.distill_weight) == ((0, 1) if distilled else (1, 0)) for s in students), step
     assert strategy.describe() == "sandwich rule, labels for the first 25% of the steps, then in-place distillation"
-    assert make_sampling_strategy("sandwich").describe() == "sandwich rule, in-place distillation"
+    assert make_sampling_strategy("sandwich", distill_warmup=0).describe() == "sandwich rule, in-place distillation"
+    # the default: labels for the first half of the run (the convergence benchmark's finding)
+    default = make_sampling_strategy("sandwich")
+    default.bind_schedule(PhasePlan.build(default.phases(4.0, 0.1, 0.0), steps_per_epoch=10))
+    assert [default.plan(ofa, step, seed=0)[0].is_teacher for step in (0, 19, 20, 39)] == [False, False, True, True]
+    assert default.describe() == "sandwich rule, labels for the first 50% of the steps, then in-place distillation"
     for bad in (1.0, -0.1, True, "half"):
         with pytest.raises(ConfigError, match="distill_warmup"):
             make_sampling_strategy("sandwich", distill_warmup=bad)
@@ -168,3 +173,15 @@ def test_default_progressive_shrinking_schedule_spreads_the_epochs_over_ofa_phas
     assert [p.sort_channels for p in phases] == [False] * 4 + ["auto"] * 2
     assert phases[2].options["unlock"] == {"kernel": None, "depth": [1, 2], "resolution": None}
     assert phases[4].options["unlock"]["expand"] == [2, 3]
+
+
+def test_resolved_sampling_options_fill_every_default():
+    """What a record keeps: the given options plus every default, so it still says what was
+    trained after a default changes; an unknown option is a config error."""
+    from raynas.training.sampling import resolved_sampling_options
+
+    assert resolved_sampling_options("sandwich", {"num_random": 2}) == {
+        "num_random": 2, "distill": True, "student_weight": 1.0, "distill_warmup": 0.5}
+    assert resolved_sampling_options("fixed", {}) == {"arch": "largest"}
+    with pytest.raises(ConfigError, match="sandwich"):
+        resolved_sampling_options("sandwich", {"warmup": 0.5})

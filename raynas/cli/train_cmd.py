@@ -14,7 +14,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "train", help="train a weight-sharing supernet",
         description="Train the supernet of a space on a dataset with a subnet sampling strategy "
-                    "(sandwich rule with in-place distillation by default). Writes an atomic "
+                    "(by default the sandwich rule: the largest subnet, one random subnet and the smallest "
+                    "per step; the students learn from the labels for the first half of the run, then "
+                    "by in-place distillation from the largest). Writes an atomic "
                     "checkpoint (model.safetensors + meta.json + training state) under "
                     "OUTPUT/checkpoint. --workers N trains data-parallel on N Ray Train workers "
                     "(DDP: NCCL on GPUs, gloo on CPU); --resume continues a checkpoint exactly.",
