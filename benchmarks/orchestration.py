@@ -213,17 +213,19 @@ def _measure(num_actors: int, delay_ms: float, jitter: float, straggler_node: Op
 
 def run_config(num_actors: int, delay_ms: float, archs: int, storage: str, *, jitter: float,
                straggler_node: Optional[str], batch_size: Optional[int] = None,
-               max_concurrent: Optional[int] = None, seed: int = 0, idle_s: float = 0.0) -> Dict[str, Any]:
-    """M archs searched through raynas.search (random strategy) on the pool."""
+               max_concurrent: Optional[int] = None, seed: int = 0, idle_s: float = 0.0,
+               tensorboard: bool = True) -> Dict[str, Any]:
+    """M archs searched through raynas.search (random strategy) on the pool; ``tensorboard``
+    False: without the per-arch Tune rows and TensorBoard log (the README's large-sweep setting)."""
     import raynas
 
     def drive(pool, space):
         result = raynas.search(space, pool.evaluator(), strategy="random", num_samples=archs, objectives="score",
                                batch_size=batch_size, max_concurrent=max_concurrent, seed=seed,
-                               storage_path=storage, progress=False)
+                               storage_path=storage, progress=False, tensorboard=tensorboard)
         return len(result.ok), result.meta["batch_size"], result.meta["max_concurrent"]
 
-    return {"path": "raynas.search", "archs": archs,
+    return {"path": "raynas.search", "archs": archs, "tensorboard": tensorboard,
             **_measure(num_actors, delay_ms, jitter, straggler_node, drive, idle_s)}
 
 
@@ -232,17 +234,28 @@ def run_pool_only(num_actors: int, delay_ms: float, archs: int, *, jitter: float
     """The pool without the search: the driver hands it batches of the pool's preferred size,
     ``in_flight`` at a time (as Tune's trials do), with no searcher, Tune, collector or journal.
     What the pool and its dispatcher can sustain on this head; the search's row minus this one
-    is what the search path costs. (The archs are sampled while the clock runs: microseconds
-    each, as the random searcher's are.)"""
-    from concurrent.futures import ThreadPoolExecutor
+    is what the search path costs. (The archs are sampled while the clock runs, a batch at a
+    time as a slot frees: microseconds each, as the random searcher's are.)"""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     def drive(pool, space):
         batch = pool.evaluator().preferred_batch_size
         rng = np.random.default_rng(seed)
-        batches = [[space.sample(rng) for _ in range(min(batch, archs - start))] for start in range(0, archs, batch)]
+        starts = iter(range(0, archs, batch))
+        done, running = 0, set()
         with ThreadPoolExecutor(in_flight) as workers:
-            done = sum(sum("error" not in r for r in rows) for rows in workers.map(pool.evaluate, batches))
-        return done, batch, in_flight
+            while True:
+                # each batch is sampled when a slot frees (as a searcher proposes a trial), so the
+                # first chunks start after one batch's sampling, not the whole run's
+                for start in starts:
+                    running.add(workers.submit(pool.evaluate, [space.sample(rng)
+                                                               for _ in range(min(batch, archs - start))]))
+                    if len(running) >= in_flight:
+                        break
+                if not running:
+                    return done, batch, in_flight
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                done += sum(sum("error" not in r for r in f.result()) for f in finished)
 
     return {"path": "pool only", "archs": archs,
             **_measure(num_actors, delay_ms, jitter, straggler_node, drive, idle_s)}
@@ -279,6 +292,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--idle-seconds", type=float, default=10.0,
                         help="before each run, measure the machine's CPU while the warmed-up pool idles this "
                              "long (0: skip)")
+    parser.add_argument("--tensorboard", choices=("on", "off"), default="on",
+                        help="the search path's per-arch Tune rows and TensorBoard log (off: the README's "
+                             "setting for large sweeps)")
     parser.add_argument("--address", help="an existing Ray cluster (e.g. auto) instead of the simulated one")
     parser.add_argument("--smoke", action="store_true", help="2 nodes x 2 CPUs, N=4, d=10,100 ms, ~2 s pools")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "orchestration.json"))
@@ -326,7 +342,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                         if path == "search":
                             row = run_config(n, d, m, storage, jitter=args.jitter, straggler_node=straggler,
                                              batch_size=args.batch_size, max_concurrent=args.max_concurrent,
-                                             idle_s=args.idle_seconds)
+                                             idle_s=args.idle_seconds, tensorboard=args.tensorboard == "on")
                         else:
                             row = run_pool_only(n, d, m, jitter=args.jitter, straggler_node=straggler,
                                                 idle_s=args.idle_seconds)

@@ -272,6 +272,11 @@ def require_choice(field: str, value: Any, allowed: Sequence[Any], space: str) -
             if type(a) is str and a == value:
                 return a
         raise ArchError(field, value, tuple(allowed), space=space)
+    if type(value) is int:   # op indices: same_choice's answer for an int, inlined (a sweep's hot loop)
+        for a in allowed:
+            if not isinstance(a, bool) and isinstance(a, (int, float)) and a == value:
+                return a
+        raise ArchError(field, value, tuple(allowed), space=space)
     for a in allowed:
         if same_choice(a, value):
             return a
