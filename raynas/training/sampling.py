@@ -12,6 +12,7 @@ shrinking, PreNAS preferred sampling, FairNAS ``fair``, isomorphism-aware ``isom
 """
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
@@ -234,13 +235,11 @@ def make_sampling_strategy(name: str, **options: Any) -> SamplingStrategy:
 def resolved_sampling_options(name: str, options: Mapping[str, Any]) -> Dict[str, Any]:
     """``options`` with every default of strategy ``name`` filled in: what a record should keep,
     so that it still says what was trained after a default changes."""
-    import inspect
-
-    factory = SAMPLING_STRATEGIES.get(name)
+    signature = inspect.signature(SAMPLING_STRATEGIES.get(name))
     try:
-        bound = inspect.signature(factory).bind_partial(**options)
+        bound = signature.bind_partial(**options)
     except TypeError as exc:
         raise ConfigError(f"sampling strategy {name!r}: {exc}") from None
     bound.apply_defaults()
     return {k: v for k, v in bound.arguments.items()
-            if inspect.signature(factory).parameters[k].kind is not inspect.Parameter.VAR_KEYWORD}
+            if signature.parameters[k].kind is not inspect.Parameter.VAR_KEYWORD}
