@@ -237,6 +237,11 @@ def print_table(title: str, summary: Mapping[str, Dict[str, Any]]) -> None:
 SAME_SETTING = ("preset", "data", "data_options", "space_options", "recipe", "evaluation", "data_seed")
 
 
+def differing_settings(a: Mapping[str, Any], b: Mapping[str, Any]) -> List[str]:
+    """The SAME_SETTING keys on which two reports differ (what --append and --merge refuse)."""
+    return [k for k in SAME_SETTING if json.dumps(a.get(k), sort_keys=True) != json.dumps(b.get(k), sort_keys=True)]
+
+
 class MergeError(ValueError):
     """Reports that cannot be merged (another setting, or one seed measured twice differently)."""
 
@@ -247,8 +252,7 @@ def merge_reports(reports: List[Dict[str, Any]]) -> Dict[str, Any]:
     first = reports[0]
     merged = json.loads(json.dumps(first))
     for other in reports[1:]:
-        differ = [k for k in SAME_SETTING
-                  if json.dumps(other.get(k), sort_keys=True) != json.dumps(first.get(k), sort_keys=True)]
+        differ = differing_settings(other, first)
         if differ:
             raise MergeError(f"the reports were measured with other settings ({', '.join(differ)})")
         merged["commands"] += other.get("commands", [])
@@ -357,8 +361,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     }
     if args.append and out_path.exists():
         saved = json.loads(out_path.read_text())
-        differ = [k for k in SAME_SETTING
-                  if json.dumps(saved.get(k), sort_keys=True) != json.dumps(report[k], sort_keys=True)]
+        differ = differing_settings(saved, report)
         if differ:
             parser.error(f"--append: {out_path} was measured with other settings ({', '.join(differ)})")
         report.update({k: saved[k] for k in ("commands", "variants", "protocols") if k in saved})
